@@ -1,0 +1,294 @@
+"""The ``flowengine`` command line: validate, draw and import agents.
+
+Each command imports only what it uses, so ``validate`` and ``viz`` start fast and never
+load a model runtime or a database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from flowengine import __version__
+
+if TYPE_CHECKING:
+    from flowengine.graph import Validated
+    from flowengine.spec.diagnostics import Diagnostic
+
+EXIT_OK, EXIT_ERRORS, EXIT_USAGE = 0, 1, 2
+AGENT_SUFFIXES = (".yaml", ".yml")
+VIZ_SUFFIXES = {
+    ".mmd": "mermaid",
+    ".mermaid": "mermaid",
+    ".dot": "dot",
+    ".gv": "dot",
+    ".svg": "svg",
+    ".png": "png",
+    ".html": "html",
+    ".json": "json",
+}
+
+
+class UsageError(Exception):
+    """A bad path or flag combination: reported in one line, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="flowengine",
+        description="Declarative LLM agents: YAML state machines of process, decision "
+        "and terminal steps, checked before they run.",
+        epilog="Examples:\n"
+        "  flowengine validate agents/\n"
+        "  flowengine viz agents/travel_agent.yaml --format png -o travel.png\n"
+        "  flowengine import-aios ../shared/aios/TravelAgent.json -o imported/\n\n"
+        "Run 'flowengine COMMAND --help' for a command's options.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"flowengine {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    validate = commands.add_parser(
+        "validate",
+        help="check agent files: schema, graph, templates",
+        description="Check agent files and report every problem with its file, line and "
+        "column. Exit status: 0 no errors (warnings allowed), 1 errors found, 2 bad usage.",
+        epilog="Examples:\n"
+        "  flowengine validate agents/\n"
+        "  flowengine validate my_agent.yaml --strict\n"
+        "  flowengine validate agents/ --format json | jq '.[].code'",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    validate.add_argument(
+        "paths", nargs="+", metavar="PATH", help="agent files, or folders to search for *.yaml"
+    )
+    validate.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        help="text: one 'FILE:LINE:COL: severity: message [code]' line each (default); "
+        "json: a list of objects with file, line, column, severity, code, message",
+    )
+    validate.add_argument("--strict", action="store_true", help="treat warnings as errors")
+    validate.set_defaults(handler=cmd_validate)
+
+    viz = commands.add_parser(
+        "viz",
+        help="draw an agent's flow graph",
+        description="Draw the flow of an agent: process steps as boxes, decisions as "
+        "diamonds, terminal steps as rounded ends, decision edges labelled with their "
+        "branch. Steps with errors are outlined in red. svg, png and html use Graphviz "
+        "'dot'; mermaid, dot and json need nothing else.",
+        epilog="Examples:\n"
+        "  flowengine viz agents/travel_agent.yaml                 # Mermaid to stdout\n"
+        "  flowengine viz agents/travel_agent.yaml -o travel.png   # format from the suffix\n"
+        "  flowengine viz agents/math_agent.yaml --format json     # networkx node-link",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    viz.add_argument("agent", metavar="AGENT.yaml", help="the agent file to draw")
+    viz.add_argument(
+        "--format",
+        choices=("mermaid", "dot", "svg", "png", "html", "json"),
+        help="output format (default: from the -o suffix, else mermaid)",
+    )
+    viz.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="write here instead of stdout ('-' for stdout); png defaults to AGENT.png",
+    )
+    viz.set_defaults(handler=cmd_viz)
+
+    imp = commands.add_parser(
+        "import-aios",
+        help="convert AIOS agent configs to flowengine YAML",
+        description="Convert AIOS agent configs (config.json with a 'flow' of "
+        "'Step N:::Type:::text:::label::target' strings) into flowengine YAML, then "
+        "validate what was written.",
+        epilog="Examples:\n"
+        "  flowengine import-aios ../shared/aios/*.json -o imported/\n"
+        "  flowengine import-aios MathAgent.json -o -      # print the YAML",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    imp.add_argument("configs", nargs="+", metavar="CONFIG.json", help="AIOS config files")
+    imp.add_argument(
+        "-o",
+        "--output",
+        metavar="DIR",
+        default=".",
+        help="folder for the YAML files, created if needed (default: .); '-' prints to stdout",
+    )
+    imp.add_argument("--force", action="store_true", help="overwrite existing files")
+    imp.set_defaults(handler=cmd_import_aios)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return int(args.handler(args))
+    except UsageError as exc:
+        print(f"flowengine {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        sys.stderr.close()  # the reader went away (e.g. `| head`); nothing left to say
+        return EXIT_OK
+    except Exception as exc:  # a bug: say so in one line, keep the traceback for debugging
+        if os.environ.get("FLOWENGINE_DEBUG"):
+            raise
+        print(
+            f"flowengine {args.command}: internal error: {type(exc).__name__}: {exc}\n"
+            "This is a bug in flowengine; run again with FLOWENGINE_DEBUG=1 for details.",
+            file=sys.stderr,
+        )
+        return EXIT_ERRORS
+
+
+def _agent_files(paths: Sequence[str]) -> Iterator[Path]:
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.suffix in AGENT_SUFFIXES and p.is_file())
+            if not found:
+                raise UsageError(f"no *.yaml or *.yml files in folder {raw}")
+            yield from found
+        elif path.exists():
+            yield path
+        else:
+            raise UsageError(f"no such file or folder: {raw}")
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from flowengine.graph import validate_file
+    from flowengine.spec.diagnostics import Severity
+
+    files = list(_agent_files(args.paths))
+    diagnostics = [d for f in files for d in validate_file(str(f)).diagnostics]
+    if args.strict:
+        diagnostics = [d if d.severity is Severity.ERROR else _as_error(d) for d in diagnostics]
+    errors = sum(d.severity is Severity.ERROR for d in diagnostics)
+    warnings = len(diagnostics) - errors
+    if args.format == "json":
+        print(json.dumps([d.as_dict() for d in diagnostics], indent=2, ensure_ascii=False))
+    else:
+        for diagnostic in diagnostics:
+            print(diagnostic.format())
+        print(
+            f"{len(files)} file{'s' * (len(files) != 1)} checked: "
+            f"{errors} error{'s' * (errors != 1)}, {warnings} warning{'s' * (warnings != 1)}",
+            file=sys.stderr,
+        )
+    return EXIT_ERRORS if errors else EXIT_OK
+
+
+def _as_error(diagnostic: Diagnostic) -> Diagnostic:
+    from dataclasses import replace
+
+    from flowengine.spec.diagnostics import Severity
+
+    return replace(diagnostic, severity=Severity.ERROR)
+
+
+def cmd_viz(args: argparse.Namespace) -> int:
+    from flowengine.graph import validate_file
+    from flowengine.viz import TEXT_FORMATS, GraphvizMissing, draw
+
+    fmt = args.format or VIZ_SUFFIXES.get(Path(args.output or "").suffix.lower(), "mermaid")
+    path = next(_agent_files([args.agent]))
+    validated = validate_file(str(path))
+    for diagnostic in validated.diagnostics:
+        print(diagnostic.format(), file=sys.stderr)
+    if validated.graph is None:
+        print("flowengine viz: nothing to draw; fix the errors above", file=sys.stderr)
+        return EXIT_ERRORS
+    problems = frozenset(
+        _step_at(validated, d.line) for d in validated.errors if _step_at(validated, d.line)
+    )
+    try:
+        drawing = draw(validated.graph, fmt, problems)
+    except GraphvizMissing as exc:
+        print(f"flowengine viz: {exc}", file=sys.stderr)
+        return EXIT_ERRORS
+    output = args.output
+    if output is None and fmt not in TEXT_FORMATS:
+        output = f"{path.stem}.{fmt}"
+    if output in (None, "-"):
+        sys.stdout.buffer.write(drawing)
+        sys.stdout.flush()
+    else:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        Path(output).write_bytes(drawing)
+        print(f"wrote {output}", file=sys.stderr)
+    if validated.errors:
+        print(
+            f"flowengine viz: drawn with {len(validated.errors)} error(s); "
+            "steps with errors are outlined in red",
+            file=sys.stderr,
+        )
+    return EXIT_OK
+
+
+def _step_at(validated: Validated, line: int) -> str | None:
+    """The step whose definition holds ``line`` (for outlining it in the drawing)."""
+    graph = validated.graph
+    assert graph is not None
+    best: str | None = None
+    for node, attrs in graph.nodes(data=True):
+        if attrs["line"] <= line and (best is None or attrs["line"] > graph.nodes[best]["line"]):
+            best = node
+    return best
+
+
+def cmd_import_aios(args: argparse.Namespace) -> int:
+    from flowengine.graph import validate_file, validate_text
+    from flowengine.importers.aios import import_config, output_filename
+    from flowengine.spec.diagnostics import Reporter
+    from flowengine.spec.schema import schema_file
+
+    to_stdout = args.output == "-"
+    out_dir = Path(args.output)
+    if not to_stdout and out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"-o {args.output} is a file; give a folder")
+    for config in args.configs:
+        if not Path(config).is_file():
+            raise UsageError(f"no such file: {config}")
+    schema_ref = os.path.relpath(schema_file(), out_dir.resolve() if not to_stdout else ".")
+    failed = False
+    for config in args.configs:
+        report = Reporter(config)
+        imported = import_config(config, schema_ref, report)
+        for diagnostic in report.diagnostics:
+            print(diagnostic.format(), file=sys.stderr)
+        failed |= report.has_errors
+        if imported.yaml is None:
+            continue
+        if to_stdout:
+            sys.stdout.write(imported.yaml)
+            checked = validate_text(imported.yaml, f"<{imported.name}>")
+        else:
+            target = out_dir / output_filename(imported.name)
+            if target.exists() and not args.force:
+                raise UsageError(f"{target} exists; pass --force to overwrite it")
+            out_dir.mkdir(parents=True, exist_ok=True)
+            target.write_text(imported.yaml, encoding="utf-8")
+            print(f"wrote {target}", file=sys.stderr)
+            checked = validate_file(str(target))
+        for diagnostic in checked.diagnostics:
+            print(diagnostic.format(), file=sys.stderr)
+        failed |= bool(checked.errors)
+    return EXIT_ERRORS if failed else EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,375 @@
+"""Static checks over a compiled agent, all reported in one pass with stable codes.
+
+Each check is a function of the agent and its graph that reports into a Reporter.
+Checks skip what an earlier error already explains (a step that failed the schema,
+an edge to a step that does not exist) so that one mistake gives one diagnostic.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import networkx as nx
+
+from flowengine.spec.diagnostics import Position, Reporter, closest, did_you_mean
+from flowengine.spec.model import BUILTIN_VARIABLES, Agent, Step
+from flowengine.spec.schema import schema_is_valid
+from flowengine.spec.templates import TemplateProblem, expression_variables, template_variables
+from flowengine.spec.yamlsource import Path
+
+TEMPLATE_FIELDS = ("instruction", "question", "output")
+
+
+def check_agent(agent: Agent, graph: nx.DiGraph, report: Reporter) -> None:
+    """Run every check; diagnostics go to ``report``."""
+    _check_targets(agent, report)
+    _check_steps(agent, report)
+    uses = _check_templates(agent, report)
+    start_ok = _check_start(agent, report)
+    if start_ok:
+        _check_reachability(agent, graph, report)
+    _check_cycles(agent, graph, report)
+    _check_variables(agent, graph, uses, report)
+
+
+def _step_path(step: Step, *rest: str | int) -> Path:
+    return ("steps", step.id, *rest)
+
+
+def _check_targets(agent: Agent, report: Reporter) -> None:
+    for step in agent.steps.values():
+        for label, target in step.transitions:
+            if target in agent.steps:
+                continue
+            field: Path = ("next",) if step.kind != "decision" else ("branches", label)
+            report.error(
+                "unknown-target",
+                f"step '{step.id}' goes to '{target}', which is not a step"
+                + (did_you_mean(target, agent.steps) or "; check the step ids under 'steps'"),
+                agent.value_at(*_step_path(step, *field)),
+            )
+
+
+def _check_start(agent: Agent, report: Reporter) -> bool:
+    if not agent.steps:
+        return False
+    if agent.start is not None and agent.start not in agent.steps:
+        report.error(
+            "unknown-start",
+            f"start step '{agent.start}' is not a step"
+            + (did_you_mean(agent.start, agent.steps) or "; name one of the steps"),
+            agent.value_at("start"),
+        )
+        return False
+    return True
+
+
+def _check_steps(agent: Agent, report: Reporter) -> None:
+    for step in agent.steps.values():
+        if step.broken:
+            continue
+        if step.kind == "decision":
+            _check_decision(agent, step, report)
+        elif step.kind == "process" and step.tool and step.tool not in agent.tools:
+            report.error(
+                "undeclared-tool",
+                f"step '{step.id}' calls tool '{step.tool}', which the agent does not declare"
+                + (did_you_mean(step.tool, agent.tools) or "; add it to 'tools:'"),
+                agent.value_at(*_step_path(step, "tool")),
+            )
+        elif step.kind == "terminal" and step.schema is not None:
+            if step.format != "json":
+                report.error(
+                    "schema-needs-json",
+                    f"step '{step.id}' has an output 'schema' but its format is text; "
+                    "add 'format: json'",
+                    agent.key_at(*_step_path(step, "schema")),
+                )
+            problem = schema_is_valid(step.schema)
+            if problem:
+                report.error(
+                    "invalid-output-schema",
+                    f"the output schema of step '{step.id}' is not a valid JSON Schema: {problem}",
+                    agent.value_at(*_step_path(step, "schema")),
+                )
+
+
+def _check_decision(agent: Agent, step: Step, report: Reporter) -> None:
+    at = agent.key_at(*_step_path(step))
+    labels = list(step.branches)
+    if len(labels) < 2:
+        report.error(
+            "few-branches",
+            f"decision step '{step.id}' has {len(labels) or 'no'} "
+            f"branch{'' if len(labels) == 1 else 'es'}; a decision needs at least two "
+            "(for a single way on, use a process step with 'next')",
+            agent.key_at(*_step_path(step, "branches")) if labels else at,
+        )
+    seen: dict[str, str] = {}
+    for label in labels:
+        folded = label.strip().casefold()
+        if folded in seen:
+            report.error(
+                "duplicate-branch",
+                f"branch labels '{seen[folded]}' and '{label}' of step '{step.id}' differ only "
+                "in case or spaces; the model cannot tell them apart",
+                agent.key_at(*_step_path(step, "branches", label)),
+            )
+        seen.setdefault(folded, label)
+    if not step.when:
+        return
+    for label in step.when:
+        if label not in step.branches:
+            report.error(
+                "unknown-branch",
+                f"'when' of step '{step.id}' names branch '{label}', which is not in 'branches'"
+                + did_you_mean(label, labels),
+                agent.key_at(*_step_path(step, "when", label)),
+            )
+    if step.default is None:
+        report.error(
+            "missing-default",
+            f"decision step '{step.id}' uses 'when' but has no 'default' branch "
+            "for when no condition holds; add 'default: <label>'",
+            agent.key_at(*_step_path(step, "when")),
+        )
+    elif step.default not in step.branches:
+        report.error(
+            "unknown-branch",
+            f"default branch '{step.default}' of step '{step.id}' is not in 'branches'"
+            + did_you_mean(step.default, labels),
+            agent.value_at(*_step_path(step, "default")),
+        )
+    if set(step.when) - set(labels) or step.default not in step.branches:
+        return  # a misspelt label is already reported; "never taken" would only repeat it
+    for label in labels:
+        if label not in step.when and label != step.default:
+            report.warning(
+                "unused-branch",
+                f"branch '{label}' of step '{step.id}' can never be taken: "
+                "it has no 'when' condition and is not the default",
+                agent.key_at(*_step_path(step, "branches", label)),
+            )
+
+
+def _check_templates(agent: Agent, report: Reporter) -> dict[str, dict[str, Position]]:
+    """Parse every template and expression; return step id -> variable -> first use."""
+    uses: dict[str, dict[str, Position]] = {}
+    for path, source, is_expression in _templates(agent):
+        try:
+            names = expression_variables(source) if is_expression else template_variables(source)
+        except TemplateProblem as problem:
+            kind = "expression" if is_expression else "template"
+            report.error(
+                f"{kind}-syntax",
+                f"{kind} in {_describe_field(path)} does not parse: {problem.message}",
+                _line_in_value(agent, path, problem.lineno),
+            )
+            continue
+        step_uses = uses.setdefault(str(path[1]) if path[0] == "steps" else "", {})
+        for name in sorted(names):
+            step_uses.setdefault(name, agent.value_at(*path))
+    return uses
+
+
+def _templates(agent: Agent) -> Iterator[tuple[Path, str, bool]]:
+    if agent.description:
+        yield ("description",), agent.description, False
+    for step in agent.steps.values():
+        for field in TEMPLATE_FIELDS:
+            source = getattr(step, field)
+            if source:
+                yield _step_path(step, field), source, False
+        yield from _arg_templates(_step_path(step, "args"), step.args)
+        for label, expression in step.when.items():
+            yield _step_path(step, "when", label), expression, True
+
+
+def _arg_templates(path: Path, value: Any) -> Iterator[tuple[Path, str, bool]]:
+    if isinstance(value, str):
+        yield path, value, False
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _arg_templates((*path, key), item)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _arg_templates((*path, index), item)
+
+
+def _describe_field(path: Path) -> str:
+    if path[0] == "steps":
+        return f"'{'.'.join(str(p) for p in path[2:])}' of step '{path[1]}'"
+    return f"'{path[0]}'"
+
+
+def _line_in_value(agent: Agent, path: Path, lineno: int) -> Position:
+    """Map a line inside a template to the file: block scalars start on the next line."""
+    mark = agent.source.values.get(path)
+    if mark is None:
+        return agent.value_at(*path)
+    block = mark.style in ("|", ">")
+    line = mark.position.line + (lineno - 1) + (1 if block else 0)
+    column = mark.position.column if lineno == 1 and not block else 1
+    return Position(line, column)
+
+
+def _reachable(graph: nx.DiGraph, sources: Iterable[str], reverse: bool = False) -> set[str]:
+    """Nodes reached from ``sources`` by one edge or more (``reverse``: against the edges)."""
+    step = graph.predecessors if reverse else graph.successors
+    seen: set[str] = set()
+    queue = deque(n for s in sources for n in step(s))
+    while queue:
+        node = queue.popleft()
+        if node not in seen:
+            seen.add(node)
+            queue.extend(step(node))
+    return seen
+
+
+def _check_reachability(agent: Agent, graph: nx.DiGraph, report: Reporter) -> None:
+    start = agent.start_step
+    assert start is not None
+    reachable = _reachable(_with_intended_edges(agent, graph), [start]) | {start}
+    for step in agent.steps.values():
+        if step.id not in reachable:
+            report.error(
+                "unreachable-step",
+                f"step '{step.id}' is unreachable: no path from the start step '{start}' "
+                "leads to it; link to it with 'next' or a branch, or delete it",
+                agent.key_at(*_step_path(step)),
+            )
+    for step in agent.steps.values():
+        if step.kind == "process" and not step.broken and not step.transitions:
+            report.error(
+                "dead-end",
+                f"process step '{step.id}' has no way out; add 'next: <step id>'",
+                agent.key_at(*_step_path(step)),
+            )
+    terminals = [s.id for s in agent.steps.values() if s.kind == "terminal"]
+    if not terminals:
+        report.error(
+            "no-terminal",
+            "the agent has no terminal step, so no run can finish; "
+            "add a step with 'type: terminal'",
+            agent.key_at("steps"),
+        )
+        return
+    can_finish = _reachable(graph, terminals, reverse=True) | set(terminals)
+    suspect = {s.id for s in agent.steps.values() if s.broken or _has_unknown_target(agent, s)}
+    for loop in _loops(agent, graph):
+        if loop[0] in reachable and not (set(loop) & (can_finish | suspect)):
+            report.error(
+                "cannot-finish",
+                f"{_name_steps(loop)} loop forever: no path from "
+                f"{'it' if len(loop) == 1 else 'them'} reaches a terminal step; "
+                "add a branch that leads out of the loop",
+                agent.key_at(*_step_path(agent.steps[loop[0]])),
+            )
+
+
+def _with_intended_edges(agent: Agent, graph: nx.DiGraph) -> nx.DiGraph:
+    """The graph plus the edges a typo hides: an unknown target read as its closest step
+    id, and any step id written in a step that failed the schema (``nxt: finish``).
+    Reachability over it reports a step as unreachable only if no fix of an error
+    already reported would reach it."""
+    extra = []
+    for step in agent.steps.values():
+        for _, target in step.transitions:
+            if target not in agent.steps:
+                guess = closest(target, agent.steps)
+                if guess:
+                    extra.append((step.id, guess))
+        if step.broken:
+            raw = agent.source.data.get("steps", {}).get(step.id)
+            extra += [(step.id, t) for t in _strings_in(raw) if t in agent.steps]
+    if not extra:
+        return graph
+    widened = graph.copy()
+    widened.add_edges_from(extra)
+    return widened
+
+
+def _strings_in(value: Any, depth: int = 2) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict) and depth:
+        for item in value.values():
+            yield from _strings_in(item, depth - 1)
+
+
+def _has_unknown_target(agent: Agent, step: Step) -> bool:
+    return any(target not in agent.steps for _, target in step.transitions)
+
+
+def _loops(agent: Agent, graph: nx.DiGraph) -> list[list[str]]:
+    """Cycles as strongly connected components, each in file order."""
+    order = {sid: i for i, sid in enumerate(agent.steps)}
+    loops = []
+    for component in nx.strongly_connected_components(graph):
+        if len(component) > 1 or any(graph.has_edge(n, n) for n in component):
+            loops.append(sorted(component, key=order.__getitem__))
+    return sorted(loops, key=lambda loop: order[loop[0]])
+
+
+def _name_steps(ids: list[str], limit: int = 6) -> str:
+    if len(ids) == 1:
+        return f"step '{ids[0]}' (a self-loop) would"
+    shown = ", ".join(f"'{i}'" for i in ids[:limit])
+    more = f" and {len(ids) - limit} more" if len(ids) > limit else ""
+    return f"steps {shown}{more}"
+
+
+def _check_cycles(agent: Agent, graph: nx.DiGraph, report: Reporter) -> None:
+    if agent.max_steps is not None:
+        return  # the run-level guard bounds every loop
+    for loop in _loops(agent, graph):
+        if any(agent.steps[sid].max_visits for sid in loop):
+            continue
+        subject = _name_steps(loop).removesuffix(" would")
+        report.warning(
+            "unguarded-cycle",
+            f"{subject} form a loop with no guard; set 'max_visits' on one of them, or "
+            f"'max_steps' on the agent (without it a run stops after {agent.step_limit} steps)",
+            agent.key_at(*_step_path(agent.steps[loop[0]])),
+        )
+
+
+def _check_variables(
+    agent: Agent, graph: nx.DiGraph, uses: dict[str, dict[str, Position]], report: Reporter
+) -> None:
+    always = BUILTIN_VARIABLES | set(agent.inputs)
+    providers: dict[str, list[str]] = {}
+    for step in agent.steps.values():
+        if step.save_as:
+            providers.setdefault(step.save_as, []).append(step.id)
+            if step.save_as in always:
+                report.warning(
+                    "shadowed-variable",
+                    f"step '{step.id}' saves into '{step.save_as}', which hides the "
+                    f"{'built-in' if step.save_as in BUILTIN_VARIABLES else 'input'} "
+                    "of that name; pick another name",
+                    agent.value_at(*_step_path(step, "save_as")),
+                )
+    provided_at = {
+        name: _reachable(graph, [p for p in steps if p in graph])
+        for name, steps in providers.items()
+    }
+    known = sorted(always | set(providers))
+    for sid, names in uses.items():
+        for name, at in names.items():
+            if name in always or sid in provided_at.get(name, ()):
+                continue
+            where = f"step '{sid}'" if sid else "'description'"
+            reason = (
+                "no earlier step saves it"
+                if name in providers
+                else "no input, built-in or step's 'save_as' provides it"
+            )
+            report.warning(
+                "undefined-variable",
+                f"{where} uses '{name}', but {reason}"
+                + ("" if name in providers else did_you_mean(name, known)),
+                at,
+            )

@@ -1,0 +1,48 @@
+"""Compile an agent into a networkx DiGraph: one node per step, one edge per transition."""
+
+from __future__ import annotations
+
+import networkx as nx
+
+from flowengine.spec.model import Agent
+
+
+def compile_agent(agent: Agent) -> nx.DiGraph:
+    """The agent's flow as a graph.
+
+    Nodes are step ids with ``kind``, ``text``, ``line`` and the step's settings.
+    Edges carry ``label`` (the branch label, or ``next``); two labels of one decision that
+    lead to the same step share an edge, listed in ``labels``. Transitions to steps that
+    do not exist are left out (the checks report them).
+    """
+    graph = nx.DiGraph(
+        name=agent.name,
+        description=agent.description,
+        file=agent.file,
+        start=agent.start_step,
+        max_steps=agent.step_limit,
+        tools=list(agent.tools),
+    )
+    for step in agent.steps.values():
+        graph.add_node(
+            step.id,
+            kind=step.kind or "unknown",
+            text=step.text,
+            line=agent.key_at("steps", step.id).line,
+            tool=step.tool,
+            save_as=step.save_as,
+            max_visits=step.max_visits,
+            format=step.format if step.kind == "terminal" else None,
+            deterministic=bool(step.when),
+        )
+    for step in agent.steps.values():
+        for label, target in step.transitions:
+            if target not in agent.steps:
+                continue
+            if graph.has_edge(step.id, target):
+                edge = graph.edges[step.id, target]
+                edge["labels"].append(label)
+                edge["label"] = " / ".join(edge["labels"])
+            else:
+                graph.add_edge(step.id, target, label=label, labels=[label])
+    return graph

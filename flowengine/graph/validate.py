@@ -1,0 +1,54 @@
+"""Validation of agent files: load, compile and check, in one call."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import networkx as nx
+
+from flowengine.graph.checks import check_agent
+from flowengine.graph.compile import compile_agent
+from flowengine.spec.diagnostics import Diagnostic, Reporter, Severity
+from flowengine.spec.loader import load_agent, parse_agent
+from flowengine.spec.model import Agent
+
+
+@dataclass
+class Validated:
+    """The outcome of validating one file: the agent and graph when they could be built."""
+
+    file: str
+    agent: Agent | None
+    graph: nx.DiGraph | None
+    diagnostics: list[Diagnostic]
+
+    @property
+    def errors(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.severity is Severity.ERROR]
+
+    @property
+    def warnings(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.severity is Severity.WARNING]
+
+
+def validate_file(path: str, display_name: str | None = None) -> Validated:
+    """Load, compile and check the agent file at ``path``."""
+    loaded = load_agent(path, display_name)
+    return _finish(display_name or path, loaded.agent, loaded.diagnostics)
+
+
+def validate_text(text: str, file: str = "<text>") -> Validated:
+    """Validate YAML given as text; diagnostics name it ``file``."""
+    report = Reporter(file)
+    agent = parse_agent(text, report)
+    return _finish(file, agent, report.diagnostics)
+
+
+def _finish(file: str, agent: Agent | None, diagnostics: list[Diagnostic]) -> Validated:
+    if agent is None:
+        return Validated(file, None, None, sorted(diagnostics, key=lambda d: d.sort_key))
+    graph = compile_agent(agent)
+    report = Reporter(file)
+    report.diagnostics = list(diagnostics)
+    check_agent(agent, graph, report)
+    return Validated(file, agent, graph, sorted(report.diagnostics, key=lambda d: d.sort_key))

@@ -1,0 +1,1 @@
+"""Importers: other agent formats to flowengine YAML."""

@@ -1,0 +1,153 @@
+"""Load an agent file: read, parse, check against the schema, build the model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from flowengine.spec.diagnostics import Diagnostic, Reporter, Severity
+from flowengine.spec.model import STEP_KINDS, Agent, Input, Step
+from flowengine.spec.schema import check_schema
+from flowengine.spec.yamlsource import Document, Duplicate, YamlLoadError, load, read_text
+
+
+@dataclass
+class Loaded:
+    """An agent (None when the file could not be understood at all) and what was found."""
+
+    agent: Agent | None
+    diagnostics: list[Diagnostic]
+
+    @property
+    def ok(self) -> bool:
+        return all(d.severity is not Severity.ERROR for d in self.diagnostics)
+
+
+def load_agent(path: str, display_name: str | None = None) -> Loaded:
+    """Load the agent file at ``path``; diagnostics name it ``display_name`` (default: path)."""
+    report = Reporter(display_name or path)
+    try:
+        text = read_text(path)
+    except YamlLoadError as exc:
+        report.error(exc.code, exc.message, exc.position)
+        return Loaded(None, report.diagnostics)
+    return Loaded(parse_agent(text, report), report.diagnostics)
+
+
+def parse_agent(text: str, report: Reporter) -> Agent | None:
+    """Build an agent from YAML text, reporting into ``report``."""
+    try:
+        document = load(text)
+    except YamlLoadError as exc:
+        report.error(exc.code, exc.message, exc.position)
+        return None
+    _report_duplicates(document.duplicates, report)
+    if not isinstance(document.data, dict):
+        what = "nothing but comments" if document.data is None else "no mapping"
+        report.error(
+            "not-an-agent",
+            f"an agent file is a mapping with 'name' and 'steps', but this file holds {what}",
+            document.value_at(()),
+        )
+        return None
+    broken = check_schema(document, report)
+    return _build(document, report.file, broken)
+
+
+def _report_duplicates(duplicates: list[Duplicate], report: Reporter) -> None:
+    for dup in duplicates:
+        first = f"first at line {dup.first.line}"
+        if dup.path == ("steps",):
+            report.error(
+                "duplicate-step",
+                f"step id '{dup.key}' is used twice ({first}); rename one of them",
+                dup.again,
+            )
+        elif len(dup.path) == 3 and dup.path[0] == "steps" and dup.path[2] == "branches":
+            report.error(
+                "duplicate-branch",
+                f"branch label '{dup.key}' appears twice in step '{dup.path[1]}' ({first}); "
+                "each label must be different",
+                dup.again,
+            )
+        else:
+            report.error(
+                "duplicate-key",
+                f"key '{dup.key}' is written twice in the same mapping ({first}); "
+                "keep one, the later one wins",
+                dup.again,
+            )
+
+
+def _build(document: Document, file: str, broken: set[str]) -> Agent:
+    """Take what is well-typed from the document; the schema has reported the rest."""
+    data: dict[str, Any] = document.data
+    raw_steps = data.get("steps")
+    steps = {
+        str(sid): _step(str(sid), raw, str(sid) in broken)
+        for sid, raw in (raw_steps.items() if isinstance(raw_steps, dict) else [])
+    }
+    raw_inputs = data.get("inputs")
+    inputs = {
+        name: Input(
+            name,
+            _text(spec.get("description")) or "",
+            spec.get("default"),
+            "default" in spec,
+        )
+        for name, spec in (raw_inputs.items() if isinstance(raw_inputs, dict) else [])
+        if isinstance(spec, dict)
+    }
+    tools = data.get("tools")
+    max_steps = data.get("max_steps")
+    return Agent(
+        file=file,
+        name=_text(data.get("name")) or "",
+        steps=steps,
+        source=document,
+        description=_text(data.get("description")) or "",
+        tools=[t for t in tools if isinstance(t, str)] if isinstance(tools, list) else [],
+        inputs=inputs,
+        start=_text(data.get("start")),
+        max_steps=max_steps if _is_int(max_steps) and max_steps >= 1 else None,
+    )
+
+
+def _step(sid: str, raw: Any, broken: bool) -> Step:
+    if not isinstance(raw, dict):
+        return Step(sid, "", broken=True)
+    kind = raw.get("type")
+    fmt = raw.get("format")
+    max_visits = raw.get("max_visits")
+    return Step(
+        id=sid,
+        kind=kind if kind in STEP_KINDS else "",
+        instruction=_text(raw.get("instruction")),
+        tool=_text(raw.get("tool")),
+        args=raw["args"] if isinstance(raw.get("args"), dict) else {},
+        save_as=_text(raw.get("save_as")),
+        next=_text(raw.get("next")),
+        question=_text(raw.get("question")),
+        branches=_text_map(raw.get("branches")),
+        when=_text_map(raw.get("when")),
+        default=_text(raw.get("default")),
+        output=_text(raw.get("output")),
+        format="json" if fmt == "json" else "text",
+        schema=raw["schema"] if isinstance(raw.get("schema"), dict) else None,
+        max_visits=max_visits if _is_int(max_visits) and max_visits >= 1 else None,
+        broken=broken,
+    )
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _text_map(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict):
+        return {}
+    return {str(k): v for k, v in value.items() if isinstance(v, str) and v}
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -1,0 +1,99 @@
+"""The agent as plain data: what the loader hands to the compiler and the runtime."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from flowengine.spec.diagnostics import Position
+from flowengine.spec.yamlsource import Document, Path
+
+StepKind = Literal["process", "decision", "terminal", ""]
+STEP_KINDS: tuple[str, ...] = ("process", "decision", "terminal")
+
+DEFAULT_MAX_STEPS = 100
+"""Steps a run may take when the agent does not set ``max_steps``."""
+
+BUILTIN_VARIABLES = frozenset({"task", "last", "progress"})
+"""Variables every template can use: the user's request, the previous step's result,
+and the list of what the run has done so far."""
+
+
+@dataclass(frozen=True)
+class Input:
+    name: str
+    description: str = ""
+    default: Any = None
+    has_default: bool = False
+
+
+@dataclass
+class Step:
+    """One state of the agent. Fields that do not apply to its kind stay empty."""
+
+    id: str
+    kind: StepKind
+    instruction: str | None = None
+    tool: str | None = None
+    args: dict[str, Any] = field(default_factory=dict)
+    save_as: str | None = None
+    next: str | None = None
+    question: str | None = None
+    branches: dict[str, str] = field(default_factory=dict)
+    when: dict[str, str] = field(default_factory=dict)
+    default: str | None = None
+    output: str | None = None
+    format: Literal["text", "json"] = "text"
+    schema: dict[str, Any] | None = None
+    max_visits: int | None = None
+    broken: bool = False
+    """The step failed the schema; checks that would only repeat that error skip it."""
+
+    @property
+    def text(self) -> str:
+        """What the step says, for diagrams and logs."""
+        if self.tool:
+            return f"call {self.tool}"
+        return self.instruction or self.question or self.output or ""
+
+    @property
+    def transitions(self) -> list[tuple[str, str]]:
+        """``(label, target)`` pairs in file order; a process step's label is ``next``."""
+        if self.kind == "decision":
+            return list(self.branches.items())
+        return [("next", self.next)] if self.next else []
+
+
+@dataclass
+class Agent:
+    """A loaded agent file. ``source`` maps every key and value back to its position."""
+
+    file: str
+    name: str
+    steps: dict[str, Step]
+    source: Document
+    description: str = ""
+    tools: list[str] = field(default_factory=list)
+    inputs: dict[str, Input] = field(default_factory=dict)
+    start: str | None = None
+    max_steps: int | None = None
+
+    @property
+    def start_step(self) -> str | None:
+        """The step a run begins with: ``start`` if given, else the first step."""
+        if self.start is not None:
+            return self.start
+        return next(iter(self.steps), None)
+
+    @property
+    def step_limit(self) -> int:
+        return self.max_steps if self.max_steps is not None else DEFAULT_MAX_STEPS
+
+    def key_at(self, *path: str | int) -> Position:
+        return self.source.key_at(path)
+
+    def value_at(self, *path: str | int) -> Position:
+        return self.source.value_at(path)
+
+    def step_field(self, step: Step, *field_path: str | int) -> Path:
+        return ("steps", step.id, *field_path)

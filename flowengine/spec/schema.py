@@ -1,0 +1,196 @@
+"""JSON Schema validation of agent documents, with errors translated into plain words."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from collections.abc import Iterator
+from importlib import resources
+from typing import Any
+
+import jsonschema
+from jsonschema import Draft202012Validator, ValidationError
+
+from flowengine.spec.diagnostics import Position, Reporter, closest, did_you_mean
+from flowengine.spec.yamlsource import Document, Path
+
+_TYPE_WORDS = {
+    "string": "text",
+    "integer": "a whole number",
+    "number": "a number",
+    "boolean": "true or false",
+    "object": "a mapping (key: value lines)",
+    "array": "a list",
+    "null": "empty",
+}
+
+
+def schema_file() -> str:
+    """Where the agent JSON Schema lives on disk (``schemas/agent.schema.json`` in a checkout)."""
+    return os.path.realpath(str(resources.files("flowengine.spec").joinpath("agent.schema.json")))
+
+
+@functools.cache
+def agent_schema() -> dict[str, Any]:
+    """The agent JSON Schema shipped with the package."""
+    with open(schema_file(), encoding="utf-8") as handle:
+        schema: dict[str, Any] = json.load(handle)
+    return schema
+
+
+@functools.cache
+def _validator() -> Draft202012Validator:
+    return Draft202012Validator(agent_schema())
+
+
+def check_schema(document: Document, report: Reporter) -> set[str]:
+    """Report every schema violation; return the ids of steps that have one."""
+    errors = list(_validator().iter_errors(document.data))
+    unknown: dict[Path, list[str]] = {}
+    for error in errors:
+        if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+            allowed = error.schema.get("properties", {})
+            unknown[_path(error)] = [k for k in error.instance if k not in allowed]
+    broken_steps: set[str] = set()
+    for error in errors:
+        path = _path(error)
+        if len(path) >= 2 and path[0] == "steps" and isinstance(path[1], str):
+            broken_steps.add(path[1])
+        for message, at in _translate(error, path, document, unknown):
+            report.error(_code(error), message, at)
+    return broken_steps
+
+
+def _path(error: ValidationError) -> Path:
+    return tuple(error.absolute_path)
+
+
+def _code(error: ValidationError) -> str:
+    return {
+        "additionalProperties": "unknown-field",
+        "required": "missing-field",
+        "type": "wrong-type",
+        "anyOf": "missing-field",
+        "not": "conflicting-fields",
+        "dependentRequired": "missing-field",
+    }.get(str(error.validator), "invalid-value")
+
+
+def _translate(
+    error: ValidationError, path: Path, document: Document, unknown: dict[Path, list[str]]
+) -> Iterator[tuple[str, Position]]:
+    where = describe(path)
+    kind = error.validator
+    custom = error.schema.get("errorMessage", {}) if isinstance(error.schema, dict) else {}
+    if kind == "additionalProperties":
+        allowed = list(error.schema.get("properties", {}))
+        for key in unknown.get(path, []):
+            hint = did_you_mean(key, allowed) or f"; allowed here: {', '.join(allowed)}"
+            yield f"unknown field '{key}' in {where}{hint}", document.key_at((*path, key))
+    elif kind == "required":
+        missing = [f for f in error.validator_value if f not in error.instance]
+        for field in missing:
+            if any(closest(k, [field]) for k in unknown.get(path, [])):
+                continue  # the unknown-field error already suggests it
+            hint = _REQUIRED_HINTS.get(field, "")
+            yield f"{where} is missing the required field '{field}'{hint}", document.key_at(path)
+    elif isinstance(custom, dict) and kind in custom:
+        text = str(custom[kind]).replace("{value}", repr(error.instance))
+        if "propertyNames" in error.schema_path:
+            yield f"in {where}: {text}", document.key_at((*path, str(error.instance)))
+        else:
+            yield f"in {where}: {text}", document.key_at(path)
+    elif kind == "type":
+        expected = error.validator_value
+        names = [expected] if isinstance(expected, str) else list(expected)
+        wanted = " or ".join(_TYPE_WORDS.get(n, n) for n in names)
+        yield (
+            f"{_field(path)} must be {wanted}, not {_describe_value(error.instance)}",
+            document.value_at(path),
+        )
+    elif kind == "enum":
+        choices = [str(c) for c in error.validator_value]
+        hint = did_you_mean(str(error.instance), choices)
+        yield (
+            f"{_field(path)} must be one of {', '.join(choices)}, not {error.instance!r}{hint}",
+            document.value_at(path),
+        )
+    elif kind in ("minimum", "minLength", "minProperties"):
+        yield (
+            f"{_field(path)} {_MINIMUM_WORDS[kind](error.validator_value)}",
+            document.value_at(path),
+        )
+    elif kind == "uniqueItems":
+        yield f"{_field(path)} lists the same entry twice", document.value_at(path)
+    else:
+        yield f"{_field(path)}: {error.message}", document.value_at(path)
+
+
+_REQUIRED_HINTS = {
+    "type": "; add 'type: process', 'type: decision' or 'type: terminal'",
+    "name": "; add 'name: YourAgent'",
+    "steps": "; add 'steps:' with at least one step",
+    "question": "; add the question that the branch labels answer",
+}
+
+_MINIMUM_WORDS = {
+    "minimum": lambda n: f"must be at least {n}",
+    "minLength": lambda n: "must not be empty",
+    "minProperties": lambda n: f"must have at least {n} entr{'y' if n == 1 else 'ies'}",
+}
+
+
+def describe(path: Path) -> str:
+    """A place in the document in words: ``step 'Step 4'``, ``the branches of step 'x'``."""
+    if not path:
+        return "the agent"
+    if path[0] == "steps" and len(path) >= 2:
+        step = f"step '{path[1]}'"
+        if len(path) == 2:
+            return step
+        if len(path) == 3 and path[2] == "branches":
+            return f"the branches of {step}"
+        return f"'{_dotted(path[2:])}' of {step}"
+    if path[0] == "inputs" and len(path) >= 2:
+        return f"input '{path[1]}'"
+    return f"'{_dotted(path)}'"
+
+
+def _field(path: Path) -> str:
+    if path and path[0] == "steps" and len(path) >= 3:
+        return f"'{_dotted(path[2:])}' of step '{path[1]}'"
+    if path and path[0] == "steps" and len(path) == 2:
+        return f"step '{path[1]}'"
+    return f"'{_dotted(path)}'" if path else "the agent file"
+
+
+def _dotted(path: Path) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _describe_value(value: Any) -> str:
+    if value is None:
+        return "empty"
+    if isinstance(value, bool):
+        return f"{str(value).lower()} (a boolean)"
+    if isinstance(value, str):
+        shown = value if len(value) <= 30 else value[:27] + "..."
+        return f"text ({shown!r})"
+    if isinstance(value, int | float):
+        return f"a number ({value})"
+    if isinstance(value, list):
+        return "a list"
+    return "a mapping"
+
+
+def schema_is_valid(schema: Any) -> str | None:
+    """Why ``schema`` is not a usable JSON Schema (2020-12), or None if it is."""
+    try:
+        Draft202012Validator.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        return exc.message
+    return None

@@ -1,0 +1,64 @@
+"""Graphviz DOT text with HTML-like labels: the source of the SVG, PNG and HTML drawings."""
+
+from __future__ import annotations
+
+import html
+
+import networkx as nx
+
+from flowengine.viz.labels import footnote, wrapped_text
+
+_STYLE = {
+    "process": 'shape=box, style="filled", fillcolor="#e8f0fe", color="#4a6fa5"',
+    "decision": 'shape=diamond, style="filled", fillcolor="#fff4d6", color="#c9a227"',
+    "terminal": 'shape=box, style="rounded,filled,bold", fillcolor="#e3f4e1", color="#3c8d40"',
+    "unknown": 'shape=box, style="filled,dashed", fillcolor="#f1f3f4", color="#5f6368"',
+}
+_PROBLEM = 'color="#d93025", penwidth=2.5'
+
+
+def to_dot(graph: nx.DiGraph, problems: frozenset[str] = frozenset()) -> str:
+    """The graph as a DOT digraph; steps in ``problems`` get a red outline."""
+    name = graph.graph.get("name") or "agent"
+    out = [
+        f"digraph {_quote(name)} {{",
+        f'  graph [rankdir=TB, labelloc=t, fontsize=20, fontname="DejaVu Sans", '
+        f"nodesep=0.35, ranksep=0.45, pad=0.3, label=<<B>{_html(name)}</B>>];",
+        '  node [fontname="DejaVu Sans", fontsize=11, margin="0.15,0.08"];',
+        '  edge [fontname="DejaVu Sans", fontsize=10, color="#5f6368", arrowsize=0.8];',
+        '  "__start__" [shape=circle, label="", width=0.22, style=filled, fillcolor=black];',
+    ]
+    for node, attrs in graph.nodes(data=True):
+        kind = attrs.get("kind", "unknown")
+        style = _STYLE.get(kind, _STYLE["unknown"])
+        if node in problems:
+            style += ", " + _PROBLEM
+        out.append(f"  {_quote(node)} [{style}, label=<{_label(str(node), attrs)}>];")
+    start = graph.graph.get("start")
+    if start in graph:
+        out.append(f'  "__start__" -> {_quote(start)};')
+    for source, target, attrs in graph.edges(data=True):
+        label = attrs.get("label", "")
+        if graph.nodes[source].get("kind") == "decision" and label:
+            extra = f' [label=<<B>{_html(label)}</B>>, fontcolor="#7a5c00"]'
+        else:
+            extra = ""
+        out.append(f"  {_quote(source)} -> {_quote(target)}{extra};")
+    out.append("}")
+    return "\n".join(out) + "\n"
+
+
+def _label(node: str, attrs: dict) -> str:
+    parts = [f"<B>{_html(node)}</B>", *(_html(line) for line in wrapped_text(attrs))]
+    note = footnote(attrs)
+    if note:
+        parts.append(f'<FONT POINT-SIZE="9" COLOR="#5f6368"><I>{_html(note)}</I></FONT>')
+    return "<BR/>".join(parts)
+
+
+def _quote(text: str) -> str:
+    return '"' + str(text).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _html(text: str) -> str:
+    return html.escape(text, quote=True)

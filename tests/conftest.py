@@ -1,0 +1,48 @@
+"""Shared helpers: paths, and running the real CLI as a subprocess."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+AGENTS = ROOT / "agents"
+BROKEN = Path(__file__).resolve().parent / "broken"
+AIOS = ROOT.parent / "shared" / "aios"
+
+
+def flowengine_command() -> list[str]:
+    """The installed console script, as a user runs it."""
+    script = Path(sys.executable).parent / "flowengine"
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("flowengine")
+    if found:
+        return [found]
+    pytest.fail("the 'flowengine' console script is not installed; run 'make setup'")
+
+
+def run_cli(
+    *args: str, cwd: Path | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess:
+    """Run ``flowengine ARGS`` in a subprocess and capture its output."""
+    return subprocess.run(
+        [*flowengine_command(), *args],
+        cwd=cwd or ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONWARNINGS": "error"},
+    )
+
+
+@pytest.fixture
+def aios_dir() -> Path:
+    if not AIOS.is_dir():
+        pytest.fail(f"the AIOS reference configs are expected at {AIOS}")
+    return AIOS

@@ -1,0 +1,42 @@
+"""Each file in tests/broken/ breaks one rule; ``# expect: CODE`` marks the line the
+diagnostic must point at (``# expect: CODE @LINE`` when it cannot sit on that line).
+The diagnostics must be exactly the expected ones: a right code, at the right line, and
+no follow-on noise."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from flowengine.graph import validate_file
+
+from .conftest import BROKEN
+
+EXPECT = re.compile(r"#\s*expect:\s*([a-z0-9-]+)(?:\s*@(\d+))?")
+CORPUS = sorted(BROKEN.glob("*.yaml"))
+
+
+def expected(path: Path) -> set[tuple[str, int]]:
+    found = set()
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        for code, at in EXPECT.findall(line):
+            found.add((code, int(at) if at else number))
+    return found
+
+
+def test_corpus_is_large_enough() -> None:
+    assert len(CORPUS) >= 30
+
+
+@pytest.mark.parametrize("path", CORPUS, ids=lambda p: p.stem)
+def test_broken_file_gives_exactly_the_expected_diagnostics(path: Path) -> None:
+    want = expected(path)
+    result = validate_file(str(path))
+    got = {(d.code, d.line) for d in result.diagnostics}
+    assert got == want, "\n".join(d.format() for d in result.diagnostics)
+    for diagnostic in result.diagnostics:
+        assert diagnostic.file == str(path)
+        assert diagnostic.line >= 1 and diagnostic.column >= 1
+        assert diagnostic.message and "Traceback" not in diagnostic.message
