@@ -212,14 +212,16 @@ def _write_yaml(
     out = [
         f"# yaml-language-server: $schema={schema_ref}",
         "#",
-        f"# Imported from the AIOS agent config {source_name} by 'flowengine import-aios'.",
+        f"# Imported from the AIOS agent config {_comment(source_name)} by "
+        "'flowengine import-aios'.",
         f"name: {_scalar(name)}",
     ]
     if description:
         out += _long_text("description", description, indent=0)
     if tools:
         out.append("# tool_info in the AIOS config:")
-        out += [f"#   {line}" for _, text in tools for line in textwrap.wrap(text, WIDTH - 4)]
+        for _, text in tools:
+            out += [f"#   {line}" for line in textwrap.wrap(_comment(text), WIDTH - 4)]
         out.append("tools: [" + ", ".join(name for name, _ in tools) + "]")
     out += ["", "steps:"]
     if not steps:
@@ -246,14 +248,30 @@ def _write_yaml(
 def _long_text(key: str, text: str, indent: int) -> list[str]:
     pad = " " * indent
     line = f"{pad}{key}: {_scalar(text)}"
-    if len(line) <= WIDTH or "  " in text or text != text.strip() or "\n" in text:
+    foldable = text == " ".join(text.split()) and not (
+        _CONTROL.search(text) or _NOT_YAML_PRINTABLE.search(text)
+    )
+    if len(line) <= WIDTH or not foldable:
         return [line]
     wrapped = textwrap.wrap(text, WIDTH - indent - 2, break_long_words=False)
     return [f"{pad}{key}: >-", *(f"{pad}  {part}" for part in wrapped)]
 
 
 def _scalar(text: str) -> str:
-    """Plain when that reads back as the same text, else double-quoted (JSON escapes)."""
+    """Plain when that reads back as the same text, else double-quoted."""
     if _PLAIN.fullmatch(text) and not _AMBIGUOUS.fullmatch(text) and text == text.strip():
         return text
-    return json.dumps(text, ensure_ascii=False)
+    return _NOT_YAML_PRINTABLE.sub(
+        lambda m: f"\\u{ord(m.group()):04x}", json.dumps(text, ensure_ascii=False)
+    )
+
+
+def _comment(text: str) -> str:
+    """Text safe inside a YAML comment: one line, no control characters."""
+    return " ".join(_NOT_YAML_PRINTABLE.sub("?", _CONTROL.sub("?", text)).split())
+
+
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f]")
+# Characters YAML reads as line breaks or does not allow unescaped (JSON escapes only
+# those below 0x20).
+_NOT_YAML_PRINTABLE = re.compile("[\x7f-\x9f\u2028\u2029\ufffe\uffff]")

@@ -161,7 +161,11 @@ def _syntax_error(exc: yaml.YAMLError, text: str) -> YamlLoadError:
     problem = getattr(exc, "problem", None) or getattr(exc, "reason", None) or str(exc)
     context = getattr(exc, "context", None)
     context_mark = getattr(exc, "context_mark", None)
-    if context and context_mark is not None and context_mark is not mark:
+    if (
+        context
+        and context_mark is not None
+        and (mark is None or (context_mark.line, context_mark.column) != (mark.line, mark.column))
+    ):
         context += f" that starts at line {context_mark.line + 1}, column {context_mark.column + 1}"
     message = f"YAML syntax error: {problem}" + (f" ({context})" if context else "")
     return YamlLoadError("yaml-syntax", message, position)

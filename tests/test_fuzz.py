@@ -1,0 +1,139 @@
+"""Property-based fuzzing: random and mutated YAML only ever yields diagnostics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from hypothesis import given
+from hypothesis import strategies as st
+
+from flowengine.graph import validate_file, validate_text
+from flowengine.spec.diagnostics import Severity
+
+from .conftest import AGENTS, BROKEN
+
+SEEDS = [p.read_text(encoding="utf-8") for p in sorted(AGENTS.glob("*.yaml"))] + [
+    p.read_text(encoding="utf-8") for p in sorted(BROKEN.glob("*.yaml"))
+]
+
+
+def assert_only_diagnostics(text: str) -> None:
+    result = validate_text(text, "fuzz.yaml")
+    for diagnostic in result.diagnostics:
+        assert diagnostic.line >= 1 and diagnostic.column >= 1
+        assert diagnostic.code and diagnostic.message
+        assert diagnostic.severity in (Severity.ERROR, Severity.WARNING)
+    if result.agent is None:
+        assert result.errors, "an agent that cannot be built must say why"
+
+
+@given(st.text())
+def test_random_text(text: str) -> None:
+    assert_only_diagnostics(text)
+
+
+YAML_ALPHABET = st.sampled_from(
+    list(" \n\t:-[]{}&*!|>'\"#,?%@`~")
+    + ["  ", "\n  ", "yes", "{{", "}}", "{%", "%}", "steps", "type"]
+)
+
+
+@st.composite
+def mutated_agent(draw: st.DrawFn) -> str:
+    text = draw(st.sampled_from(SEEDS))
+    for _ in range(draw(st.integers(1, 6))):
+        position = draw(st.integers(0, len(text)))
+        action = draw(st.sampled_from(["insert", "delete", "duplicate-line", "swap-lines"]))
+        if action == "insert":
+            piece = draw(st.one_of(YAML_ALPHABET, st.text(max_size=8)))
+            text = text[:position] + piece + text[position:]
+        elif action == "delete":
+            text = text[:position] + text[position + draw(st.integers(1, 40)) :]
+        else:
+            lines = text.splitlines(keepends=True)
+            if len(lines) > 1:
+                i = draw(st.integers(0, len(lines) - 2))
+                if action == "duplicate-line":
+                    lines.insert(i, lines[i])
+                else:
+                    lines[i], lines[i + 1] = lines[i + 1], lines[i]
+                text = "".join(lines)
+    return text
+
+
+@given(mutated_agent())
+def test_mutated_agent_files(text: str) -> None:
+    assert_only_diagnostics(text)
+
+
+scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=20),
+    st.sampled_from(["process", "decision", "terminal", "next", "Step 1", "{{ x }}", "{% if %}"]),
+)  # fmt: skip
+keys = st.one_of(
+    st.text(max_size=10),
+    st.sampled_from(["name", "steps", "type", "next", "branches", "when", "default", "tool",
+                     "instruction", "question", "output", "format", "schema", "save_as",
+                     "max_visits", "max_steps", "start", "tools", "inputs", "args"]),
+)  # fmt: skip
+documents = st.recursive(
+    scalars,
+    lambda children: st.one_of(
+        st.lists(children, max_size=4), st.dictionaries(keys, children, max_size=5)
+    ),
+    max_leaves=40,
+)
+
+
+@given(documents)
+def test_random_structured_documents(data: object) -> None:
+    assert_only_diagnostics(yaml.safe_dump(data, allow_unicode=True))
+    assert_only_diagnostics(yaml.safe_dump({"name": "F", "steps": data}))
+
+
+@given(st.binary(max_size=300))
+def test_random_bytes_from_disk(tmp_path_factory, raw: bytes) -> None:  # type: ignore[no-untyped-def]
+    path: Path = tmp_path_factory.mktemp("fuzz") / "agent.yaml"
+    path.write_bytes(raw)
+    result = validate_file(str(path))
+    assert all(d.line >= 1 for d in result.diagnostics)
+
+
+flow_entries = st.one_of(
+    st.text(max_size=60),
+    st.builds(
+        lambda i, kind, text, rest: f"Step {i}:::{kind}:::{text}{rest}",
+        st.integers(0, 5),
+        st.sampled_from(["Process", "Decision", "Terminal", "process", "Loop", ""]),
+        st.text(max_size=20),
+        st.sampled_from(["", ":::", ":::next::Step 1", ":::yes::step 2:::no::Step 3", "::yes::Step 2::no",
+                         ":::a::b::c"]),
+    ),
+)  # fmt: skip
+configs = st.fixed_dictionaries(
+    {},
+    optional={
+        "name": st.one_of(st.text(max_size=12), st.integers(), st.none()),
+        "description": st.one_of(st.text(max_size=30), st.lists(st.text(max_size=10)), st.none()),
+        "flow": st.one_of(st.lists(flow_entries, max_size=8), st.text(max_size=10), st.none()),
+        "tool_info": st.one_of(st.lists(st.text(max_size=20)), st.text(max_size=20), st.none()),
+    },
+)
+
+
+@given(configs)
+def test_import_aios_on_random_configs(tmp_path_factory, config: dict) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from flowengine.importers.aios import import_config
+    from flowengine.spec.diagnostics import Reporter
+
+    path: Path = tmp_path_factory.mktemp("aios") / "config.json"
+    path.write_text(json.dumps(config), encoding="utf-8")
+    report = Reporter(str(path))
+    result = import_config(str(path), "x", report)
+    if result.yaml is None:
+        assert report.has_errors
+    else:
+        assert validate_text(result.yaml).agent is not None, result.yaml
