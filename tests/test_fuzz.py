@@ -34,8 +34,7 @@ def test_random_text(text: str) -> None:
 
 
 YAML_ALPHABET = st.sampled_from(
-    list(" \n\t:-[]{}&*!|>'\"#,?%@`~")
-    + ["  ", "\n  ", "yes", "{{", "}}", "{%", "%}", "steps", "type"]
+    [*" \n\t:-[]{}&*!|>'\"#,?%@`~", "  ", "\n  ", "yes", "{{", "}}", "{%", "%}", "steps", "type"]
 )
 
 
@@ -107,8 +106,8 @@ flow_entries = st.one_of(
         st.integers(0, 5),
         st.sampled_from(["Process", "Decision", "Terminal", "process", "Loop", ""]),
         st.text(max_size=20),
-        st.sampled_from(["", ":::", ":::next::Step 1", ":::yes::step 2:::no::Step 3", "::yes::Step 2::no",
-                         ":::a::b::c"]),
+        st.sampled_from(["", ":::", ":::next::Step 1", ":::yes::step 2:::no::Step 3",
+                         "::yes::Step 2::no", ":::a::b::c"]),
     ),
 )  # fmt: skip
 configs = st.fixed_dictionaries(
