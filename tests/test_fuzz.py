@@ -136,3 +136,44 @@ def test_import_aios_on_random_configs(tmp_path_factory, config: dict) -> None: 
         assert report.has_errors
     else:
         assert validate_text(result.yaml).agent is not None, result.yaml
+
+
+template_pieces = st.lists(
+    st.one_of(
+        st.sampled_from(["{{ x }}", "{{y}}", "{{- z.a -}}", "{", "}", "{{", "}}", "{%", "%}", "{#",
+                         "#}", "{{ if }}", "{{ true }}", "{{ 1 }}", "{% if x %}", "{% endif %}",
+                         "{{ x | upper }}", "{{{ x }}", " ", "\n", "text"]),
+        st.text(alphabet="{}% #xyz.|-\n ", max_size=6),
+    ),
+    max_size=8,
+).map("".join)  # fmt: skip
+
+
+@given(template_pieces)
+def test_template_fast_path_agrees_with_the_jinja2_parser(source: str) -> None:
+    from flowengine.spec.templates import (
+        TemplateProblem,
+        parsed_template_variables,
+        template_variables,
+    )
+
+    def outcome(read):  # type: ignore[no-untyped-def]
+        try:
+            return read(source)
+        except TemplateProblem:
+            return "syntax error"
+
+    assert outcome(template_variables) == outcome(parsed_template_variables)
+
+
+@given(documents)
+def test_per_step_schema_checking_equals_the_whole_schema(data: object) -> None:
+    from jsonschema import Draft202012Validator
+
+    from flowengine.spec.schema import agent_schema, schema_errors
+
+    document = {"name": "F", "steps": data}
+    whole = Draft202012Validator(agent_schema()).iter_errors(document)
+    expected = sorted((repr(tuple(e.absolute_path)), e.validator, e.message) for e in whole)
+    got = sorted((repr(path), e.validator, e.message) for path, e in schema_errors(document))
+    assert got == expected

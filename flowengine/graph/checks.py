@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import networkx as nx
 
-from flowengine.spec.diagnostics import Position, Reporter, closest, did_you_mean
+from flowengine.spec.diagnostics import Position, Reporter, Vocabulary, did_you_mean
 from flowengine.spec.model import BUILTIN_VARIABLES, Agent, Step
 from flowengine.spec.schema import schema_is_valid
 from flowengine.spec.templates import TemplateProblem, expression_variables, template_variables
@@ -22,23 +23,34 @@ from flowengine.spec.yamlsource import Path
 TEMPLATE_FIELDS = ("instruction", "question", "output")
 
 
+@dataclass
+class _Facts:
+    """What several checks need, computed once: they must stay linear in the flow's size."""
+
+    step_ids: Vocabulary
+    components: list[set[str]]
+    loops: list[list[str]]
+    """Cycles (strongly connected components with an edge inside), each in file order."""
+
+
 def check_agent(agent: Agent, graph: nx.DiGraph, report: Reporter) -> None:
     """Run every check; diagnostics go to ``report``."""
-    _check_targets(agent, report)
+    components = list(nx.strongly_connected_components(graph))
+    facts = _Facts(Vocabulary(agent.steps), components, _loops(agent, graph, components))
+    _check_targets(agent, facts, report)
     _check_steps(agent, report)
     uses = _check_templates(agent, report)
-    start_ok = _check_start(agent, report)
-    if start_ok:
-        _check_reachability(agent, graph, report)
-    _check_cycles(agent, graph, report)
-    _check_variables(agent, graph, uses, report)
+    if _check_start(agent, facts, report):
+        _check_reachability(agent, graph, facts, report)
+    _check_cycles(agent, facts, report)
+    _check_variables(agent, graph, facts, uses, report)
 
 
 def _step_path(step: Step, *rest: str | int) -> Path:
     return ("steps", step.id, *rest)
 
 
-def _check_targets(agent: Agent, report: Reporter) -> None:
+def _check_targets(agent: Agent, facts: _Facts, report: Reporter) -> None:
     for step in agent.steps.values():
         for label, target in step.transitions:
             if target in agent.steps:
@@ -47,19 +59,19 @@ def _check_targets(agent: Agent, report: Reporter) -> None:
             report.error(
                 "unknown-target",
                 f"step '{step.id}' goes to '{target}', which is not a step"
-                + (did_you_mean(target, agent.steps) or "; check the step ids under 'steps'"),
+                + (did_you_mean(target, facts.step_ids) or "; check the step ids under 'steps'"),
                 agent.value_at(*_step_path(step, *field)),
             )
 
 
-def _check_start(agent: Agent, report: Reporter) -> bool:
+def _check_start(agent: Agent, facts: _Facts, report: Reporter) -> bool:
     if not agent.steps:
         return False
     if agent.start is not None and agent.start not in agent.steps:
         report.error(
             "unknown-start",
             f"start step '{agent.start}' is not a step"
-            + (did_you_mean(agent.start, agent.steps) or "; name one of the steps"),
+            + (did_you_mean(agent.start, facts.step_ids) or "; name one of the steps"),
             agent.value_at("start"),
         )
         return False
@@ -228,10 +240,10 @@ def _reachable(graph: nx.DiGraph, sources: Iterable[str], reverse: bool = False)
     return seen
 
 
-def _check_reachability(agent: Agent, graph: nx.DiGraph, report: Reporter) -> None:
+def _check_reachability(agent: Agent, graph: nx.DiGraph, facts: _Facts, report: Reporter) -> None:
     start = agent.start_step
     assert start is not None
-    reachable = _reachable(_with_intended_edges(agent, graph), [start]) | {start}
+    reachable = _reachable(_with_intended_edges(agent, graph, facts), [start]) | {start}
     for step in agent.steps.values():
         if step.id not in reachable:
             report.error(
@@ -257,9 +269,11 @@ def _check_reachability(agent: Agent, graph: nx.DiGraph, report: Reporter) -> No
         )
         return
     can_finish = _reachable(graph, terminals, reverse=True) | set(terminals)
-    suspect = {s.id for s in agent.steps.values() if s.broken or _has_unknown_target(agent, s)}
-    for loop in _loops(agent, graph):
-        if loop[0] in reachable and not (set(loop) & (can_finish | suspect)):
+    explained = can_finish | {
+        s.id for s in agent.steps.values() if s.broken or _has_unknown_target(agent, s)
+    }
+    for loop in facts.loops:
+        if loop[0] in reachable and explained.isdisjoint(loop):
             report.error(
                 "cannot-finish",
                 f"{_name_steps(loop)} loop forever: no path from "
@@ -269,7 +283,7 @@ def _check_reachability(agent: Agent, graph: nx.DiGraph, report: Reporter) -> No
             )
 
 
-def _with_intended_edges(agent: Agent, graph: nx.DiGraph) -> nx.DiGraph:
+def _with_intended_edges(agent: Agent, graph: nx.DiGraph, facts: _Facts) -> nx.DiGraph:
     """The graph plus the edges a typo hides: an unknown target read as its closest step
     id, and any step id written in a step that failed the schema (``nxt: finish``).
     Reachability over it reports a step as unreachable only if no fix of an error
@@ -278,7 +292,7 @@ def _with_intended_edges(agent: Agent, graph: nx.DiGraph) -> nx.DiGraph:
     for step in agent.steps.values():
         for _, target in step.transitions:
             if target not in agent.steps:
-                guess = closest(target, agent.steps)
+                guess = facts.step_ids.closest(target)
                 if guess:
                     extra.append((step.id, guess))
         if step.broken:
@@ -303,11 +317,10 @@ def _has_unknown_target(agent: Agent, step: Step) -> bool:
     return any(target not in agent.steps for _, target in step.transitions)
 
 
-def _loops(agent: Agent, graph: nx.DiGraph) -> list[list[str]]:
-    """Cycles as strongly connected components, each in file order."""
+def _loops(agent: Agent, graph: nx.DiGraph, components: list[set[str]]) -> list[list[str]]:
     order = {sid: i for i, sid in enumerate(agent.steps)}
     loops = []
-    for component in nx.strongly_connected_components(graph):
+    for component in components:
         if len(component) > 1 or any(graph.has_edge(n, n) for n in component):
             loops.append(sorted(component, key=order.__getitem__))
     return sorted(loops, key=lambda loop: order[loop[0]])
@@ -321,10 +334,10 @@ def _name_steps(ids: list[str], limit: int = 6) -> str:
     return f"steps {shown}{more}"
 
 
-def _check_cycles(agent: Agent, graph: nx.DiGraph, report: Reporter) -> None:
+def _check_cycles(agent: Agent, facts: _Facts, report: Reporter) -> None:
     if agent.max_steps is not None:
         return  # the run-level guard bounds every loop
-    for loop in _loops(agent, graph):
+    for loop in facts.loops:
         if any(agent.steps[sid].max_visits for sid in loop):
             continue
         subject = _name_steps(loop).removesuffix(" would")
@@ -337,7 +350,11 @@ def _check_cycles(agent: Agent, graph: nx.DiGraph, report: Reporter) -> None:
 
 
 def _check_variables(
-    agent: Agent, graph: nx.DiGraph, uses: dict[str, dict[str, Position]], report: Reporter
+    agent: Agent,
+    graph: nx.DiGraph,
+    facts: _Facts,
+    uses: dict[str, dict[str, Position]],
+    report: Reporter,
 ) -> None:
     always = BUILTIN_VARIABLES | set(agent.inputs)
     providers: dict[str, list[str]] = {}
@@ -352,24 +369,55 @@ def _check_variables(
                     "of that name; pick another name",
                     agent.value_at(*_step_path(step, "save_as")),
                 )
-    provided_at = {
-        name: _reachable(graph, [p for p in steps if p in graph])
-        for name, steps in providers.items()
-    }
-    known = sorted(always | set(providers))
-    for sid, names in uses.items():
-        for name, at in names.items():
-            if name in always or sid in provided_at.get(name, ()):
-                continue
-            where = f"step '{sid}'" if sid else "'description'"
-            reason = (
-                "no earlier step saves it"
-                if name in providers
-                else "no input, built-in or step's 'save_as' provides it"
-            )
-            report.warning(
-                "undefined-variable",
-                f"{where} uses '{name}', but {reason}"
-                + ("" if name in providers else did_you_mean(name, known)),
-                at,
-            )
+    saves = {s.id: s.save_as for s in agent.steps.values()}
+    pending = [
+        (sid, name, at)
+        for sid, names in uses.items()
+        for name, at in names.items()
+        if name not in always
+        # Most uses read what the step just before saved: settled without the analysis.
+        and not (sid and any(saves[p] == name for p in graph.predecessors(sid)))
+    ]
+    bits, saved_before = _saved_before(agent, graph, facts, {name for _, name, _ in pending})
+    known = Vocabulary(sorted(always | set(providers)))
+    for sid, name, at in pending:
+        if saved_before.get(sid, 0) & bits.get(name, 0):
+            continue
+        where = f"step '{sid}'" if sid else "'description'"
+        if name in providers:
+            reason = "no earlier step saves it"
+        else:
+            reason = "no input, built-in or step's 'save_as' provides it"
+            reason += did_you_mean(name, known)
+        report.warning("undefined-variable", f"{where} uses '{name}', but {reason}", at)
+
+
+def _saved_before(
+    agent: Agent, graph: nx.DiGraph, facts: _Facts, wanted: set[str]
+) -> tuple[dict[str, int], dict[str, int]]:
+    """Each wanted variable's bit, and for each step the mask of those that some path may
+    have saved before the step runs.
+
+    One pass over the graph's condensation in topological order, with variable sets as
+    bit masks: every step of a loop can run after every other, so a loop shares one set.
+    """
+    bit = {name: 1 << i for i, name in enumerate(sorted(wanted))}
+    if not bit:
+        return bit, {}
+    saves = {s.id: bit.get(s.save_as or "", 0) for s in agent.steps.values()}
+    condensed = nx.condensation(graph, scc=facts.components)
+    before: dict[int, int] = {}
+    out: dict[int, int] = {}
+    for component in nx.topological_sort(condensed):
+        members = condensed.nodes[component]["members"]
+        inside = 0
+        for member in members:
+            inside |= saves[member]
+        incoming = 0
+        for predecessor in condensed.predecessors(component):
+            incoming |= out[predecessor]
+        cyclic = len(members) > 1 or any(graph.has_edge(m, m) for m in members)
+        before[component] = incoming | (inside if cyclic else 0)
+        out[component] = before[component] | inside
+    mapping = condensed.graph["mapping"]
+    return bit, {sid: before[mapping[sid]] for sid in agent.steps}

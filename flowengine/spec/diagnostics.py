@@ -6,6 +6,7 @@ import difflib
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from enum import Enum
+from typing import NamedTuple
 
 
 class Severity(str, Enum):
@@ -13,9 +14,8 @@ class Severity(str, Enum):
     WARNING = "warning"
 
 
-@dataclass(frozen=True, order=True)
-class Position:
-    """A 1-based line and column in a source file."""
+class Position(NamedTuple):
+    """A 1-based line and column in a source file (a tuple: a loader makes many)."""
 
     line: int = 1
     column: int = 1
@@ -70,17 +70,41 @@ class Reporter:
         return any(d.severity is Severity.ERROR for d in self.diagnostics)
 
 
-def closest(word: str, choices: Iterable[str]) -> str | None:
+class Vocabulary:
+    """Names to suggest from when a word is not one of them.
+
+    Case-insensitive matches are always found; fuzzy matches (difflib) are tried only for
+    vocabularies of up to ``FUZZY_NAMES`` names and ``FUZZY_LOOKUPS`` times, so that a
+    file with thousands of typos against thousands of steps still checks in linear time.
+    """
+
+    FUZZY_NAMES = 2000
+    FUZZY_LOOKUPS = 200
+
+    def __init__(self, names: Iterable[str]) -> None:
+        self.names = list(names)
+        self.folded: dict[str, str] = {}
+        for name in self.names:
+            self.folded.setdefault(name.casefold(), name)
+        self.fuzzy_left = self.FUZZY_LOOKUPS if len(self.names) <= self.FUZZY_NAMES else 0
+
+    def closest(self, word: str) -> str | None:
+        """The name a typo most likely meant, if any is close enough."""
+        exact = self.folded.get(word.casefold())
+        if exact is not None or self.fuzzy_left <= 0:
+            return exact
+        self.fuzzy_left -= 1
+        match = difflib.get_close_matches(word, self.names, n=1, cutoff=0.6)
+        return match[0] if match else None
+
+
+def closest(word: str, choices: Vocabulary | Iterable[str]) -> str | None:
     """The choice a typo most likely meant, if any is close enough."""
-    choices = list(choices)
-    for choice in choices:
-        if choice.casefold() == word.casefold():
-            return choice
-    match = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
-    return match[0] if match else None
+    vocabulary = choices if isinstance(choices, Vocabulary) else Vocabulary(choices)
+    return vocabulary.closest(word)
 
 
-def did_you_mean(word: str, choices: Iterable[str]) -> str:
+def did_you_mean(word: str, choices: Vocabulary | Iterable[str]) -> str:
     """Return ``"; did you mean 'x'?"`` for the closest choice, or an empty string."""
     match = closest(word, choices)
     return f"; did you mean '{match}'?" if match else ""

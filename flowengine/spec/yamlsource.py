@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -49,8 +49,7 @@ class YamlLoadError(Exception):
         self.position = position or Position()
 
 
-@dataclass(frozen=True)
-class Mark:
+class Mark(NamedTuple):
     """Where a node starts, and its scalar style (``|`` and ``>`` shift template lines)."""
 
     position: Position
