@@ -27,7 +27,7 @@ def generated_agent(steps: int) -> str:
             lines += [
                 f"  {here}:",
                 "    type: decision",
-                f"    question: Is {{{{ v{i - 1 if (i - 1) % 50 != 25 else i - 2} }}}} good enough?",
+                f"    question: Is {{{{ v{i - 1 if (i - 1) % 50 != 25 else i - 2} }}}} good?",
                 f"    branches: {{yes: {after}, no: s{i - 5}}}",
                 "    max_visits: 3",
             ]

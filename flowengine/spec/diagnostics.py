@@ -8,6 +8,56 @@ from dataclasses import asdict, dataclass
 from enum import Enum
 from typing import NamedTuple
 
+CODES: dict[str, str] = {
+    # reading the file
+    "file-unreadable": "the path is missing, a folder, or cannot be read",
+    "file-too-large": "the file is over the size limit (25 MiB)",
+    "binary-file": "the file holds a NUL byte: not text",
+    "not-utf8": "the file is not valid UTF-8",
+    "empty-file": "the file holds no YAML document",
+    # YAML
+    "yaml-syntax": "the YAML does not parse (also: several documents, bad aliases)",
+    "yaml-too-complex": "nesting too deep, an alias bomb, or a number too long",
+    "yaml-unsupported-tag": "a tag such as !!python/object: only plain data is loaded",
+    "duplicate-key": "a key written twice in one mapping",
+    # the schema
+    "not-an-agent": "the document is not a mapping",
+    "unknown-field": "a field the format does not have (with a suggestion)",
+    "missing-field": "a required field is missing",
+    "wrong-type": "a value of the wrong type",
+    "invalid-value": "a value outside what the field allows",
+    "conflicting-fields": "fields that exclude each other, such as instruction and tool",
+    # the graph
+    "duplicate-step": "two steps with the same id",
+    "unknown-target": "'next' or a branch names a step that does not exist",
+    "unknown-start": "'start' names a step that does not exist",
+    "unreachable-step": "no path from the start step reaches this step",
+    "dead-end": "a process step with no 'next'",
+    "no-terminal": "the agent has no terminal step",
+    "cannot-finish": "a loop from which no terminal step can be reached",
+    "unguarded-cycle": "a loop with no max_visits and no agent max_steps (warning)",
+    # decisions
+    "few-branches": "a decision with fewer than two branches",
+    "duplicate-branch": "branch labels that are equal, or equal but for case",
+    "unknown-branch": "'when' or 'default' names a label not in 'branches'",
+    "missing-default": "'when' without a 'default' branch",
+    "unused-branch": "a branch no 'when' or 'default' can choose (warning)",
+    # templates, variables, tools, output
+    "template-syntax": "a Jinja2 template does not parse, or uses an unknown filter",
+    "expression-syntax": "a 'when' expression does not parse",
+    "undefined-variable": "a template reads a variable nothing provides first (warning)",
+    "shadowed-variable": "save_as hides an input or a built-in variable (warning)",
+    "undeclared-tool": "a step calls a tool the agent does not list in 'tools'",
+    "schema-needs-json": "an output 'schema' on a terminal step whose format is text",
+    "invalid-output-schema": "a terminal step's output schema is not valid JSON Schema",
+    # import-aios
+    "aios-json": "the AIOS config is not valid JSON",
+    "aios-config": "the AIOS config lacks what an agent needs (a name)",
+    "aios-flow": "a flow entry that cannot be converted as written",
+    "aios-tool": "a tool_info entry whose tool name cannot be read",
+}
+"""Every diagnostic code, with what it means. Codes are stable: tools may match on them."""
+
 
 class Severity(str, Enum):
     ERROR = "error"
@@ -62,6 +112,7 @@ class Reporter:
         self._add(Severity.WARNING, code, message, at)
 
     def _add(self, severity: Severity, code: str, message: str, at: Position | None) -> None:
+        assert code in CODES, f"unregistered diagnostic code {code!r}"
         at = at or Position()
         self.diagnostics.append(Diagnostic(self.file, at.line, at.column, severity, code, message))
 

@@ -1,0 +1,41 @@
+"""The README's promises: its example agent validates, and every code is documented."""
+
+from __future__ import annotations
+
+import re
+
+from flowengine.graph import validate_text
+from flowengine.spec.diagnostics import CODES
+
+from .conftest import ROOT
+
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def test_the_example_agent_in_the_readme_is_valid() -> None:
+    (example,) = [b for b in re.findall(r"```yaml\n(.*?)```", README, re.S) if "steps:" in b]
+    result = validate_text(example, "README.md")
+    assert result.diagnostics == [], [d.format() for d in result.diagnostics]
+    kinds = {step.kind for step in result.agent.steps.values()}
+    assert kinds == {"process", "decision", "terminal"}
+
+
+def test_every_diagnostic_code_is_documented() -> None:
+    for code in CODES:
+        assert f"`{code}`" in README, code
+
+
+def test_readme_names_the_two_commands_that_ci_runs() -> None:
+    assert "make demo" in README and "make test" in README
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_every_registered_code_is_used_by_the_code() -> None:
+    sources = "".join(
+        p.read_text() for p in (ROOT / "flowengine").rglob("*.py") if p.name != "diagnostics.py"
+    )
+    for code in CODES:
+        used = f'"{code}"' in sources or (
+            code.endswith("-syntax") and 'f"{kind}-syntax"' in sources
+        )
+        assert used, code
