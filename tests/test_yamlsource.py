@@ -146,3 +146,14 @@ def test_folder_and_missing_file_are_reported(tmp_path: Path) -> None:
         with pytest.raises(YamlLoadError) as caught:
             read_text(str(path))
         assert caught.value.code == "file-unreadable"
+
+
+def test_only_a_plain_merge_key_merges() -> None:
+    assert load('a: {"<<": {b: 1}}').data == {"a": {"<<": {"b": 1}}}
+    assert load("a: {<<: {b: 1}}").data == {"a": {"b": 1}}
+
+
+def test_keys_after_a_merge_override_it_without_being_duplicates() -> None:
+    doc = load("base: &b {type: process, next: x}\nstep:\n  <<: *b\n  next: y\n")
+    assert doc.data["step"] == {"type": "process", "next": "y"}
+    assert doc.duplicates == []

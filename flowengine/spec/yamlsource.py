@@ -182,6 +182,9 @@ class _Frame:
     anchor: str | None = None
     pending_key: str | None = None
     key_mark: Mark | None = None
+    merge: bool = False
+    explicit: set[str] = field(default_factory=set)
+    """Keys written in this mapping (not merged in), to find the ones written twice."""
 
 
 class _Builder:
@@ -239,11 +242,13 @@ class _Builder:
         top = self.stack[-1]
         key = event.value
         mark = Mark(_position(event))
-        if isinstance(top.container, dict) and key in top.container and key != "<<":
+        merge = key == "<<" and not event.style  # only a plain << merges; "<<" is text
+        if key in top.explicit and not merge:
             first = self.keys.get((*top.path, key), mark).position
             self.duplicates.append(Duplicate(top.path, key, first, mark.position))
         top.pending_key = key
         top.key_mark = mark
+        top.merge = merge
 
     def _child_path(self) -> Path:
         top = self.stack[-1]
@@ -316,14 +321,16 @@ class _Builder:
             return
         key = top.pending_key or ""
         path = (*top.path, key)
-        if key == "<<" and top.key_mark is not None:
+        if top.merge:
             self._merge(top, value)
         else:
             top.container[key] = value
+            top.explicit.add(key)
             if top.key_mark is not None:
                 self.keys[path] = top.key_mark
         top.pending_key = None
         top.key_mark = None
+        top.merge = False
 
     def _merge(self, top: _Frame, value: Any) -> None:
         """YAML merge key: ``<<: *defaults`` copies keys the mapping does not set itself."""
