@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # The virtual environment, re-installed only when pyproject.toml changes.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet --upgrade pip || true
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
@@ -26,11 +26,13 @@ demo: setup
 # The whole test suite; pytest's "no tests collected" (exit 5) counts as a failure.
 test: setup
 	$(BIN)/python -m ruff check flowengine tests bench cli.py
+	$(BIN)/python -m mypy
 	$(BIN)/python -m pytest; status=$$?; \
 	  if [ $$status -eq 5 ]; then echo "no tests ran: failing" >&2; exit 1; fi; exit $$status
 
 lint: setup
 	$(BIN)/python -m ruff check flowengine tests bench cli.py
+	$(BIN)/python -m mypy
 	$(BIN)/python -m ruff format --check flowengine tests bench cli.py
 
 bench: setup

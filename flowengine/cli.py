@@ -202,10 +202,14 @@ def _as_error(diagnostic: Diagnostic) -> Diagnostic:
 
 def cmd_viz(args: argparse.Namespace) -> int:
     from flowengine.graph import validate_file
-    from flowengine.viz import TEXT_FORMATS, GraphvizMissing, draw
+    from flowengine.viz import TEXT_FORMATS, GraphvizError, draw
 
     fmt = args.format or VIZ_SUFFIXES.get(Path(args.output or "").suffix.lower(), "mermaid")
-    path = next(_agent_files([args.agent]))
+    path = Path(args.agent)
+    if path.is_dir():
+        raise UsageError(f"{args.agent} is a folder; viz draws one agent file")
+    if not path.exists():
+        raise UsageError(f"no such file: {args.agent}")
     validated = validate_file(str(path))
     for diagnostic in validated.diagnostics:
         print(diagnostic.format(), file=sys.stderr)
@@ -213,11 +217,11 @@ def cmd_viz(args: argparse.Namespace) -> int:
         print("flowengine viz: nothing to draw; fix the errors above", file=sys.stderr)
         return EXIT_ERRORS
     problems = frozenset(
-        _step_at(validated, d.line) for d in validated.errors if _step_at(validated, d.line)
+        step for d in validated.errors if (step := _step_at(validated, d.line)) is not None
     )
     try:
         drawing = draw(validated.graph, fmt, problems)
-    except GraphvizMissing as exc:
+    except GraphvizError as exc:
         print(f"flowengine viz: {exc}", file=sys.stderr)
         return EXIT_ERRORS
     output = args.output
@@ -227,8 +231,7 @@ def cmd_viz(args: argparse.Namespace) -> int:
         sys.stdout.buffer.write(drawing)
         sys.stdout.flush()
     else:
-        Path(output).parent.mkdir(parents=True, exist_ok=True)
-        Path(output).write_bytes(drawing)
+        _write(Path(output), drawing)
         print(f"wrote {output}", file=sys.stderr)
     if validated.errors:
         print(
@@ -237,6 +240,14 @@ def cmd_viz(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return EXIT_OK
+
+
+def _write(path: Path, data: bytes) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror}") from None
 
 
 def _step_at(validated: Validated, line: int) -> str | None:
@@ -280,8 +291,7 @@ def cmd_import_aios(args: argparse.Namespace) -> int:
             target = out_dir / output_filename(imported.name)
             if target.exists() and not args.force:
                 raise UsageError(f"{target} exists; pass --force to overwrite it")
-            out_dir.mkdir(parents=True, exist_ok=True)
-            target.write_text(imported.yaml, encoding="utf-8")
+            _write(target, imported.yaml.encode())
             print(f"wrote {target}", file=sys.stderr)
             checked = validate_file(str(target))
         for diagnostic in checked.diagnostics:

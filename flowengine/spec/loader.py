@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
-from flowengine.spec.diagnostics import Diagnostic, Reporter, Severity
+from flowengine.spec.diagnostics import Diagnostic, Reporter
 from flowengine.spec.model import STEP_KINDS, Agent, Input, Step
 from flowengine.spec.schema import check_schema
 from flowengine.spec.yamlsource import Document, Duplicate, YamlLoadError, load, read_text
@@ -17,10 +17,6 @@ class Loaded:
 
     agent: Agent | None
     diagnostics: list[Diagnostic]
-
-    @property
-    def ok(self) -> bool:
-        return all(d.severity is not Severity.ERROR for d in self.diagnostics)
 
 
 def load_agent(path: str, display_name: str | None = None) -> Loaded:
@@ -149,5 +145,5 @@ def _text_map(value: Any) -> dict[str, str]:
     return {str(k): v for k, v in value.items() if isinstance(v, str) and v}
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from flowengine.spec.diagnostics import Position
-from flowengine.spec.yamlsource import Document, Path
+from flowengine.spec.yamlsource import Document
 
 StepKind = Literal["process", "decision", "terminal", ""]
 STEP_KINDS: tuple[str, ...] = ("process", "decision", "terminal")
@@ -94,6 +94,3 @@ class Agent:
 
     def value_at(self, *path: str | int) -> Position:
         return self.source.value_at(path)
-
-    def step_field(self, step: Step, *field_path: str | int) -> Path:
-        return ("steps", step.id, *field_path)

@@ -86,7 +86,7 @@ def check_schema(document: Document, report: Reporter) -> set[str]:
     unknown: dict[Path, list[str]] = {}
     for path, error in errors:
         if error.validator == "additionalProperties" and isinstance(error.instance, dict):
-            allowed = error.schema.get("properties", {})
+            allowed = _subschema(error).get("properties", {})
             unknown[path] = [k for k in error.instance if k not in allowed]
     broken_steps: set[str] = set()
     for path, error in errors:
@@ -95,6 +95,11 @@ def check_schema(document: Document, report: Reporter) -> set[str]:
         for message, at in _translate(error, path, document, unknown):
             report.error(_code(error), message, at)
     return broken_steps
+
+
+def _subschema(error: ValidationError) -> dict[str, Any]:
+    """The schema object whose rule failed (jsonschema also allows booleans there)."""
+    return error.schema if isinstance(error.schema, dict) else {}
 
 
 def _code(error: ValidationError) -> str:
@@ -113,14 +118,16 @@ def _translate(
 ) -> Iterator[tuple[str, Position]]:
     where = describe(path)
     kind = error.validator
-    custom = error.schema.get("errorMessage", {}) if isinstance(error.schema, dict) else {}
+    rule: Any = error.validator_value
+    custom = _subschema(error).get("errorMessage", {})
     if kind == "additionalProperties":
-        allowed = list(error.schema.get("properties", {}))
+        allowed = list(_subschema(error).get("properties", {}))
         for key in unknown.get(path, []):
             hint = did_you_mean(key, allowed) or f"; allowed here: {', '.join(allowed)}"
             yield f"unknown field '{key}' in {where}{hint}", document.key_at((*path, key))
     elif kind == "required":
-        missing = [f for f in error.validator_value if f not in error.instance]
+        instance: Any = error.instance
+        missing = [f for f in rule if f not in instance]
         for field in missing:
             if any(closest(k, [field]) for k in unknown.get(path, [])):
                 continue  # the unknown-field error already suggests it
@@ -133,15 +140,14 @@ def _translate(
         else:
             yield f"in {where}: {text}", document.key_at(path)
     elif kind == "type":
-        expected = error.validator_value
-        names = [expected] if isinstance(expected, str) else list(expected)
+        names = [rule] if isinstance(rule, str) else list(rule)
         wanted = " or ".join(_TYPE_WORDS.get(n, n) for n in names)
         yield (
             f"{_field(path)} must be {wanted}, not {_describe_value(error.instance)}",
             document.value_at(path),
         )
     elif kind == "enum":
-        choices = [str(c) for c in error.validator_value]
+        choices = [str(c) for c in rule]
         hint = did_you_mean(str(error.instance), choices)
         yield (
             f"{_field(path)} must be one of {', '.join(choices)}, not {error.instance!r}{hint}",

@@ -171,7 +171,8 @@ def _syntax_error(exc: yaml.YAMLError, text: str) -> YamlLoadError:
 
 
 def _position(event: yaml.Event) -> Position:
-    return Position(event.start_mark.line + 1, event.start_mark.column + 1)
+    mark = event.start_mark
+    return Position(mark.line + 1, mark.column + 1) if mark is not None else Position()
 
 
 @dataclass
@@ -346,7 +347,7 @@ class _Builder:
                 top.container.setdefault(key, item)
 
 
-def _check_tag(event: yaml.NodeEvent, kind: str) -> None:
+def _check_tag(event: yaml.ScalarEvent | yaml.CollectionStartEvent, kind: str) -> None:
     tag = event.tag
     if tag in (None, "!") or tag == _YAML_TAG + kind:
         return
@@ -370,9 +371,10 @@ def _scalar(event: yaml.ScalarEvent) -> Any:
         return value
     if name in ("int", "float", "bool", "null"):
         resolved = _resolve_plain(value, event)
-        expected = {"int": int, "float": (int, float), "bool": bool, "null": type(None)}[name]
-        if isinstance(resolved, expected) and not (name == "int" and isinstance(resolved, bool)):
-            return float(resolved) if name == "float" else resolved
+        if name == "float" and type(resolved) in (int, float):
+            return float(resolved)
+        if type(resolved) is {"int": int, "bool": bool, "null": type(None)}.get(name):
+            return resolved
         raise YamlLoadError("yaml-syntax", f"'{value}' is not a valid !!{name}", _position(event))
     _check_tag(event, "str")
     return value

@@ -17,8 +17,8 @@ TEXT_FORMATS = frozenset({"mermaid", "dot", "svg", "html", "json"})
 DOT_TIMEOUT_SECONDS = 60
 
 
-class GraphvizMissing(RuntimeError):
-    """``dot`` is not installed or failed; the message says what to do."""
+class GraphvizError(RuntimeError):
+    """``dot`` is missing, failed or took too long; the message says what to do."""
 
 
 def draw(graph: nx.DiGraph, fmt: str, problems: frozenset[str] = frozenset()) -> bytes:
@@ -41,7 +41,7 @@ def run_dot(source: str, fmt: str) -> bytes:
     """Lay out and render DOT text with Graphviz."""
     dot = shutil.which("dot")
     if dot is None:
-        raise GraphvizMissing(
+        raise GraphvizError(
             "Graphviz 'dot' is needed for svg, png and html; install it "
             "(Debian/Ubuntu: apt-get install graphviz, macOS: brew install graphviz; "
             "'make setup' does it on Debian) or use --format mermaid, dot or json"
@@ -52,12 +52,12 @@ def run_dot(source: str, fmt: str) -> bytes:
             args, input=source.encode(), capture_output=True, timeout=DOT_TIMEOUT_SECONDS
         )
     except subprocess.TimeoutExpired:
-        raise GraphvizMissing(
+        raise GraphvizError(
             f"Graphviz took longer than {DOT_TIMEOUT_SECONDS} s to lay out this graph; "
             "use --format mermaid, dot or json for very large agents"
         ) from None
     if done.returncode != 0:
-        raise GraphvizMissing(f"Graphviz failed: {done.stderr.decode(errors='replace').strip()}")
+        raise GraphvizError(f"Graphviz failed: {done.stderr.decode(errors='replace').strip()}")
     return done.stdout
 
 
