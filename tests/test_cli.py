@@ -231,3 +231,33 @@ def test_viz_refuses_a_folder_and_an_unwritable_output() -> None:
     unwritable = run_cli("viz", "agents/math_agent.yaml", "-o", "/proc/flowengine/x.mmd")
     no_traceback(unwritable)
     assert unwritable.returncode == 2 and "cannot write" in unwritable.stderr
+
+
+def test_hostile_inputs_from_the_issue_give_located_errors(tmp_path: Path) -> None:
+    files = {
+        "empty.yaml": b"",
+        "binary.yaml": bytes(range(256)) * 4,
+        "a_list.yaml": b"- name: A\n- steps: {}\n",
+        "deep.yaml": b"a: " + b"[" * 200_000,
+        "bomb.yaml": (BROKEN / "alias_bomb.yaml").read_bytes(),
+        "latin1.yaml": "name: caf\u00e9\n".encode("latin-1"),
+    }
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    with (tmp_path / "huge.yaml").open("wb") as handle:  # 50 MB, sparse: written in no time
+        handle.truncate(50 * 1024 * 1024)
+    done = run_cli("validate", str(tmp_path), timeout=60)
+    no_traceback(done)
+    assert done.returncode == 1
+    codes = {
+        Path(line.split(":")[0]).name: line.rsplit("[", 1)[1] for line in done.stdout.splitlines()
+    }
+    assert codes == {
+        "a_list.yaml": "not-an-agent]",
+        "binary.yaml": "binary-file]",
+        "bomb.yaml": "yaml-too-complex]",
+        "deep.yaml": "yaml-too-complex]",
+        "empty.yaml": "empty-file]",
+        "huge.yaml": "file-too-large]",
+        "latin1.yaml": "not-utf8]",
+    }
