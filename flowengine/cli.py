@@ -276,22 +276,29 @@ def cmd_import_aios(args: argparse.Namespace) -> int:
             raise UsageError(f"no such file: {config}")
     schema_ref = os.path.relpath(schema_file(), out_dir.resolve() if not to_stdout else ".")
     failed = False
+    converted: list[tuple[str, str, Path]] = []  # agent name, YAML, where it goes
     for config in args.configs:
         report = Reporter(config)
         imported = import_config(config, schema_ref, report)
         for diagnostic in report.diagnostics:
             print(diagnostic.format(), file=sys.stderr)
         failed |= report.has_errors
-        if imported.yaml is None:
-            continue
-        if to_stdout:
-            sys.stdout.write(imported.yaml)
-            checked = validate_text(imported.yaml, f"<{imported.name}>")
-        else:
+        if imported.yaml is not None:
             target = out_dir / output_filename(imported.name)
+            converted.append((imported.name, imported.yaml, target))
+    if not to_stdout:  # refuse before writing anything, so a refusal leaves no half import
+        targets = [target for _, _, target in converted]
+        for target in targets:
+            if targets.count(target) > 1:
+                raise UsageError(f"two configs are both named for {target}; import them apart")
             if target.exists() and not args.force:
                 raise UsageError(f"{target} exists; pass --force to overwrite it")
-            _write(target, imported.yaml.encode())
+    for index, (name, yaml_text, target) in enumerate(converted):
+        if to_stdout:
+            sys.stdout.write(("---\n" if index else "") + yaml_text)
+            checked = validate_text(yaml_text, f"<{name}>")
+        else:
+            _write(target, yaml_text.encode())
             print(f"wrote {target}", file=sys.stderr)
             checked = validate_file(str(target))
         for diagnostic in checked.diagnostics:

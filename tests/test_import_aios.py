@@ -172,3 +172,18 @@ def test_any_texts_survive_the_round_trip(
     assert step1.question == norm(question)
     assert list(step1.branches) == labels
     assert agent.steps["Step 2"].instruction == norm(instruction)
+
+
+def test_a_refused_import_writes_nothing(aios_dir: Path, tmp_path: Path) -> None:
+    (tmp_path / "travel_agent.yaml").write_text("keep me")
+    configs = [str(aios_dir / "MathAgent.json"), str(aios_dir / "TravelAgent.json")]
+    done = run_cli("import-aios", *configs, "-o", str(tmp_path))
+    assert done.returncode == 2 and "--force" in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["travel_agent.yaml"]
+    assert (tmp_path / "travel_agent.yaml").read_text() == "keep me"
+
+
+def test_import_to_stdout_prints_valid_yaml(aios_dir: Path) -> None:
+    done = run_cli("import-aios", str(aios_dir / "TravelAgent.json"), "-o", "-")
+    assert done.returncode == 0, done.stderr
+    assert validate_text(done.stdout).errors == []
