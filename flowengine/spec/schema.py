@@ -143,25 +143,25 @@ def _translate(
         names = [rule] if isinstance(rule, str) else list(rule)
         wanted = " or ".join(_TYPE_WORDS.get(n, n) for n in names)
         yield (
-            f"{_field(path)} must be {wanted}, not {_describe_value(error.instance)}",
+            f"{where} must be {wanted}, not {_describe_value(error.instance)}",
             document.value_at(path),
         )
     elif kind == "enum":
         choices = [str(c) for c in rule]
         hint = did_you_mean(str(error.instance), choices)
         yield (
-            f"{_field(path)} must be one of {', '.join(choices)}, not {error.instance!r}{hint}",
+            f"{where} must be one of {', '.join(choices)}, not {error.instance!r}{hint}",
             document.value_at(path),
         )
     elif kind in ("minimum", "minLength", "minProperties"):
         yield (
-            f"{_field(path)} {_MINIMUM_WORDS[kind](error.validator_value)}",
+            f"{where} {_MINIMUM_WORDS[kind](rule)}",
             document.value_at(path),
         )
     elif kind == "uniqueItems":
-        yield f"{_field(path)} lists the same entry twice", document.value_at(path)
+        yield f"{where} lists the same entry twice", document.value_at(path)
     else:
-        yield f"{_field(path)}: {error.message}", document.value_at(path)
+        yield f"{where}: {error.message}", document.value_at(path)
 
 
 _REQUIRED_HINTS = {
@@ -192,14 +192,6 @@ def describe(path: Path) -> str:
     if path[0] == "inputs" and len(path) >= 2:
         return f"input '{path[1]}'"
     return f"'{_dotted(path)}'"
-
-
-def _field(path: Path) -> str:
-    if path and path[0] == "steps" and len(path) >= 3:
-        return f"'{_dotted(path[2:])}' of step '{path[1]}'"
-    if path and path[0] == "steps" and len(path) == 2:
-        return f"step '{path[1]}'"
-    return f"'{_dotted(path)}'" if path else "the agent file"
 
 
 def _dotted(path: Path) -> str:
