@@ -7,6 +7,7 @@ load a model runtime or a database.
 from __future__ import annotations
 
 import argparse
+import bisect
 import json
 import os
 import sys
@@ -216,9 +217,7 @@ def cmd_viz(args: argparse.Namespace) -> int:
     if validated.graph is None:
         print("flowengine viz: nothing to draw; fix the errors above", file=sys.stderr)
         return EXIT_ERRORS
-    problems = frozenset(
-        step for d in validated.errors if (step := _step_at(validated, d.line)) is not None
-    )
+    problems = _steps_with_errors(validated)
     try:
         drawing = draw(validated.graph, fmt, problems)
     except GraphvizError as exc:
@@ -250,15 +249,18 @@ def _write(path: Path, data: bytes) -> None:
         raise UsageError(f"cannot write {path}: {exc.strerror}") from None
 
 
-def _step_at(validated: Validated, line: int) -> str | None:
-    """The step whose definition holds ``line`` (for outlining it in the drawing)."""
+def _steps_with_errors(validated: Validated) -> frozenset[str]:
+    """The steps whose definitions hold an error's line, to outline them in the drawing."""
     graph = validated.graph
     assert graph is not None
-    best: str | None = None
-    for node, attrs in graph.nodes(data=True):
-        if attrs["line"] <= line and (best is None or attrs["line"] > graph.nodes[best]["line"]):
-            best = node
-    return best
+    starts = sorted((line, node) for node, line in graph.nodes(data="line"))
+    lines = [line for line, _ in starts]
+    found = set()
+    for diagnostic in validated.errors:
+        index = bisect.bisect_right(lines, diagnostic.line) - 1
+        if index >= 0:
+            found.add(starts[index][1])
+    return frozenset(found)
 
 
 def cmd_import_aios(args: argparse.Namespace) -> int:
