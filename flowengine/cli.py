@@ -47,7 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Examples:\n"
         "  flowengine validate agents/\n"
         "  flowengine viz agents/travel_agent.yaml --format png -o travel.png\n"
-        "  flowengine import-aios ../shared/aios/TravelAgent.json -o imported/\n\n"
+        "  flowengine import-aios ../shared/aios/TravelAgent.json -o imported/\n"
+        '  flowengine run agents/travel_agent.yaml --input "Plan a 3-day trip from Seattle '
+        'to California"\n'
+        "  flowengine logs; flowengine stats\n\n"
         "Run 'flowengine COMMAND --help' for a command's options.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -126,6 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     imp.add_argument("--force", action="store_true", help="overwrite existing files")
     imp.set_defaults(handler=cmd_import_aios)
+
+    from flowengine import cli_runs  # argparse only; the commands import the rest lazily
+
+    cli_runs.add_parsers(commands)
     return parser
 
 
@@ -135,9 +142,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    from flowengine import cli_runs
+
     try:
         return int(args.handler(args))
-    except UsageError as exc:
+    except (UsageError, cli_runs.UsageError) as exc:
         print(f"flowengine {args.command}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
@@ -146,6 +155,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.close()  # the reader went away (e.g. `| head`); nothing left to say
         return EXIT_OK
     except Exception as exc:  # a bug: say so in one line, keep the traceback for debugging
+        message = _user_error(exc)
+        if message is not None:
+            print(f"flowengine {args.command}: {message}", file=sys.stderr)
+            return EXIT_ERRORS
         if os.environ.get("FLOWENGINE_DEBUG"):
             raise
         print(
@@ -154,6 +167,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_ERRORS
+
+
+def _user_error(exc: Exception) -> str | None:
+    """The message of an error the user can act on, or None for a bug."""
+    names = {kind.__name__ for kind in type(exc).__mro__}
+    if names & {"RunError", "StorageError", "BackendError", "ContextOverflow"}:
+        return str(exc)
+    return None
 
 
 def _agent_files(paths: Sequence[str]) -> Iterator[Path]:

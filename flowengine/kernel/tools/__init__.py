@@ -1,0 +1,1 @@
+"""Tools agents can call: the registry and the tools that ship with flowengine."""

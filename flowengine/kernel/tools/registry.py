@@ -1,0 +1,96 @@
+"""The tool manager: Python tools with JSON Schema arguments, timeouts and recorded errors."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+DEFAULT_TIMEOUT = 10.0
+
+
+class ToolFailure(Exception):
+    """Raised by a tool for a failure the caller should see as a plain message."""
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    description: str
+    parameters: dict[str, Any]
+    """JSON Schema of the arguments object."""
+    function: Callable[..., Any]
+    timeout: float = DEFAULT_TIMEOUT
+
+
+@dataclass
+class ToolResult:
+    call_id: str
+    tool: str
+    args: dict[str, Any]
+    ok: bool
+    value: Any = None
+    error: str | None = None
+    started: float = field(default_factory=time.time)
+    duration: float = 0.0
+
+
+class ToolRegistry:
+    """Tools by name. ``call`` never raises for a tool's own failure: it returns it."""
+
+    def __init__(self, tools: list[Tool] | None = None, workers: int = 4) -> None:
+        self._tools: dict[str, Tool] = {}
+        self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="tool")
+        for tool in tools or []:
+            self.register(tool)
+
+    def register(self, tool: Tool) -> None:
+        self._tools[tool.name] = tool
+
+    def names(self) -> list[str]:
+        return sorted(self._tools)
+
+    def get(self, name: str) -> Tool | None:
+        return self._tools.get(name)
+
+    def call(self, name: str, args: Mapping[str, Any]) -> ToolResult:
+        from jsonschema import Draft202012Validator
+
+        result = ToolResult(call_id=uuid.uuid4().hex[:16], tool=name, args=dict(args), ok=False)
+        tool = self._tools.get(name)
+        if tool is None:
+            result.error = f"no tool named {name!r}; known tools: {', '.join(self.names())}"
+            return result
+        problems = sorted(
+            Draft202012Validator(tool.parameters).iter_errors(dict(args)), key=lambda e: e.path
+        )
+        if problems:
+            where = "/".join(str(part) for part in problems[0].path) or "arguments"
+            result.error = f"bad arguments for {name}: {where}: {problems[0].message}"
+            return result
+        started = time.perf_counter()
+        future = self._pool.submit(tool.function, **args)
+        try:
+            result.value = future.result(timeout=tool.timeout)
+            result.ok = True
+        except concurrent.futures.TimeoutError:
+            result.error = f"{name} did not finish within {tool.timeout:g} s"
+        except ToolFailure as exc:
+            result.error = str(exc)
+        except Exception as exc:  # a tool's bug must not stop the kernel
+            result.error = f"{name} failed: {type(exc).__name__}: {exc}"
+        result.duration = time.perf_counter() - started
+        return result
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def builtin_tools() -> list[Tool]:
+    """The tools that ship with flowengine."""
+    from flowengine.kernel.tools import calculator, travel
+
+    return [calculator.TOOL, *travel.TOOLS]

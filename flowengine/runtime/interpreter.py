@@ -1,0 +1,438 @@
+"""The interpreter: walks an agent's compiled graph, one step at a time, through the kernel.
+
+Each finished step is checkpointed to storage (its result and the run's memory after it)
+before the next begins, so a run whose process dies can be resumed from its last step.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from flowengine.kernel.access import AccessDenied
+from flowengine.kernel.context import ContextOverflow, fit_prompt
+from flowengine.kernel.kernel import Kernel
+from flowengine.kernel.memory import MemoryQuotaExceeded, RunMemory
+from flowengine.kernel.requests import LLMRequest
+from flowengine.kernel.storage import to_json
+from flowengine.runtime import prompts
+from flowengine.spec.model import Agent, Step
+from flowengine.spec.templates import environment
+
+DEFAULT_MAX_TOKENS = 96
+JSON_MAX_TOKENS = 320
+
+FINAL_STATUSES = ("completed", "max_steps", "max_visits", "failed")
+
+
+class StepFailed(Exception):
+    """A step that cannot go on; the run ends with status ``failed`` and this message."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class StepEvent:
+    """What the CLI shows as a step finishes."""
+
+    run_id: str
+    agent: str
+    seq: int
+    step_id: str
+    kind: str
+    label: str | None
+    tool: str | None
+    result: Any
+
+
+@dataclass
+class RunOutcome:
+    run_id: str
+    agent: str
+    status: str
+    steps: int
+    output: Any = None
+    output_valid: bool | None = None
+    output_errors: list[str] = field(default_factory=list)
+    error: str | None = None
+    path: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "agent": self.agent,
+            "status": self.status,
+            "steps": self.steps,
+            "output": self.output,
+            "output_valid": self.output_valid,
+            "output_errors": self.output_errors,
+            "error": self.error,
+            "path": self.path,
+        }
+
+
+@dataclass
+class RunSetup:
+    """Everything needed to start or resume a run; stored in the ``runs`` table."""
+
+    agent: Agent
+    source_text: str
+    task: str
+    inputs: dict[str, Any] = field(default_factory=dict)
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    max_tokens: int = DEFAULT_MAX_TOKENS
+
+
+@dataclass
+class Checkpoint:
+    """Where a resumed run picks up: the step to run next and the memory before it."""
+
+    seq: int
+    next_step: str | None
+    memory: dict[str, Any]
+    path: list[str]
+
+
+class AgentRun:
+    def __init__(
+        self,
+        kernel: Kernel,
+        setup: RunSetup,
+        on_step: Callable[[StepEvent], None] | None = None,
+    ) -> None:
+        self.kernel = kernel
+        self.setup = setup
+        self.agent = setup.agent
+        self.run_id = setup.run_id
+        self.on_step = on_step
+        self.memory: RunMemory = kernel.register_run(self.run_id, self.agent.name, self.agent.tools)
+        self.seq = 0
+        self.path: list[str] = []
+        self.created = time.time()
+
+    # -- the loop -------------------------------------------------------------------
+
+    def run(self, checkpoint: Checkpoint | None = None) -> RunOutcome:
+        current = self.agent.start_step
+        if checkpoint is not None:
+            self.memory.restore(checkpoint.memory)
+            self.seq = checkpoint.seq
+            self.path = list(checkpoint.path)
+            current = checkpoint.next_step
+        outcome = RunOutcome(self.run_id, self.agent.name, "running", self.seq)
+        self._save_run(outcome)
+        try:
+            while current is not None:
+                step = self.agent.steps[current]
+                stop = self._guard(step)
+                if stop is not None:
+                    outcome.status, outcome.error = stop
+                    break
+                current = self._run_step(step, outcome)
+        except StepFailed as failure:
+            outcome.status = "failed"
+            outcome.error = failure.message
+            self.kernel.record_error(
+                self.run_id, current or "", self.seq, failure.code, failure.message
+            )
+        finally:
+            outcome.steps = self.seq
+            outcome.path = list(self.path)
+            self._save_run(outcome)
+            self.kernel.end_run(self.run_id)
+        return outcome
+
+    def _guard(self, step: Step) -> tuple[str, str] | None:
+        limit = self.agent.step_limit
+        if self.seq >= limit:
+            return "max_steps", f"stopped after {limit} steps (max_steps) before '{step.id}'"
+        visits = self.memory.visits.get(step.id, 0)
+        if step.max_visits is not None and visits >= step.max_visits:
+            return (
+                "max_visits",
+                f"step '{step.id}' would run a {visits + 1}th time; its max_visits is "
+                f"{step.max_visits}",
+            )
+        return None
+
+    def _run_step(self, step: Step, outcome: RunOutcome) -> str | None:
+        started = time.time()
+        label: str | None = None
+        result: Any
+        saved: Any
+        if step.kind == "process":
+            result, saved = self._process(step)
+            following = step.next
+        elif step.kind == "decision":
+            label = self._decide(step)
+            result = saved = label
+            following = step.branches[label]
+        else:
+            result = saved = self._terminal(step, outcome)
+            following = None
+        memory = self.memory
+        if step.save_as:
+            memory.variables[step.save_as] = saved
+        memory.progress.append({"step": step.id, "result": result})
+        memory.visits[step.id] = memory.visits.get(step.id, 0) + 1
+        try:
+            memory.check_quota()
+        except MemoryQuotaExceeded as exc:
+            raise StepFailed("memory-quota", str(exc)) from None
+        self.seq += 1
+        self.path.append(step.id)
+        outcome.steps = self.seq
+        if following is None:
+            outcome.status = "completed"
+        self._checkpoint(step, started, label, result, following, outcome)
+        if self.on_step is not None:
+            self.on_step(
+                StepEvent(self.run_id, self.agent.name, self.seq, step.id, step.kind, label,
+                          step.tool, result)
+            )
+        return following
+
+    # -- step kinds -----------------------------------------------------------------
+
+    def _process(self, step: Step) -> tuple[Any, Any]:
+        data: tuple[str, Any] | None = None
+        if step.tool:
+            args = {name: self._render_value(value, step) for name, value in step.args.items()}
+            try:
+                called = self.kernel.call_tool(self.run_id, step.id, self.seq, step.tool, args)
+            except AccessDenied as exc:
+                raise StepFailed("tool-denied", f"step '{step.id}': {exc}") from None
+            value = called.value if called.ok else {"error": called.error}
+            if not step.instruction:
+                return value, value
+            data = (step.tool, value)
+            reply = self._generate(step, self._render(step.instruction, step), data=data)
+            return reply, value
+        assert step.instruction is not None
+        reply = self._generate(step, self._render(step.instruction, step))
+        return reply, reply
+
+    def _decide(self, step: Step) -> str:
+        labels = list(step.branches)
+        if step.when:
+            for label, expression in step.when.items():
+                if self._evaluate(expression, step):
+                    return label
+            assert step.default is not None
+            return step.default
+        question = self._render(step.question or "", step)
+        request = self._request(step, "choose", prompts.decision_ask(question, labels))
+        encode = self.kernel.backend.encode
+        request.labels = labels
+        request.label_tokens = [encode(label) for label in labels]
+        return self._submit(step, request).response
+
+    def _terminal(self, step: Step, outcome: RunOutcome) -> Any:
+        if step.output is not None:
+            text = self._render(step.output, step)
+        else:
+            ask = self._render(step.instruction or "", step)
+            if step.format == "json":
+                ask = prompts.json_ask(ask, step.schema)
+            text = self._generate(step, ask, json_mode=step.format == "json")
+        if step.format != "json":
+            outcome.output = text
+            return text
+        value, errors = parse_json_output(text, step.schema)
+        outcome.output = value if value is not None else text
+        outcome.output_valid = not errors
+        outcome.output_errors = errors
+        for message in errors:
+            self.kernel.record_error(self.run_id, step.id, self.seq, "output-invalid", message)
+        return outcome.output
+
+    # -- LLM calls ------------------------------------------------------------------
+
+    def _request(
+        self,
+        step: Step,
+        kind: str,
+        ask: str,
+        data: tuple[str, Any] | None = None,
+        prefill: str = "",
+        max_tokens: int | None = None,
+    ) -> LLMRequest:
+        backend = self.kernel.backend
+        progress = self.memory.progress
+        reserve = (max_tokens or self.setup.max_tokens) if kind == "generate" else 16
+
+        def render(dropped: int) -> str:
+            chat = prompts.messages(
+                self.agent.description, self.setup.task, progress, ask, dropped, data
+            )
+            return backend.chat_prompt(chat) + prefill
+
+        try:
+            text, tokens, dropped = fit_prompt(
+                render, backend.encode, backend.context_length - reserve, len(progress)
+            )
+        except ContextOverflow as exc:
+            raise StepFailed("context-overflow", f"step '{step.id}': {exc}") from None
+        if dropped:
+            self.kernel.record_error(
+                self.run_id, step.id, self.seq, "progress-shortened",
+                f"left out the {dropped} oldest progress entries to fit the context window",
+            )
+        return LLMRequest(
+            run_id=self.run_id,
+            agent=self.agent.name,
+            step_id=step.id,
+            step_seq=self.seq,
+            kind="choose" if kind == "choose" else "generate",
+            prompt=text,
+            prompt_tokens=tokens,
+            max_tokens=max_tokens or self.setup.max_tokens,
+            prefill=prefill,
+            progress_dropped=dropped,
+        )
+
+    def _generate(
+        self, step: Step, ask: str, data: tuple[str, Any] | None = None, json_mode: bool = False
+    ) -> str:
+        request = self._request(
+            step,
+            "generate",
+            ask,
+            data,
+            prefill=json_prefill(step.schema) if json_mode else "",
+            max_tokens=max(self.setup.max_tokens, JSON_MAX_TOKENS) if json_mode else None,
+        )
+        return self._submit(step, request).response.strip()
+
+    def _submit(self, step: Step, request: LLMRequest) -> LLMRequest:
+        done = self.kernel.run_request(request)
+        if done.error is not None:
+            raise StepFailed("llm-failed", f"step '{step.id}': the model failed: {done.error}")
+        return done
+
+    # -- templates ------------------------------------------------------------------
+
+    def _context(self) -> dict[str, Any]:
+        memory = self.memory
+        values = {name: spec.default for name, spec in self.agent.inputs.items()}
+        values.update(self.setup.inputs)
+        values.update(memory.variables)
+        values.update(
+            task=self.setup.task,
+            last=memory.progress[-1]["result"] if memory.progress else "",
+            progress=[dict(entry) for entry in memory.progress],
+            visits=dict(memory.visits),
+        )
+        return values
+
+    def _render(self, source: str, step: Step) -> str:
+        try:
+            return environment().from_string(source).render(self._context())
+        except Exception as exc:  # sandbox violations, undefined names, type errors
+            raise StepFailed(
+                "template-failed", f"step '{step.id}': the template failed: {exc}"
+            ) from None
+
+    def _render_value(self, value: Any, step: Step) -> Any:
+        """A tool argument: strings are templates; ``"{{ x }}"`` alone keeps x's type."""
+        if isinstance(value, dict):
+            return {key: self._render_value(item, step) for key, item in value.items()}
+        if isinstance(value, list):
+            return [self._render_value(item, step) for item in value]
+        if not isinstance(value, str):
+            return value
+        stripped = value.strip()
+        if stripped.startswith("{{") and stripped.endswith("}}") and stripped.count("{{") == 1:
+            return self._evaluate(stripped[2:-2], step)
+        return self._render(value, step)
+
+    def _evaluate(self, expression: str, step: Step) -> Any:
+        try:
+            compiled = environment().compile_expression(expression, undefined_to_none=False)
+            return compiled(**self._context())
+        except Exception as exc:
+            raise StepFailed(
+                "template-failed", f"step '{step.id}': the expression {expression!r} failed: {exc}"
+            ) from None
+
+    # -- storage --------------------------------------------------------------------
+
+    def _checkpoint(
+        self,
+        step: Step,
+        started: float,
+        label: str | None,
+        result: Any,
+        following: str | None,
+        outcome: RunOutcome,
+    ) -> None:
+        storage = self.kernel.storage
+        if storage is None:
+            return
+        state = {**self.memory.snapshot(), "path": self.path}
+        storage.insert(
+            "steps",
+            (
+                self.run_id, self.seq, step.id, step.kind, started, time.time(), label,
+                step.tool, to_json(result), following, to_json(state),
+            ),
+        )
+        self._save_run(outcome)
+
+    def _save_run(self, outcome: RunOutcome) -> None:
+        storage = self.kernel.storage
+        if storage is None:
+            return
+        kernel = self.kernel
+        storage.upsert(
+            "runs",
+            (
+                self.run_id, self.agent.name, self.agent.file, self.setup.source_text,
+                to_json({"task": self.setup.task, **self.setup.inputs,
+                         "max_tokens": self.setup.max_tokens}),
+                outcome.status, kernel.backend.name, kernel.backend.model_name,
+                kernel.scheduler.policy, kernel.scheduler.quantum, self.created, time.time(),
+                outcome.steps,
+                None if outcome.output is None else
+                outcome.output if isinstance(outcome.output, str) else to_json(outcome.output),
+                outcome.output_valid, to_json(outcome.output_errors), outcome.error,
+            ),
+        )
+        storage.commit()
+
+
+def json_prefill(schema: dict[str, Any] | None) -> str:
+    """How a JSON reply starts: the opening brace, and the first required key if known.
+
+    Writing the start for the model keeps a small model from wandering into prose."""
+    if schema and schema.get("type") == "object" and schema.get("required"):
+        return '{"' + str(schema["required"][0]) + '": '
+    return "{"
+
+
+def parse_json_output(text: str, schema: dict[str, Any] | None) -> tuple[Any, list[str]]:
+    """The JSON value at the start of ``text`` and what is wrong with it, if anything."""
+    decoder = json.JSONDecoder()
+    start = min((i for i in (text.find("{"), text.find("[")) if i >= 0), default=-1)
+    if start < 0:
+        return None, ["the output is not JSON: it has no object or array"]
+    try:
+        value, _ = decoder.raw_decode(text, start)
+    except json.JSONDecodeError as exc:
+        return None, [f"the output is not valid JSON: {exc.msg} at character {exc.pos}"]
+    if schema is None:
+        return value, []
+    from jsonschema import Draft202012Validator
+
+    errors = []
+    for error in sorted(Draft202012Validator(schema).iter_errors(value), key=lambda e: e.path):
+        where = "/".join(str(part) for part in error.absolute_path) or "(top level)"
+        errors.append(f"{where}: {error.message}")
+    return value, errors

@@ -1,0 +1,88 @@
+"""Getting runs ready: a validated agent, checked inputs, or a stored run to resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from flowengine.graph.validate import Validated, validate_file, validate_text
+from flowengine.kernel.storage import Storage
+from flowengine.runtime.interpreter import FINAL_STATUSES, Checkpoint, RunSetup
+from flowengine.spec.model import Agent
+
+
+class RunError(Exception):
+    """A run that cannot start; the message names the file or run and what to do."""
+
+
+def _checked(validated: Validated) -> Agent:
+    if validated.errors or validated.agent is None:
+        shown = "\n".join(d.format() for d in validated.errors[:10])
+        more = len(validated.errors) - 10
+        if more > 0:
+            shown += f"\n... and {more} more"
+        raise RunError(
+            f"{shown}\n{validated.file}: fix these errors before running "
+            "(`flowengine validate` lists them all)"
+        )
+    return validated.agent
+
+
+def load_agent(path: str) -> tuple[Agent, str]:
+    """The agent at ``path``, validated, with its source text (kept with each run)."""
+    validated = validate_file(path)
+    agent = _checked(validated)
+    return agent, Path(path).read_text(encoding="utf-8")
+
+
+def check_inputs(agent: Agent, given: dict[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(given) - set(agent.inputs))
+    if unknown:
+        declared = ", ".join(sorted(agent.inputs)) or "none"
+        raise RunError(
+            f"{agent.file}: {agent.name} has no input named {unknown[0]!r} (its inputs: "
+            f"{declared}); declare it under 'inputs:' or drop --var {unknown[0]}=..."
+        )
+    missing = [
+        name for name, spec in agent.inputs.items() if name not in given and not spec.has_default
+    ]
+    if missing:
+        raise RunError(
+            f"{agent.file}: {agent.name} needs the input {missing[0]!r}; "
+            f"pass --var {missing[0]}=VALUE"
+        )
+    return dict(given)
+
+
+def resume_setup(storage: Storage, run_id: str) -> tuple[RunSetup, Checkpoint, str]:
+    """The stored run ``run_id`` and its last completed step; also its current status."""
+    rows = storage.query(
+        "SELECT agent_file, agent_source, inputs, status FROM runs WHERE run_id = ?", [run_id]
+    )
+    if not rows:
+        known = storage.query("SELECT run_id FROM runs ORDER BY created DESC LIMIT 5")
+        hint = ", ".join(row[0] for row in known) or "none yet"
+        raise RunError(
+            f"{storage.path}: no run {run_id!r} (latest: {hint}); "
+            "`flowengine logs` lists the runs"
+        )
+    agent_file, source, inputs_json, status = rows[0]
+    if status in FINAL_STATUSES:
+        raise RunError(f"run {run_id} already ended with status {status}; nothing to resume")
+    agent = _checked(validate_text(source, agent_file))
+    inputs = json.loads(inputs_json)
+    task = inputs.pop("task", "")
+    max_tokens = int(inputs.pop("max_tokens", 0)) or None
+    setup = RunSetup(agent=agent, source_text=source, task=task, inputs=inputs, run_id=run_id)
+    if max_tokens:
+        setup.max_tokens = max_tokens
+    last = storage.query(
+        "SELECT seq, next_step, state FROM steps WHERE run_id = ? ORDER BY seq DESC LIMIT 1",
+        [run_id],
+    )
+    if not last:
+        return setup, Checkpoint(0, agent.start_step, {}, []), status
+    seq, next_step, state_json = last[0]
+    state = json.loads(state_json)
+    return setup, Checkpoint(seq, next_step, state, list(state.get("path", []))), status

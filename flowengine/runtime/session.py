@@ -1,0 +1,130 @@
+"""A session: one storage, one backend, one kernel, and the runs that share them."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+from flowengine.kernel.backends.base import Backend, BackendError
+from flowengine.kernel.context import DEFAULT_POOL_SIZE
+from flowengine.kernel.kernel import Kernel
+from flowengine.kernel.scheduler import SchedulerConfig
+from flowengine.kernel.storage import Storage
+from flowengine.runtime.interpreter import AgentRun, Checkpoint, RunOutcome, RunSetup, StepEvent
+
+BACKENDS = ("ctransformers", "scripted")
+_USER_MESSAGE = re.compile(r"(?:<\|im_start\|>user\n|<\|user\|>)(.*?)(?:<\|im_end\|>|<\|end\|>)", re.S)
+REPLAY_KEY_CHARS = 300
+
+
+def default_db() -> Path:
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("flowengine")) / "flowengine.duckdb"
+
+
+@dataclass
+class SessionConfig:
+    db: Path = field(default_factory=default_db)
+    backend: str = "ctransformers"
+    model: Path | None = None
+    script: Path | None = None
+    replay: str | None = None
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    pool_size: int = DEFAULT_POOL_SIZE
+    context_length: int = 2048
+
+
+def replay_script(storage: Storage, run_id: str) -> object:
+    """A script that answers each recorded prompt of ``run_id`` with its recorded reply."""
+    from flowengine.kernel.backends.scripted import Rule, Script
+
+    rows = storage.query(
+        "SELECT prompt, response FROM llm_requests WHERE run_id = ? AND error IS NULL "
+        "ORDER BY created",
+        [run_id],
+    )
+    if not rows:
+        raise BackendError(f"{storage.path}: run {run_id} has no recorded LLM requests to replay")
+    rules = []
+    for prompt, response in rows:
+        users = _USER_MESSAGE.findall(prompt)
+        key = users[-1][-REPLAY_KEY_CHARS:] if users else prompt[-REPLAY_KEY_CHARS:]
+        rules.append(Rule(reply=response, contains=key))
+    return Script(rules=rules, default="")
+
+
+def open_backend(config: SessionConfig, storage: Storage) -> Backend:
+    if config.backend == "scripted" or config.replay:
+        from flowengine.kernel.backends.scripted import Script, ScriptedBackend
+
+        if config.replay:
+            script = replay_script(storage, config.replay)
+        elif config.script is not None:
+            script = Script.from_file(config.script)
+        else:
+            raise BackendError("--backend scripted needs --script FILE or --replay RUN_ID")
+        assert isinstance(script, Script)
+        return ScriptedBackend(script, config.context_length)
+    from flowengine.kernel.backends.local import LocalBackend
+
+    return LocalBackend(config.model, config.context_length)
+
+
+class Session:
+    def __init__(self, config: SessionConfig) -> None:
+        self.config = config
+        self.storage = Storage(config.db)
+        try:
+            self.backend = open_backend(config, self.storage)
+        except BaseException:
+            self.storage.close()
+            raise
+        self.kernel = Kernel(self.backend, config.scheduler, self.storage, pool_size=config.pool_size)
+
+    def run_all(
+        self,
+        runs: list[tuple[RunSetup, Checkpoint | None]],
+        on_step: Callable[[StepEvent], None] | None = None,
+    ) -> list[RunOutcome]:
+        """Run these concurrently (one thread each) and return their outcomes in order."""
+        outcomes: list[RunOutcome | None] = [None] * len(runs)
+        failures: list[BaseException] = []
+
+        def work(index: int, setup: RunSetup, checkpoint: Checkpoint | None) -> None:
+            try:
+                outcomes[index] = AgentRun(self.kernel, setup, on_step).run(checkpoint)
+            except BaseException as exc:  # surfaced to the caller after join
+                failures.append(exc)
+
+        threads = [
+            threading.Thread(target=work, args=(i, setup, checkpoint), daemon=True)
+            for i, (setup, checkpoint) in enumerate(runs)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(0.2)  # short waits keep Ctrl-C responsive
+        if failures:
+            raise failures[0]
+        return [outcome for outcome in outcomes if outcome is not None]
+
+    def close(self) -> None:
+        self.kernel.close()
+        self.storage.close()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
