@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 from flowengine import __version__
 
 if TYPE_CHECKING:
+    import networkx as nx
+
     from flowengine.graph import Validated
     from flowengine.spec.diagnostics import Diagnostic
 
@@ -106,6 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="write here instead of stdout ('-' for stdout); png defaults to AGENT.png",
     )
+    viz.add_argument(
+        "--run",
+        metavar="RUN_ID",
+        help="draw the path a stored run took ('latest' for the newest run of this agent); "
+        "reads the DuckDB file given by --db",
+    )
+    viz.add_argument("--db", metavar="PATH", help="the DuckDB file for --run (default: as for run)")
     viz.set_defaults(handler=cmd_viz)
 
     imp = commands.add_parser(
@@ -239,8 +248,13 @@ def cmd_viz(args: argparse.Namespace) -> int:
         print("flowengine viz: nothing to draw; fix the errors above", file=sys.stderr)
         return EXIT_ERRORS
     problems = _steps_with_errors(validated)
+    graph = validated.graph
+    if args.run:
+        graph = _with_run(graph, args)
+    elif args.db:
+        raise UsageError("--db goes with --run RUN_ID")
     try:
-        drawing = draw(validated.graph, fmt, problems)
+        drawing = draw(graph, fmt, problems)
     except GraphvizError as exc:
         print(f"flowengine viz: {exc}", file=sys.stderr)
         return EXIT_ERRORS
@@ -260,6 +274,29 @@ def cmd_viz(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return EXIT_OK
+
+
+def _with_run(graph: nx.DiGraph, args: argparse.Namespace) -> nx.DiGraph:
+    """The graph with the path of the stored run ``args.run`` (DuckDB is read only here)."""
+    from flowengine import cli_runs
+    from flowengine.kernel import records
+    from flowengine.viz.overlay import with_run_path
+
+    db = cli_runs.db_path(args)
+    run_id = args.run
+    if run_id == "latest":
+        mine = [r for r in records.runs(db) if r["agent"] == graph.graph["name"]]
+        if not mine:
+            raise UsageError(f"no stored run of {graph.graph['name']} in {db}")
+        run_id = mine[0]["run_id"]
+    run = records.run(db, run_id)
+    if run is None:
+        raise UsageError(f"no run {run_id!r} in {db}; `flowengine logs` lists the runs")
+    if run["agent"] != graph.graph["name"]:
+        raise UsageError(f"run {run_id} is of agent {run['agent']}, not {graph.graph['name']}")
+    path = [row["step_id"] for row in records.steps(db, run_id)]
+    title = f"run {run_id}: {run['status']} after {len(path)} steps"
+    return with_run_path(graph, path, title)
 
 
 def _write(path: Path, data: bytes) -> None:

@@ -56,19 +56,31 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         help="fifo: each LLM request runs to its end; rr: round-robin slices (default)",
     )
     group.add_argument(
-        "--quantum", type=_positive, default=16, metavar="N",
+        "--quantum",
+        type=_positive,
+        default=16,
+        metavar="N",
         help="rr slice length in generated tokens (default: 16)",
     )
     group.add_argument(
-        "--pool", type=_positive, default=4, metavar="N",
+        "--pool",
+        type=_positive,
+        default=4,
+        metavar="N",
         help="model contexts kept, each holding one request's KV cache (default: 4)",
     )
     group.add_argument(
-        "--context-length", type=_positive, default=2048, metavar="N",
+        "--context-length",
+        type=_positive,
+        default=2048,
+        metavar="N",
         help="the model's context window in tokens (default: 2048)",
     )
     group.add_argument(
-        "--max-tokens", type=_positive, default=96, metavar="N",
+        "--max-tokens",
+        type=_positive,
+        default=96,
+        metavar="N",
         help="tokens an LLM step may generate (default: 96; JSON output gets at least 320)",
     )
     add_db_option(parser)
@@ -98,17 +110,21 @@ def add_parsers(commands: Any) -> None:
         'Seattle to California"\n'
         '  flowengine run agents/math_agent.yaml agents/rec_agent.yaml --input "..." '
         "--scheduler rr\n"
-        "  flowengine run --batch jobs.jsonl --json     # one {\"agent\", \"input\"} per line",
+        '  flowengine run --batch jobs.jsonl --json     # one {"agent", "input"} per line',
         formatter_class=formatter,
     )
     run.add_argument("agents", nargs="*", metavar="AGENT.yaml", help="agent files to run")
     run.add_argument("--input", "-i", metavar="TEXT", help="the task, given to every agent")
     run.add_argument(
-        "--var", action="append", default=[], metavar="NAME=VALUE",
+        "--var",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
         help="a value for one of the agent's declared inputs (repeatable)",
     )
     run.add_argument(
-        "--batch", metavar="FILE.jsonl",
+        "--batch",
+        metavar="FILE.jsonl",
         help='runs to start together, one {"agent": PATH, "input": TEXT} object a line',
     )
     run.add_argument("--json", action="store_true", help="print the outcomes as JSON")
@@ -277,20 +293,18 @@ def _report(outcomes: list[RunOutcome], as_json: bool) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from flowengine.runtime.interpreter import RunSetup
+    from flowengine.runtime.interpreter import Checkpoint, RunSetup
     from flowengine.runtime.launch import check_inputs, load_agent
     from flowengine.runtime.session import Session
 
     jobs = _jobs(args)
     variables = _variables(args.var)
     config = _session_config(args)
-    setups = []
+    setups: list[tuple[RunSetup, Checkpoint | None]] = []
     for path, task in jobs:
         agent, source = load_agent(path)
         inputs = check_inputs(agent, variables)
-        setups.append(
-            (RunSetup(agent, source, task, inputs, max_tokens=args.max_tokens), None)
-        )
+        setups.append((RunSetup(agent, source, task, inputs, max_tokens=args.max_tokens), None))
     with Session(config) as session:
         if not args.quiet and not args.json:
             model = session.backend.model_name
@@ -360,7 +374,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
     run = records.run(path, args.run_id)
     if run is None:
         raise UsageError(f"no run {args.run_id!r} in {path}; `flowengine logs` lists the runs")
-    detail = {
+    detail: dict[str, Any] = {
         "run": run,
         "steps": records.steps(path, args.run_id),
         "llm_requests": records.requests(path, args.run_id),
@@ -370,14 +384,30 @@ def cmd_logs(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps(detail, indent=2, default=_json_default, ensure_ascii=False))
         return EXIT_OK
-    print(f"run {run['run_id']}: {run['agent']} {run['status']}, {run['steps']} steps "
-          f"({run['backend']}, {run['scheduler']})")
-    print("\nsteps\n" + _table(detail["steps"], ["seq", "step_id", "kind", "label", "tool", "result"]))
-    print("\nLLM requests\n" + _table(
-        detail["llm_requests"],
-        ["step_id", "kind", "prompt_tokens", "output_tokens", "waiting_s", "turnaround_s",
-         "slices", "preemptions", "label_scores"],
-    ))
+    print(
+        f"run {run['run_id']}: {run['agent']} {run['status']}, {run['steps']} steps "
+        f"({run['backend']}, {run['scheduler']})"
+    )
+    print(
+        "\nsteps\n" + _table(detail["steps"], ["seq", "step_id", "kind", "label", "tool", "result"])
+    )
+    print(
+        "\nLLM requests\n"
+        + _table(
+            detail["llm_requests"],
+            [
+                "step_id",
+                "kind",
+                "prompt_tokens",
+                "output_tokens",
+                "waiting_s",
+                "turnaround_s",
+                "slices",
+                "preemptions",
+                "label_scores",
+            ],
+        )
+    )
     if detail["tool_calls"]:
         print("\ntool calls\n" + _table(detail["tool_calls"], ["step_id", "tool", "ok", "error"]))
     if detail["errors"]:

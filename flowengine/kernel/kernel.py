@@ -66,6 +66,15 @@ class Kernel:
         self._queue.put(request)
         return future
 
+    def submit_all(self, requests: list[LLMRequest]) -> list[concurrent.futures.Future[LLMRequest]]:
+        """Submit several requests that all become ready at the same moment."""
+        futures: list[concurrent.futures.Future[LLMRequest]] = []
+        for request in requests:
+            futures.append(concurrent.futures.Future())
+            self._futures[request.id] = futures[-1]
+        self._queue.put_all(requests)
+        return futures
+
     def run_request(self, request: LLMRequest) -> LLMRequest:
         """Submit and wait; the request comes back with its response or error filled in."""
         return self.submit(request).result()
@@ -112,8 +121,15 @@ class Kernel:
         request.evaluated_tokens += evaluated
         request.service += ended - started
         record = SliceRecord(
-            request.id, request.run_id, request.slices, started, ended, produced, evaluated,
-            restored, preempted,
+            request.id,
+            request.run_id,
+            request.slices,
+            started,
+            ended,
+            produced,
+            evaluated,
+            restored,
+            preempted,
         )
         request.slices += 1
         self._record_slice(record)
@@ -128,9 +144,7 @@ class Kernel:
         for label, tokens in zip(request.labels, request.label_tokens, strict=True):
             total = 0.0
             for index, token in enumerate(tokens):
-                request.evaluated_tokens += context.feed(
-                    request.prompt_tokens + tokens[:index]
-                )
+                request.evaluated_tokens += context.feed(request.prompt_tokens + tokens[:index])
                 total += context.log_prob(token)
             request.label_scores[label] = total
         request.response = max(request.labels, key=lambda label: request.label_scores[label])
@@ -143,8 +157,15 @@ class Kernel:
             self.storage.insert(
                 "llm_slices",
                 (
-                    record.request_id, record.run_id, record.index, record.start, record.end,
-                    record.start, record.tokens, record.evaluated, record.restored,
+                    record.request_id,
+                    record.run_id,
+                    record.index,
+                    record.start,
+                    record.end,
+                    record.start,
+                    record.tokens,
+                    record.evaluated,
+                    record.restored,
                     record.preempted,
                 ),
             )
@@ -158,14 +179,30 @@ class Kernel:
             self.storage.insert(
                 "llm_requests",
                 (
-                    request.id, request.run_id, request.agent, request.step_id,
-                    request.step_seq, request.kind, self.scheduler.policy, request.prompt,
-                    request.response, len(request.prompt_tokens), len(request.output_tokens),
-                    request.evaluated_tokens, request.progress_dropped,
+                    request.id,
+                    request.run_id,
+                    request.agent,
+                    request.step_id,
+                    request.step_seq,
+                    request.kind,
+                    self.scheduler.policy,
+                    request.prompt,
+                    request.response,
+                    len(request.prompt_tokens),
+                    len(request.output_tokens),
+                    request.evaluated_tokens,
+                    request.progress_dropped,
                     to_json(request.label_scores) if request.label_scores else None,
-                    request.created, request.first_start or request.end, request.end,
-                    request.waiting, request.turnaround, request.service, request.slices,
-                    request.preemptions, request.restores, request.error,
+                    request.created,
+                    request.first_start or request.end,
+                    request.end,
+                    request.waiting,
+                    request.turnaround,
+                    request.service,
+                    request.slices,
+                    request.preemptions,
+                    request.restores,
+                    request.error,
                 ),
             )
         future = self._futures.pop(request.id, None)
@@ -188,16 +225,26 @@ class Kernel:
             self.storage.insert(
                 "tool_calls",
                 (
-                    result.call_id, run_id, step_id, step_seq, name, to_json(result.args),
-                    to_json(result.value) if result.ok else None, result.ok, result.error,
-                    result.started, result.duration,
+                    result.call_id,
+                    run_id,
+                    step_id,
+                    step_seq,
+                    name,
+                    to_json(result.args),
+                    to_json(result.value) if result.ok else None,
+                    result.ok,
+                    result.error,
+                    result.started,
+                    result.duration,
                 ),
             )
         if not result.ok:
             self.record_error(run_id, step_id, step_seq, "tool-failed", result.error or "")
         return result
 
-    def record_error(self, run_id: str, step_id: str, step_seq: int, code: str, message: str) -> None:
+    def record_error(
+        self, run_id: str, step_id: str, step_seq: int, code: str, message: str
+    ) -> None:
         if self.storage is not None:
             self.storage.insert("errors", (run_id, step_id, step_seq, code, message, time.time()))
 

@@ -46,6 +46,12 @@ class ReadyQueue:
             self._queue.append(request)
             self._ready.notify()
 
+    def put_all(self, requests: list[LLMRequest]) -> None:
+        """Enqueue several at once, so none starts before all are waiting."""
+        with self._ready:
+            self._queue.extend(requests)
+            self._ready.notify()
+
     def take(self) -> LLMRequest | None:
         """The next request to run; None once closed and empty."""
         with self._ready:

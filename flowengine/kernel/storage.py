@@ -38,7 +38,9 @@ class Table:
         values = []
         for index, (_, kind) in enumerate(self.columns, start=1):
             value = f"unnest(${index})"
-            values.append(f"make_timestamp(CAST({value} * 1e6 AS BIGINT))" if kind == "TIMESTAMP" else value)
+            values.append(
+                f"make_timestamp(CAST({value} * 1e6 AS BIGINT))" if kind == "TIMESTAMP" else value
+            )
         verb = "INSERT OR REPLACE" if replace else "INSERT"
         return f"{verb} INTO {self.name} SELECT {', '.join(values)}"
 
@@ -276,7 +278,9 @@ class Storage:
                 table = TABLES[name]
                 if replace:
                     # Later rows for the same key win; INSERT OR REPLACE wants one each.
-                    by_key = {tuple(row[table_index(table, k)] for k in table.key): row for row in rows}
+                    by_key = {
+                        tuple(row[table_index(table, k)] for k in table.key): row for row in rows
+                    }
                     rows = list(by_key.values())
                 columns = [list(column) for column in zip(*rows, strict=True)]
                 connection.execute(table.insert_sql(replace), columns)

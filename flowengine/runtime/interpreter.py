@@ -194,8 +194,16 @@ class AgentRun:
         self._checkpoint(step, started, label, result, following, outcome)
         if self.on_step is not None:
             self.on_step(
-                StepEvent(self.run_id, self.agent.name, self.seq, step.id, step.kind, label,
-                          step.tool, result)
+                StepEvent(
+                    self.run_id,
+                    self.agent.name,
+                    self.seq,
+                    step.id,
+                    step.kind,
+                    label,
+                    step.tool,
+                    result,
+                )
             )
         return following
 
@@ -282,7 +290,10 @@ class AgentRun:
             raise StepFailed("context-overflow", f"step '{step.id}': {exc}") from None
         if dropped:
             self.kernel.record_error(
-                self.run_id, step.id, self.seq, "progress-shortened",
+                self.run_id,
+                step.id,
+                self.seq,
+                "progress-shortened",
                 f"left out the {dropped} oldest progress entries to fit the context window",
             )
         return LLMRequest(
@@ -380,8 +391,17 @@ class AgentRun:
         storage.insert(
             "steps",
             (
-                self.run_id, self.seq, step.id, step.kind, started, time.time(), label,
-                step.tool, to_json(result), following, to_json(state),
+                self.run_id,
+                self.seq,
+                step.id,
+                step.kind,
+                started,
+                time.time(),
+                label,
+                step.tool,
+                to_json(result),
+                following,
+                to_json(state),
             ),
         )
         self._save_run(outcome)
@@ -394,15 +414,33 @@ class AgentRun:
         storage.upsert(
             "runs",
             (
-                self.run_id, self.agent.name, self.agent.file, self.setup.source_text,
-                to_json({"task": self.setup.task, **self.setup.inputs,
-                         "max_tokens": self.setup.max_tokens}),
-                outcome.status, kernel.backend.name, kernel.backend.model_name,
-                kernel.scheduler.policy, kernel.scheduler.quantum, self.created, time.time(),
+                self.run_id,
+                self.agent.name,
+                self.agent.file,
+                self.setup.source_text,
+                to_json(
+                    {
+                        "task": self.setup.task,
+                        **self.setup.inputs,
+                        "max_tokens": self.setup.max_tokens,
+                    }
+                ),
+                outcome.status,
+                kernel.backend.name,
+                kernel.backend.model_name,
+                kernel.scheduler.policy,
+                kernel.scheduler.quantum,
+                self.created,
+                time.time(),
                 outcome.steps,
-                None if outcome.output is None else
-                outcome.output if isinstance(outcome.output, str) else to_json(outcome.output),
-                outcome.output_valid, to_json(outcome.output_errors), outcome.error,
+                None
+                if outcome.output is None
+                else outcome.output
+                if isinstance(outcome.output, str)
+                else to_json(outcome.output),
+                outcome.output_valid,
+                to_json(outcome.output_errors),
+                outcome.error,
             ),
         )
         storage.commit()

@@ -64,8 +64,7 @@ def resume_setup(storage: Storage, run_id: str) -> tuple[RunSetup, Checkpoint, s
         known = storage.query("SELECT run_id FROM runs ORDER BY created DESC LIMIT 5")
         hint = ", ".join(row[0] for row in known) or "none yet"
         raise RunError(
-            f"{storage.path}: no run {run_id!r} (latest: {hint}); "
-            "`flowengine logs` lists the runs"
+            f"{storage.path}: no run {run_id!r} (latest: {hint}); `flowengine logs` lists the runs"
         )
     agent_file, source, inputs_json, status = rows[0]
     if status in FINAL_STATUSES:

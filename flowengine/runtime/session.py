@@ -17,7 +17,9 @@ from flowengine.kernel.storage import Storage
 from flowengine.runtime.interpreter import AgentRun, Checkpoint, RunOutcome, RunSetup, StepEvent
 
 BACKENDS = ("ctransformers", "scripted")
-_USER_MESSAGE = re.compile(r"(?:<\|im_start\|>user\n|<\|user\|>)(.*?)(?:<\|im_end\|>|<\|end\|>)", re.S)
+_USER_MESSAGE = re.compile(
+    r"(?:<\|im_start\|>user\n|<\|user\|>)(.*?)(?:<\|im_end\|>|<\|end\|>)", re.S
+)
 REPLAY_KEY_CHARS = 300
 
 
@@ -84,7 +86,9 @@ class Session:
         except BaseException:
             self.storage.close()
             raise
-        self.kernel = Kernel(self.backend, config.scheduler, self.storage, pool_size=config.pool_size)
+        self.kernel = Kernel(
+            self.backend, config.scheduler, self.storage, pool_size=config.pool_size
+        )
 
     def run_all(
         self,

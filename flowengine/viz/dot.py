@@ -15,15 +15,19 @@ _STYLE = {
     "unknown": 'shape=box, style="filled,dashed", fillcolor="#f1f3f4", color="#5f6368"',
 }
 _PROBLEM = 'color="#d93025", penwidth=2.5'
+_VISITED = 'color="#1a73e8", penwidth=3'
+_NOT_VISITED = 'fontcolor="#9aa0a6", color="#bdc1c6"'
 
 
 def to_dot(graph: nx.DiGraph, problems: frozenset[str] = frozenset()) -> str:
     """The graph as a DOT digraph; steps in ``problems`` get a red outline."""
     name = graph.graph.get("name") or "agent"
+    run = graph.graph.get("run")
+    title = f"<B>{_html(name)}</B>" + (f"<BR/>{_html(run)}" if run else "")
     out = [
         f"digraph {_quote(name)} {{",
         f'  graph [rankdir=TB, labelloc=t, fontsize=20, fontname="DejaVu Sans", '
-        f"nodesep=0.35, ranksep=0.45, pad=0.3, label=<<B>{_html(name)}</B>>];",
+        f"nodesep=0.35, ranksep=0.45, pad=0.3, label=<{title}>];",
         '  node [fontname="DejaVu Sans", fontsize=11, margin="0.15,0.08"];',
         '  edge [fontname="DejaVu Sans", fontsize=10, color="#5f6368", arrowsize=0.8];',
         '  "__start__" [shape=circle, label="", width=0.22, style=filled, fillcolor=black];',
@@ -33,16 +37,23 @@ def to_dot(graph: nx.DiGraph, problems: frozenset[str] = frozenset()) -> str:
         style = _STYLE.get(kind, _STYLE["unknown"])
         if node in problems:
             style += ", " + _PROBLEM
+        if run is not None:
+            style += ", " + (_VISITED if attrs.get("visits") else _NOT_VISITED)
         out.append(f"  {_quote(node)} [{style}, label=<{_label(str(node), attrs)}>];")
     start = graph.graph.get("start")
     if start in graph:
         out.append(f'  "__start__" -> {_quote(start)};')
     for source, target, attrs in graph.edges(data=True):
         label = attrs.get("label", "")
+        settings = []
         if graph.nodes[source].get("kind") == "decision" and label:
-            extra = f' [label=<<B>{_html(label)}</B>>, fontcolor="#7a5c00"]'
-        else:
-            extra = ""
+            settings += [f"label=<<B>{_html(label)}</B>>", 'fontcolor="#7a5c00"']
+        taken = attrs.get("traversals", 0)
+        if taken:
+            settings += ['color="#1a73e8"', "penwidth=2.5"]
+            if taken > 1:
+                settings.append(f'xlabel="×{taken}"')  # noqa: RUF001
+        extra = f" [{', '.join(settings)}]" if settings else ""
         out.append(f"  {_quote(source)} -> {_quote(target)}{extra};")
     out.append("}")
     return "\n".join(out) + "\n"

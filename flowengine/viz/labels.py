@@ -27,4 +27,6 @@ def footnote(attrs: dict[str, Any]) -> str:
         notes.append("decided by when:")
     if attrs.get("format") == "json":
         notes.append("JSON output")
+    if attrs.get("visits"):
+        notes.append(f"ran {attrs['visits']}×")  # noqa: RUF001
     return " · ".join(notes)

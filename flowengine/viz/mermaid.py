@@ -14,13 +14,15 @@ def to_mermaid(graph: nx.DiGraph, problems: frozenset[str] = frozenset()) -> str
     ids = {node: f"s{i}" for i, node in enumerate(graph.nodes)}
     lines = [
         "---",
-        f"title: {_escape(graph.graph.get('name') or 'agent')}",
+        f"title: {_escape(graph.graph.get('name') or 'agent')}"
+        + (f" ({_escape(graph.graph['run'])})" if graph.graph.get("run") else ""),
         "---",
         "flowchart TD",
         "  classDef process fill:#e8f0fe,stroke:#4a6fa5",
         "  classDef decision fill:#fff4d6,stroke:#c9a227",
         "  classDef terminal fill:#e3f4e1,stroke:#3c8d40",
         "  classDef problem stroke:#d93025,stroke-width:3px,stroke-dasharray:5 3",
+        "  classDef visited stroke:#1a73e8,stroke-width:3px",
         "  start((start)):::terminal",
     ]
     for node, attrs in graph.nodes(data=True):
@@ -33,15 +35,25 @@ def to_mermaid(graph: nx.DiGraph, problems: frozenset[str] = frozenset()) -> str
         classes = kind if kind in _SHAPES else "process"
         if node in problems:
             classes += ",problem"
+        if attrs.get("visits"):
+            classes += ",visited"
         lines.append(f"  {ids[node]}{left}{'<br/>'.join(body)}{right}:::{classes}")
     start = graph.graph.get("start")
+    links = 0
     if start in ids:
         lines.append(f"  start --> {ids[start]}")
+        links += 1
+    traversed = []
     for source, target, attrs in graph.edges(data=True):
         kind = graph.nodes[source].get("kind")
         label = attrs.get("label", "")
         arrow = f"-->|{_escape(label)}|" if kind == "decision" and label else "-->"
         lines.append(f"  {ids[source]} {arrow} {ids[target]}")
+        if attrs.get("traversals"):
+            traversed.append(str(links))
+        links += 1
+    if traversed:
+        lines.append(f"  linkStyle {','.join(traversed)} stroke:#1a73e8,stroke-width:3px")
     return "\n".join(lines) + "\n"
 
 

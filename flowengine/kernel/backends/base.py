@@ -67,4 +67,3 @@ def chatml(messages: Sequence[Message]) -> str:
     """ChatML, the format of SmolLM2 and many small instruct models."""
     parts = [f"<|im_start|>{m.role}\n{m.content}<|im_end|>\n" for m in messages]
     return "".join(parts) + "<|im_start|>assistant\n"
-

@@ -11,10 +11,10 @@ vocabulary, because ctransformers' own BPE tokenizer splits words badly.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import tempfile
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -143,15 +143,15 @@ def _tokenizer_json(reader: Any) -> str:
     merges: list[str] = list(_field_value(reader, "tokenizer.ggml.merges") or [])
     types: list[int] = list(_field_value(reader, "tokenizer.ggml.token_type") or [])
     vocab = {token: index for index, token in enumerate(tokens)}
-    pairs = [tuple(merge.split(" ", 1)) for merge in merges]
-    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=pairs))  # type: ignore[arg-type]
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(  # type: ignore[assignment]
+    pairs = [(left, right) for left, _, right in (merge.partition(" ") for merge in merges)]
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=pairs))
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
         [
             pre_tokenizers.Digits(individual_digits=True),
             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
         ]
     )
-    tokenizer.decoder = decoders.ByteLevel()  # type: ignore[assignment]
+    tokenizer.decoder = decoders.ByteLevel()
     special = [
         AddedToken(token, special=True, normalized=False)
         for token, kind in zip(tokens, types, strict=False)

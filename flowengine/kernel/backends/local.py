@@ -131,7 +131,9 @@ class LocalBackend:
 
         config = Config(context_length=self.context_length, threads=self._threads)
         try:
-            return LLM(str(self._prepared.path), model_type=self._prepared.model_type, config=config)
+            return LLM(
+                str(self._prepared.path), model_type=self._prepared.model_type, config=config
+            )
         except Exception as exc:
             raise BackendError(
                 f"{self._prepared.path}: ctransformers cannot load this model ({exc}); "

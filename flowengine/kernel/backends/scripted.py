@@ -96,7 +96,7 @@ class ScriptedContext:
         last = max(i for i, token in enumerate(self.tokens) if token == start)
         prompt = self._backend.decode_all(self.tokens[: last + 1])
         reply = self._backend.encode(self._backend.script.reply_to(prompt))
-        return reply + [self._backend.eos_token_id], len(self.tokens) - last - 1
+        return [*reply, self._backend.eos_token_id], len(self.tokens) - last - 1
 
     def next_token(self) -> int:
         reply, produced = self._expected()

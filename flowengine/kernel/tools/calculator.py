@@ -39,7 +39,7 @@ _CONSTANTS = {"pi": math.pi, "e": math.e}
 
 def calculate(expression: str) -> dict[str, Any]:
     """The value of ``expression``: numbers, + - * / // % **, parentheses, a few functions."""
-    text = expression.strip().rstrip("=").replace("^", "**").replace("×", "*").replace("÷", "/")
+    text = expression.strip().rstrip("=").replace("^", "**").replace("×", "*").replace("÷", "/")  # noqa: RUF001
     if len(text) > MAX_EXPRESSION:
         raise ToolFailure(f"the expression is longer than {MAX_EXPRESSION} characters")
     try:

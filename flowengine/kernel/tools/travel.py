@@ -52,16 +52,20 @@ def _database() -> tuple[Any, threading.Lock]:
 
     rng = random.Random(20240311)
     connection = duckdb.connect(":memory:")
-    connection.execute(
-        "CREATE TABLE cities (city VARCHAR, state VARCHAR, lat DOUBLE, lon DOUBLE)"
-    )
+    connection.execute("CREATE TABLE cities (city VARCHAR, state VARCHAR, lat DOUBLE, lon DOUBLE)")
     connection.executemany("INSERT INTO cities VALUES (?, ?, ?, ?)", list(CITIES))
     restaurants, stays, sights, flights = [], [], [], []
     for city, _, lat, lon in CITIES:
         for index in range(6):
             name = f"{city} {rng.choice(_FOOD_WORDS)} {index + 1}"
             restaurants.append(
-                (name, city, rng.choice(_CUISINES), rng.randint(12, 80), round(rng.uniform(3, 5), 1))
+                (
+                    name,
+                    city,
+                    rng.choice(_CUISINES),
+                    rng.randint(12, 80),
+                    round(rng.uniform(3, 5), 1),
+                )
             )
         for index in range(4):
             name = f"{city} {rng.choice(_STAY_WORDS)} {index + 1}"
@@ -236,7 +240,9 @@ def _object(**properties: dict[str, Any]) -> dict[str, Any]:
 _TEXT = {"type": "string", "minLength": 1}
 
 TOOLS = [
-    Tool("plan_trip", "Departure, destination and length of a trip.", _object(query=_TEXT), plan_trip),
+    Tool(
+        "plan_trip", "Departure, destination and length of a trip.", _object(query=_TEXT), plan_trip
+    ),
     Tool(
         "search_flights",
         "Flights between two cities (numbers like F0123456), cheapest first.",

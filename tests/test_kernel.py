@@ -1,0 +1,190 @@
+"""The kernel on the scripted backend: scheduling, contexts, tools, access, storage."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+
+from flowengine.kernel.access import AccessDenied
+from flowengine.kernel.backends.base import Message
+from flowengine.kernel.backends.scripted import Rule, Script, ScriptedBackend
+from flowengine.kernel.context import ContextOverflow, fit_prompt
+from flowengine.kernel.kernel import Kernel
+from flowengine.kernel.requests import LLMRequest
+from flowengine.kernel.scheduler import SchedulerConfig
+from flowengine.kernel.storage import Storage
+from flowengine.kernel.tools.calculator import calculate
+from flowengine.kernel.tools.registry import ToolFailure
+
+LONG = " ".join(f"word{i}" for i in range(40))
+SCRIPT = Script(
+    rules=[Rule(f"reply {name}: {LONG}", contains=f"ask {name}") for name in "abc"]
+    + [Rule("yes", contains="Answer yes or no")],
+    default="fallback",
+)
+
+
+def _request(backend: ScriptedBackend, run: str, ask: str, **extra: object) -> LLMRequest:
+    prompt = backend.chat_prompt([Message("user", ask)])
+    return LLMRequest(
+        run_id=run,
+        agent="A",
+        step_id="s",
+        step_seq=0,
+        kind="generate",
+        prompt=prompt,
+        prompt_tokens=backend.encode(prompt),
+        max_tokens=200,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+def _run_concurrently(kernel: Kernel, requests: list[LLMRequest]) -> list[LLMRequest]:
+    return [future.result(timeout=30) for future in kernel.submit_all(requests)]
+
+
+@pytest.mark.parametrize("pool", [4, 1])
+def test_round_robin_interleaves_and_matches_fifo(pool: int) -> None:
+    outputs = {}
+    for policy in ("fifo", "rr"):
+        backend = ScriptedBackend(SCRIPT)
+        kernel = Kernel(backend, SchedulerConfig(policy, quantum=5), pool_size=pool)  # type: ignore[arg-type]
+        done = _run_concurrently(kernel, [_request(backend, f"r{n}", f"ask {n}") for n in "abc"])
+        kernel.close()
+        outputs[policy] = [r.response for r in done]
+        order = [s.run_id for s in kernel.slices]
+        if policy == "fifo":
+            assert order == ["ra", "rb", "rc"]
+            assert all(r.preemptions == 0 for r in done)
+        else:
+            switches = sum(1 for x, y in itertools.pairwise(order) if x != y)
+            assert switches >= 6, order
+            assert all(r.preemptions >= 2 for r in done)
+            assert all(r.slices == r.preemptions + 1 for r in done)
+            if pool == 1:  # one cache for three requests: every switch restores a snapshot
+                assert sum(r.restores for r in done) >= 6
+            else:
+                assert sum(r.restores for r in done) == 0
+        for request in done:
+            assert request.first_start is not None and request.end is not None
+            assert request.turnaround >= request.waiting >= 0
+    assert outputs["fifo"] == outputs["rr"] == [f"reply {n}: {LONG}" for n in "abc"]
+
+
+def test_choose_gives_one_of_the_labels_with_scores() -> None:
+    backend = ScriptedBackend(SCRIPT)
+    kernel = Kernel(backend)
+    request = _request(backend, "r", "Is it? Answer yes or no")
+    request.kind = "choose"
+    request.labels = ["no", "yes"]
+    request.label_tokens = [backend.encode("no"), backend.encode("yes")]
+    done = kernel.run_request(request)
+    kernel.close()
+    assert done.response == "yes"
+    assert done.label_scores["yes"] > done.label_scores["no"]
+
+
+def test_fit_prompt_drops_the_oldest_progress_first() -> None:
+    entries = [f"entry{i} " * 5 for i in range(10)]
+
+    def render(dropped: int) -> str:
+        return "ask " + " ".join(entries[dropped:])
+
+    text, tokens, dropped = fit_prompt(render, str.split, 22, len(entries))
+    assert len(tokens) <= 22 and dropped == 6 and text.endswith("entry9 ")
+    with pytest.raises(ContextOverflow, match="window"):
+        fit_prompt(render, str.split, 0, len(entries))
+
+
+def test_tools_are_checked_recorded_and_never_crash_the_kernel(tmp_path: Path) -> None:
+    storage = Storage(tmp_path / "k.duckdb")
+    kernel = Kernel(ScriptedBackend(SCRIPT), storage=storage)
+    memory = kernel.register_run("r1", "MathAgent", ["calculator"])
+    kernel.register_run("r2", "Other", [])
+    assert kernel.call_tool("r1", "s", 1, "calculator", {"expression": "2 ** 10"}).value == {
+        "expression": "2 ** 10",
+        "value": 1024,
+    }
+    failed = kernel.call_tool("r1", "s", 2, "calculator", {"expression": "1/0"})
+    assert not failed.ok and failed.error == "division by zero"
+    bad_args = kernel.call_tool("r1", "s", 3, "calculator", {"expr": "1"})
+    assert not bad_args.ok and "expression" in (bad_args.error or "")
+    with pytest.raises(AccessDenied, match="does not declare the tool 'search_flights'"):
+        kernel.call_tool("r1", "s", 4, "search_flights", {"origin": "a", "destination": "b"})
+    memory.variables["secret"] = 1
+    with pytest.raises(AccessDenied, match="may not read the memory"):
+        kernel.memory.read("r2", "r1")
+    assert kernel.memory.read("r1", "r1").variables == {"secret": 1}
+    kernel.end_run("r1")
+    kernel.close()
+    rows = storage.query("SELECT tool, ok FROM tool_calls ORDER BY started")
+    codes = storage.query("SELECT code FROM errors ORDER BY occurred")
+    storage.close()
+    assert rows == [("calculator", True), ("calculator", False), ("calculator", False)]
+    assert [c for (c,) in codes] == ["tool-failed", "tool-failed", "tool-denied"]
+
+
+@pytest.mark.parametrize(
+    "expression",
+    ["__import__('os').system('true')", "(1).__class__", "open('x')", "9 ** 9 ** 9", "[1] * 9"],
+)
+def test_calculator_refuses_anything_but_arithmetic(expression: str) -> None:
+    with pytest.raises(ToolFailure):
+        calculate(expression)
+
+
+def test_storage_keeps_everything_committed(tmp_path: Path) -> None:
+    storage = Storage(tmp_path / "s.duckdb")
+    for index in range(5000):
+        storage.insert("errors", ("r", "s", index, "c", "m", 0.0))
+    storage.upsert(
+        "runs",
+        (
+            "r",
+            "A",
+            "f",
+            "",
+            "{}",
+            "running",
+            "b",
+            "m",
+            "rr",
+            4,
+            0.0,
+            0.0,
+            0,
+            None,
+            None,
+            "[]",
+            None,
+        ),
+    )
+    storage.upsert(
+        "runs",
+        (
+            "r",
+            "A",
+            "f",
+            "",
+            "{}",
+            "completed",
+            "b",
+            "m",
+            "rr",
+            4,
+            0.0,
+            1.0,
+            3,
+            "out",
+            True,
+            "[]",
+            None,
+        ),
+    )
+    storage.close()
+    reopened = Storage(tmp_path / "s.duckdb")
+    assert reopened.query("SELECT count(*) FROM errors") == [(5000,)]
+    assert reopened.query("SELECT status, steps FROM runs") == [("completed", 3)]
+    reopened.close()

@@ -1,0 +1,212 @@
+"""The real model through ctransformers: TravelAgent end to end, concurrent runs under
+round-robin, greedy outputs equal under both schedulers, and a run killed mid-way resumed.
+These are the slow tests (minutes, on two cores)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from flowengine.kernel.backends.base import Message
+from flowengine.kernel.backends.local import LocalBackend
+from flowengine.kernel.kernel import Kernel
+from flowengine.kernel.requests import LLMRequest
+from flowengine.kernel.scheduler import SchedulerConfig
+from tests.conftest import AGENTS, ROOT, flowengine_command, run_cli
+
+TRIP = "Plan a 3-day trip from Seattle to California"
+THREE = [str(AGENTS / f) for f in ("math_agent.yaml", "rec_agent.yaml", "narrative_agent.yaml")]
+
+
+@pytest.fixture(scope="module")
+def backend() -> LocalBackend:
+    return LocalBackend()
+
+
+def _stored(db: Path, sql: str) -> list[tuple]:
+    with duckdb.connect(str(db), read_only=True) as con:
+        return con.execute(sql).fetchall()
+
+
+def test_travel_agent_reaches_its_terminal_step(tmp_path: Path) -> None:
+    db = tmp_path / "travel.duckdb"
+    done = run_cli(
+        "run",
+        str(AGENTS / "travel_agent.yaml"),
+        "--input",
+        TRIP,
+        "--db",
+        str(db),
+        "--max-tokens",
+        "24",
+        "--json",
+        timeout=1200,
+    )
+    assert done.returncode == 0, done.stderr
+    [outcome] = json.loads(done.stdout)
+    assert outcome["status"] == "completed"
+    assert outcome["path"][-1] == "Step 18" and len(outcome["path"]) <= 150
+    assert outcome["output_valid"] is not None  # JSON checked against the schema
+    # The rows match what happened.
+    path = outcome["path"]
+    assert [s for (s,) in _stored(db, "SELECT step_id FROM steps ORDER BY seq")] == path
+    tool_steps = {
+        "Step 1",
+        "Step 4",
+        "Step 5",
+        "Step 6",
+        "Step 9",
+        "Step 10",
+        "Step 11",
+        "Step 12",
+        "Step 14",
+        "Step 15",
+        "Step 16",
+        "Step 19",
+    }
+    assert _stored(db, "SELECT count(*) FROM tool_calls") == [(sum(s in tool_steps for s in path),)]
+    llm_decisions = {"Step 22", "Step 23"}
+    when_decisions = {"Step 2", "Step 7", "Step 13", "Step 20"}
+    assert _stored(db, "SELECT count(*) FROM llm_requests WHERE kind = 'choose'") == [
+        (sum(s in llm_decisions for s in path),)
+    ]
+    assert _stored(db, "SELECT count(*) FROM llm_requests WHERE kind = 'generate'") == [
+        (sum(s not in llm_decisions | when_decisions for s in path),)
+    ]
+    flights = _stored(db, "SELECT result FROM tool_calls WHERE tool = 'search_flights'")
+    assert flights and all("SAMPLE" in json.loads(r)["source"] for (r,) in flights)
+
+
+def _three_runs(tmp_path: Path, policy: str) -> tuple[list[dict], Path]:
+    db = tmp_path / f"{policy}.duckdb"
+    done = run_cli(
+        "run",
+        *THREE,
+        "--input",
+        "I want cheap Italian restaurants in Boston, 3 of them",
+        "--scheduler",
+        policy,
+        "--quantum",
+        "4",
+        "--max-tokens",
+        "20",
+        "--db",
+        str(db),
+        "--json",
+        timeout=1200,
+    )
+    assert done.returncode in (0, 1), done.stderr
+    return json.loads(done.stdout), db
+
+
+def test_round_robin_interleaves_three_runs_and_matches_fifo(tmp_path: Path) -> None:
+    rr, rr_db = _three_runs(tmp_path, "rr")
+    fifo, fifo_db = _three_runs(tmp_path, "fifo")
+    # Greedy decoding: the same paths and outputs whatever the schedule.
+    for a, b in zip(rr, fifo, strict=True):
+        assert (a["agent"], a["status"], a["path"], a["output"]) == (
+            b["agent"],
+            b["status"],
+            b["path"],
+            b["output"],
+        )
+    order = [r for (r,) in _stored(rr_db, "SELECT run_id FROM llm_slices ORDER BY started_s")]
+    switches = sum(1 for x, y in itertools.pairwise(order) if x != y)
+    assert len(set(order)) == 3 and switches >= 10
+    assert _stored(rr_db, "SELECT sum(preemptions) > 0 FROM llm_requests") == [(True,)]
+    assert _stored(fifo_db, "SELECT sum(preemptions) FROM llm_requests") == [(0,)]
+    stats = run_cli("stats", "--db", str(rr_db), "--format", "json")
+    assert {row["agent"] for row in json.loads(stats.stdout)} == {
+        "MathAgent",
+        "RecAgent",
+        "NarrativeAgent",
+    }
+
+
+def test_preempted_output_equals_uninterrupted_with_one_context(backend: LocalBackend) -> None:
+    """Pool of one: every switch gives the cache away and restores from the token snapshot."""
+    asks = ["Name three fruits.", "What is the capital of France?", "Say hello in Spanish."]
+
+    def run(policy: str, pool: int) -> list[LLMRequest]:
+        kernel = Kernel(backend, SchedulerConfig(policy, quantum=3), pool_size=pool)  # type: ignore[arg-type]
+        requests = []
+        for index, ask in enumerate(asks):
+            prompt = backend.chat_prompt([Message("user", ask)])
+            requests.append(
+                LLMRequest(
+                    run_id=f"r{index}",
+                    agent="A",
+                    step_id="s",
+                    step_seq=0,
+                    kind="generate",
+                    prompt=prompt,
+                    prompt_tokens=backend.encode(prompt),
+                    max_tokens=24,
+                )
+            )
+        futures = kernel.submit_all(requests)
+        done = [f.result(timeout=300) for f in futures]
+        kernel._queue.close()  # keep the shared backend open for the next schedule
+        kernel._worker.join()
+        return done
+
+    fifo = run("fifo", 3)
+    rr = run("rr", 1)
+    assert [r.response for r in rr] == [r.response for r in fifo]
+    assert all(r.response for r in fifo)
+    assert sum(r.restores for r in rr) > 0 and sum(r.preemptions for r in rr) > 0
+
+
+def test_a_killed_run_resumes_and_completes(tmp_path: Path) -> None:
+    db = tmp_path / "killed.duckdb"
+    process = subprocess.Popen(
+        [
+            *flowengine_command(),
+            "run",
+            str(AGENTS / "math_agent.yaml"),
+            "--input",
+            "What is 12 * (3 + 4)?",
+            "--db",
+            str(db),
+            "--max-tokens",
+            "24",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    assert process.stdout is not None
+    run_id = None
+    for line in process.stdout:
+        if " #2 " in line:
+            run_id = line.split()[1]
+            break
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=60)
+    assert run_id is not None, process.stderr.read() if process.stderr else ""
+    before = _stored(db, f"SELECT seq FROM steps WHERE run_id = '{run_id}' ORDER BY seq")
+    assert [s for (s,) in before][:2] == [1, 2]
+    assert _stored(db, f"SELECT status FROM runs WHERE run_id = '{run_id}'") == [("running",)]
+
+    resumed = run_cli("resume", run_id, "--db", str(db), "--json", timeout=900)
+    assert resumed.returncode in (0, 1), resumed.stderr
+    [outcome] = json.loads(resumed.stdout)
+    assert outcome["status"] in ("completed", "max_visits")
+    seqs = [
+        s for (s,) in _stored(db, f"SELECT seq FROM steps WHERE run_id = '{run_id}' ORDER BY seq")
+    ]
+    assert seqs == list(range(1, outcome["steps"] + 1))
+    assert _stored(db, f"SELECT status FROM runs WHERE run_id = '{run_id}'") == [
+        (outcome["status"],)
+    ]
+    again = run_cli("resume", run_id, "--db", str(db))
+    assert again.returncode == 1 and "nothing to resume" in again.stderr

@@ -1,0 +1,170 @@
+"""``flowengine run``, ``logs``, ``stats``, ``resume`` and ``viz --run`` as a user runs
+them, on the scripted backend (the real model is in test_local_model.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import duckdb
+
+from tests.conftest import AGENTS, run_cli
+
+MATH_SCRIPT = {
+    "default": "The problem asks for (3 + 4) * 2.",
+    "rules": [
+        {"contains": "Which kind of mathematics", "reply": "arithmetic"},
+        {"contains": "single arithmetic expression", "reply": "(3 + 4) * 2"},
+        {"contains": "Does this solve", "reply": "yes"},
+        {"contains": "Output the solution", "reply": "14, because 3 + 4 = 7 and 7 * 2 = 14."},
+    ],
+}
+
+
+def _script(tmp_path: Path, script: dict) -> str:
+    path = tmp_path / "script.json"
+    path.write_text(json.dumps(script))
+    return str(path)
+
+
+def _run(tmp_path: Path, *args: str) -> tuple[list[dict], str]:
+    db = tmp_path / "runs.duckdb"
+    done = run_cli(
+        "run",
+        *args,
+        "--backend",
+        "scripted",
+        "--script",
+        _script(tmp_path, MATH_SCRIPT),
+        "--db",
+        str(db),
+        "--json",
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout), str(db)
+
+
+def test_math_agent_runs_and_every_interaction_is_stored(tmp_path: Path) -> None:
+    outcomes, db = _run(tmp_path, str(AGENTS / "math_agent.yaml"), "--input", "(3+4)*2?")
+    [outcome] = outcomes
+    assert outcome["status"] == "completed"
+    assert outcome["path"] == [
+        "understand",
+        "classify",
+        "write_expression",
+        "calculate",
+        "check",
+        "answer",
+    ]
+    assert outcome["output"].startswith("14")
+    with duckdb.connect(db, read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM steps").fetchone() == (6,)
+        kinds = con.execute(
+            "SELECT kind, count(*) FROM llm_requests GROUP BY kind ORDER BY kind"
+        ).fetchall()
+        assert kinds == [("choose", 2), ("generate", 3)]
+        assert con.execute("SELECT tool, ok, result->>'value' FROM tool_calls").fetchall() == [
+            ("calculator", True, "14")
+        ]
+        scores = con.execute(
+            "SELECT label_scores FROM llm_requests WHERE step_id = 'classify'"
+        ).fetchone()
+        assert scores is not None
+        assert set(json.loads(scores[0])) == {"arithmetic", "algebra", "calculus", "geometry"}
+
+    logs = run_cli("logs", outcome["run_id"], "--db", db, "--format", "json")
+    assert logs.returncode == 0, logs.stderr
+    detail = json.loads(logs.stdout)
+    assert [s["step_id"] for s in detail["steps"]] == outcome["path"]
+    table = run_cli("logs", "--db", db)
+    assert outcome["run_id"] in table.stdout and "completed" in table.stdout
+    stats = run_cli("stats", "--db", db, "--format", "json")
+    [row] = json.loads(stats.stdout)
+    assert (row["agent"], row["scheduler"], row["requests"]) == ("MathAgent", "rr", 5)
+
+    drawn = run_cli(
+        "viz",
+        str(AGENTS / "math_agent.yaml"),
+        "--run",
+        outcome["run_id"],
+        "--db",
+        db,
+        "--format",
+        "dot",
+    )
+    assert drawn.returncode == 0, drawn.stderr
+    assert "penwidth=2.5" in drawn.stdout and "ran 1×" in drawn.stdout  # noqa: RUF001
+
+
+def test_several_agents_and_a_batch_share_one_kernel(tmp_path: Path) -> None:
+    batch = tmp_path / "jobs.jsonl"
+    batch.write_text(
+        json.dumps({"agent": str(AGENTS / "rec_agent.yaml"), "input": "cheap hotels in Paris"})
+        + "\n\n"
+        + json.dumps({"agent": str(AGENTS / "math_agent.yaml"), "input": "2+2"})
+        + "\n"
+    )
+    outcomes, _ = _run(
+        tmp_path, str(AGENTS / "math_agent.yaml"), "--input", "(3+4)*2?", "--batch", str(batch)
+    )
+    assert [o["agent"] for o in outcomes] == ["MathAgent", "RecAgent", "MathAgent"]
+    assert len({o["run_id"] for o in outcomes}) == 3
+    rec = outcomes[1]
+    # RecAgent's budget decision is a when: condition on the task ("cheap").
+    assert "recommend_within_budget" in rec["path"]
+    assert rec["output_valid"] is False and rec["output_errors"]
+
+
+def test_run_errors_are_one_line_with_what_to_do(tmp_path: Path) -> None:
+    db = str(tmp_path / "x.duckdb")
+    math = str(AGENTS / "math_agent.yaml")
+    cases = [
+        (["run", math], "give the task with --input TEXT"),
+        (["run", "--input", "x"], "name at least one AGENT.yaml"),
+        (["run", math, "-i", "x", "--backend", "scripted"], "needs --script FILE"),
+        (
+            [
+                "run",
+                math,
+                "-i",
+                "x",
+                "--var",
+                "nope=1",
+                "--db",
+                db,
+                "--backend",
+                "scripted",
+                "--script",
+                _script(tmp_path, MATH_SCRIPT),
+            ],
+            "has no input named 'nope'",
+        ),
+        (["run", math, "-i", "x", "--quantum", "0"], "too small"),
+        (["run", math, "-i", "x", "--model", "missing.gguf"], "no such file"),
+        (["resume", "abc", "--db", db], "no such database"),
+        (["logs", "--db", db], "no database yet"),
+    ]
+    for args, expected in cases:
+        done = run_cli(*args)
+        assert done.returncode in (1, 2), (args, done.stderr)
+        assert expected in done.stderr, (args, done.stderr)
+        assert "Traceback" not in done.stderr
+
+
+def test_a_broken_agent_is_not_run(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: B\nsteps:\n  a:\n    type: process\n    nxt: b\n")
+    done = run_cli(
+        "run",
+        str(broken),
+        "-i",
+        "x",
+        "--backend",
+        "scripted",
+        "--script",
+        _script(tmp_path, MATH_SCRIPT),
+        "--db",
+        str(tmp_path / "d.duckdb"),
+    )
+    assert done.returncode == 1
+    assert f"{broken}:5:5" in done.stderr and "fix these errors before running" in done.stderr
