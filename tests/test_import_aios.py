@@ -69,16 +69,19 @@ def test_imported_travel_agent_graph_equals_the_hand_written_one(aios_dir: Path)
     assert set(ours.nodes) == set(hand.nodes)
     assert labelled_edges(ours) == labelled_edges(hand)
     assert dict(ours.nodes(data="kind")) == dict(hand.nodes(data="kind"))
-    assert dict(ours.nodes(data="text")) == dict(hand.nodes(data="text"))
+    # The hand-written agent adds tools and 'when' conditions, and keeps every AIOS text.
+    for node, text in ours.nodes(data="text"):
+        assert text in hand.nodes[node]["text"]
 
 
 def test_hand_written_travel_agent_keeps_the_aios_texts(aios_dir: Path) -> None:
     config = json.loads((aios_dir / "TravelAgent.json").read_text())
-    hand = validate_file(str(AGENTS / "travel_agent.yaml")).graph
+    hand = validate_file(str(AGENTS / "travel_agent.yaml")).agent
     for entry in config["flow"]:
         step_id, kind, text = entry.split(":::")[:3]
-        assert hand.nodes[step_id]["kind"] == kind.lower()
-        assert hand.nodes[step_id]["text"] == text
+        step = hand.steps[step_id]
+        assert step.kind == kind.lower()
+        assert (step.instruction or step.question or "").startswith(text)
 
 
 def test_quirks_case_references_double_colons_and_trailing_separators(aios_dir: Path) -> None:
