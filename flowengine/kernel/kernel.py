@@ -94,7 +94,18 @@ class Kernel:
             request.first_start = started
         if restored:
             request.restores += 1
-        evaluated = context.feed(request.tokens)
+        evaluated = 0
+        if context.tokens != request.tokens:
+            # llama.cpp's numbers depend on how tokens are batched, so a request's cache is
+            # always rebuilt the same way, from empty: the prompt in one feed, then each
+            # generated token alone, as when it was generated. Greedy output then does not
+            # depend on the schedule.
+            context.reset()
+            evaluated += context.feed(request.prompt_tokens)
+            for produced_so_far in range(1, len(request.output_tokens) + 1):
+                evaluated += context.feed(
+                    request.tokens[: len(request.prompt_tokens) + produced_so_far]
+                )
         produced = 0
         preempted = False
         if request.kind == "choose":

@@ -33,6 +33,10 @@ class ModelContext(Protocol):
         """
         ...
 
+    def reset(self) -> None:
+        """Empty the cache."""
+        ...
+
     def next_token(self) -> int:
         """The greedy choice for the next token (deterministic)."""
         ...

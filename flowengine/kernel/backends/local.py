@@ -66,6 +66,10 @@ class LocalContext:
         self.tokens = tokens
         return len(suffix)
 
+    def reset(self) -> None:
+        self._llm.prepare_inputs_for_generation([0], reset=True)  # empties the cache
+        self.tokens = []
+
     def next_token(self) -> int:
         return int(
             self._llm.sample(

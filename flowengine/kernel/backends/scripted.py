@@ -91,6 +91,9 @@ class ScriptedContext:
         self.tokens = tokens
         return len(tokens) - shared
 
+    def reset(self) -> None:
+        self.tokens = []
+
     def _expected(self) -> tuple[list[int], int]:
         start = self._backend.reply_start_id
         last = max(i for i, token in enumerate(self.tokens) if token == start)
