@@ -43,7 +43,17 @@ lint: setup
 	$(BIN)/python -m mypy
 	$(BIN)/python -m ruff format --check flowengine tests bench cli.py
 
-bench: setup
+# Benchmarks against peers. The peers are an optional extra; llama-cpp-python compiles
+# from source (about 5 minutes, once), and if that fails its column says so.
+BENCH_STAMP := $(VENV)/.bench-installed
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python -c 'import llama_cpp' 2>/dev/null || \
+	  CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/python -m pip install --quiet 'llama-cpp-python==0.3.36' || \
+	  echo "llama-cpp-python did not build; BENCHMARKS.md will note it" >&2
+	touch $(BENCH_STAMP)
+
+bench: setup $(BENCH_STAMP)
 	$(BIN)/python bench/run.py
 
 clean:

@@ -10,6 +10,7 @@ import json
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -50,82 +51,269 @@ def _request(backend: LocalBackend, ask: str, max_tokens: int, run: str = "r") -
     )
 
 
-def throughput(backend: LocalBackend, repeat: int = 5, tokens: int = 128) -> dict[str, Any]:
-    """Tokens per second for one request, kernel vs a bare ctransformers generate loop."""
+class SharedContexts:
+    """The embedded backend with its model instances kept from one kernel to the next.
+
+    Loading an instance takes about a second; each benchmark configuration gets a new kernel
+    (its own scheduler) but reuses the instances, emptied."""
+
+    def __init__(self, backend: LocalBackend) -> None:
+        self._backend = backend
+        self._made: list[Any] = []
+        self._handed = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._backend, name)
+
+    def new_context(self) -> Any:
+        if self._handed == len(self._made):
+            self._made.append(self._backend.new_context())
+        context = self._made[self._handed]
+        self._handed += 1
+        context.reset()
+        return context
+
+    def kernel(self, policy: str, quantum: int, pool: int, storage: Any = None) -> Kernel:
+        self._handed = 0
+        kernel = Kernel(self, SchedulerConfig(policy, quantum), storage, pool_size=pool)  # type: ignore[arg-type]
+        kernel.contexts.prewarm()
+        return kernel
+
+    def close(self) -> None:
+        """Kernels close their backend; the shared one stays open."""
+
+
+def _llama_cpp(backend: LocalBackend) -> Any:
+    """llama-cpp-python on the original GGUF file, or the reason it is not there."""
+    try:
+        from llama_cpp import Llama
+    except ImportError:
+        return "llama-cpp-python is not installed (`make bench` builds it; the build failed)"
+    from flowengine.kernel.backends.local import embedded_model_path
+
+    return Llama(
+        model_path=str(embedded_model_path()),
+        n_ctx=backend.context_length,
+        n_threads=backend._threads,
+        n_batch=64,
+        verbose=False,
+    )
+
+
+def throughput(shared: SharedContexts, repeat: int = 5, tokens: int = 128) -> dict[str, Any]:
+    """Tokens per second for one request: the kernel, ctransformers called directly, and
+    llama-cpp-python, on the same weights, prompt tokens and greedy settings, alternating."""
     from ctransformers import LLM, Config
 
+    backend = shared._backend
     prepared = backend._prepared
     llm = LLM(
         str(prepared.path),
         model_type=prepared.model_type,
         config=Config(context_length=backend.context_length, threads=backend._threads),
     )
-    kernel = Kernel(backend, SchedulerConfig("rr", 16), pool_size=1)
-    kernel.contexts.prewarm()
-    ask = ASKS[0]
-    direct, through = [], []
+    llama = _llama_cpp(backend)
+    kernel = shared.kernel("rr", 16, pool=1)
+    ids = _request(backend, ASKS[0], tokens).prompt_tokens
+    times: dict[str, list[float]] = {"direct": [], "kernel": [], "llama_cpp": []}
+    produced_by: dict[str, int] = {}
+
+    def rate(name: str, produced: int, start: float) -> None:
+        times[name].append((len(ids) + produced) / (time.perf_counter() - start))
+        produced_by[name] = produced
+
     for _ in range(repeat):
-        ids = _request(backend, ask, tokens).prompt_tokens
         start = time.perf_counter()
         produced = 0
         for _token in llm.generate(
-            ids,
-            **GREEDY,
-            batch_size=64,
-            threads=backend._threads,
-            reset=True,
+            ids, **GREEDY, batch_size=64, threads=backend._threads, reset=True
         ):
             produced += 1
             if produced >= tokens:
                 break
-        direct.append((len(ids) + produced) / (time.perf_counter() - start))
+        rate("direct", produced, start)
         llm.prepare_inputs_for_generation([0], reset=True)  # drop the cache, as a new prompt would
-        request = _request(backend, ask, tokens)
+
+        request = _request(backend, ASKS[0], tokens)
         kernel.contexts._slots[0].context.feed([0])
         start = time.perf_counter()
         done = kernel.run_request(request)
-        through.append(
-            (len(done.prompt_tokens) + len(done.output_tokens)) / (time.perf_counter() - start)
+        rate("kernel", len(done.output_tokens), start)
+
+        if not isinstance(llama, str):
+            llama.reset()
+            start = time.perf_counter()
+            produced = 0
+            for token in llama.generate(
+                ids, top_k=1, top_p=1.0, temp=0.0, repeat_penalty=GREEDY["repetition_penalty"]
+            ):
+                if token == backend.eos_token_id:
+                    break
+                produced += 1
+                if produced >= tokens:
+                    break
+            rate("llama_cpp", produced, start)
+    kernel.close()
+    result: dict[str, Any] = {
+        "prompt_tokens": len(ids),
+        "generated": produced_by,
+        "tokens_per_s": {name: spread(v) for name, v in times.items() if v},
+        "kernel_vs_direct": spread(
+            [k / d for k, d in zip(times["kernel"], times["direct"], strict=True)]
+        ),
+    }
+    if isinstance(llama, str):
+        result["llama_cpp_missing"] = llama
+    else:
+        from importlib.metadata import version
+
+        result["llama_cpp_version"] = version("llama-cpp-python")
+        result["llama_cpp_vs_kernel"] = spread(
+            [c / k for c, k in zip(times["llama_cpp"], times["kernel"], strict=True)]
         )
-    kernel._queue.close()
-    kernel._worker.join()
-    ratio = statistics.median(t / d for t, d in zip(through, direct, strict=True))
+    return result
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+ASKER = """\
+name: Asker
+description: You are a helpful assistant. Answer briefly.
+steps:
+  Answer:
+    type: process
+    instruction: Answer the task in a few sentences.
+    save_as: answer
+    next: Done
+  Done:
+    type: terminal
+    output: "{{ answer }}"
+"""
+
+
+def _percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
+
+
+def _agents_at_once(
+    shared: SharedContexts,
+    agent: Any,
+    count: int,
+    policy: str,
+    quantum: int,
+    pool: int,
+    folder: Path,
+    tokens: int,
+) -> dict[str, Any]:
+    """``count`` Asker runs started together on one kernel; figures from what it stored."""
+    from flowengine.runtime.interpreter import AgentRun, RunSetup
+
+    storage = Storage(folder / f"{policy}{quantum}-{count}-{pool}-{time.monotonic_ns()}.duckdb")
+    kernel = shared.kernel(policy, quantum, pool, storage)
+    setups = [
+        RunSetup(agent, ASKER, ASKS[i % len(ASKS)] + f" (request {i + 1})", max_tokens=tokens)
+        for i in range(count)
+    ]
+    outcomes: list[Any] = [None] * count
+    threads = [
+        threading.Thread(
+            target=lambda i=i: outcomes.__setitem__(i, AgentRun(kernel, setups[i]).run())
+        )
+        for i in range(count)
+    ]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    makespan = time.perf_counter() - start
+    kernel.close()
+    rows = storage.query(
+        "SELECT waiting_s, turnaround_s, output_tokens, preemptions, restores, response "
+        "FROM llm_requests ORDER BY prompt"
+    )
+    storage.close()
+    assert all(o.status == "completed" for o in outcomes), [o.error for o in outcomes]
+    waiting = [r[0] for r in rows]
     return {
-        "tokens": tokens,
-        "direct_tokens_per_s": statistics.median(direct),
-        "kernel_tokens_per_s": statistics.median(through),
-        "ratio": ratio,
+        "mean_waiting_s": statistics.mean(waiting),
+        "p95_waiting_s": _percentile(waiting, 0.95),
+        "mean_turnaround_s": statistics.mean(r[1] for r in rows),
+        "makespan_s": makespan,
+        "tokens_per_s": sum(r[2] for r in rows) / makespan,
+        "preemptions": sum(r[3] for r in rows),
+        "restores": sum(r[4] for r in rows),
+        "outputs": [r[5] for r in rows],
     }
 
 
-def concurrency(backend: LocalBackend, pool: int, tokens: int = 48) -> dict[str, Any]:
-    """8 requests ready at once: mean waiting and turnaround, and total time, fifo vs rr."""
-    results: dict[str, Any] = {}
-    for policy in ("fifo", "rr"):
-        kernel = Kernel(backend, SchedulerConfig(policy, 16), pool_size=pool)  # type: ignore[arg-type]
-        kernel.contexts.prewarm()
-        for slot in kernel.contexts._slots:
-            slot.context.feed([0])
-        requests = [_request(backend, ask, tokens, f"r{i}") for i, ask in enumerate(ASKS)]
-        start = time.perf_counter()
-        done = [f.result() for f in kernel.submit_all(requests)]
-        total = time.perf_counter() - start
-        kernel._queue.close()
-        kernel._worker.join()
-        results[policy] = {
-            "total_s": total,
-            "mean_waiting_s": statistics.mean(r.waiting for r in done),
-            "mean_turnaround_s": statistics.mean(r.turnaround for r in done),
-            "mean_first_start_s": statistics.mean((r.first_start or 0) - r.created for r in done),
-            "preemptions": sum(r.preemptions for r in done),
-            "restores": sum(r.restores for r in done),
-            "outputs": [r.response for r in done],
-        }
-    same = results["fifo"].pop("outputs") == results["rr"].pop("outputs")
-    results["rr_total_vs_fifo"] = results["rr"]["total_s"] / results["fifo"]["total_s"]
-    results["same_outputs"] = same
-    results["pool"] = pool
-    return results
+SCHEDULES = (("fifo", 0), ("rr", 8), ("rr", 16), ("rr", 32))
+
+
+def scheduling(shared: SharedContexts, repeat: int = 3, tokens: int = 48) -> dict[str, Any]:
+    """1, 4, 8 and 16 agents at once under fifo and rr (each quantum), pool = agents."""
+    from flowengine.graph.validate import validate_text
+
+    agent = validate_text(ASKER, "asker.yaml").agent
+    table: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        for count in (1, 4, 8, 16):
+            samples: dict[str, list[dict[str, Any]]] = {}
+            for _ in range(repeat):  # schedules alternate within each repetition
+                for policy, quantum in SCHEDULES:
+                    name = policy if policy == "fifo" else f"rr q={quantum}"
+                    samples.setdefault(name, []).append(
+                        _agents_at_once(
+                            shared, agent, count, policy, quantum or 16, count, folder, tokens
+                        )
+                    )
+            reference = samples["fifo"][0]["outputs"]
+            for name, runs in samples.items():
+                assert all(r["outputs"] == reference for r in runs), f"{name} changed outputs"
+                table[f"{count}/{name}"] = {
+                    "agents": count,
+                    "schedule": name,
+                    **{
+                        key: statistics.median(r[key] for r in runs)
+                        for key in runs[0]
+                        if key != "outputs"
+                    },
+                    "makespan_range_s": [
+                        min(r["makespan_s"] for r in runs),
+                        max(r["makespan_s"] for r in runs),
+                    ],
+                }
+        switch = context_switch(shared, agent, folder, tokens, repeat)
+    return {"tokens_per_agent": tokens, "repeat": repeat, "rows": table, "switch": switch}
+
+
+def context_switch(
+    shared: SharedContexts, agent: Any, folder: Path, tokens: int, repeat: int
+) -> dict[str, Any]:
+    """4 agents under rr q=8: a context per agent (KV kept) vs one context for all
+    (every switch re-evaluates the incoming request's token snapshot)."""
+    kept, restored = [], []
+    for _ in range(repeat):
+        kept.append(_agents_at_once(shared, agent, 4, "rr", 8, 4, folder, tokens))
+        restored.append(_agents_at_once(shared, agent, 4, "rr", 8, 1, folder, tokens))
+    extra = statistics.median(
+        (r["makespan_s"] - k["makespan_s"]) / max(1, r["restores"])
+        for k, r in zip(kept, restored, strict=True)
+    )
+    return {
+        "kv_kept_makespan_s": statistics.median(k["makespan_s"] for k in kept),
+        "snapshot_makespan_s": statistics.median(r["makespan_s"] for r in restored),
+        "preemptions": statistics.median(k["preemptions"] for k in kept),
+        "restores": statistics.median(r["restores"] for r in restored),
+        "seconds_per_restore": extra,
+        "same_outputs": all(
+            k["outputs"] == r["outputs"] for k, r in zip(kept, restored, strict=True)
+        ),
+    }
 
 
 def logging_rate(rows: int = 100_000) -> dict[str, Any]:
@@ -170,11 +358,10 @@ def logging_share() -> dict[str, Any]:
 
 
 def main() -> None:
-    backend = LocalBackend()
+    shared = SharedContexts(LocalBackend())
     results = {
-        "throughput": throughput(backend),
-        "concurrency": concurrency(backend, pool=8),
-        "concurrency_small_pool": concurrency(backend, pool=4),
+        "throughput": throughput(shared),
+        "scheduling": scheduling(shared),
         "logging_rate": logging_rate(),
         "logging_share": logging_share(),
     }

@@ -67,9 +67,7 @@ def test_round_robin_interleaves_and_matches_fifo(pool: int) -> None:
                 assert sum(r.restores for r in done) >= 6
             else:
                 assert sum(r.restores for r in done) == 0
-                assert sum(s.evaluated for s in kernel.slices) == sum(
-                    len(r.tokens) for r in done
-                )
+                assert sum(s.evaluated for s in kernel.slices) == sum(len(r.tokens) for r in done)
         for request in done:
             assert request.first_start is not None and request.end is not None
             assert request.turnaround >= request.waiting >= 0

@@ -55,7 +55,13 @@ def _check_targets(agent: Agent, facts: _Facts, report: Reporter) -> None:
         for label, target in step.transitions:
             if target in agent.steps:
                 continue
-            field: Path = ("next",) if step.kind != "decision" else ("branches", label)
+            field: Path = (
+                ("on_error",)
+                if label == "on_error"
+                else ("next",)
+                if step.kind != "decision"
+                else ("branches", label)
+            )
             report.error(
                 "unknown-target",
                 f"step '{step.id}' goes to '{target}', which is not a step"

@@ -23,8 +23,10 @@ def _rows(path: Path, sql: str, parameters: list[Any] | None = None) -> list[dic
 def runs(path: Path, limit: int = 50) -> list[dict[str, Any]]:
     return _rows(
         path,
-        "SELECT run_id, agent, status, steps, scheduler, backend, created, updated, error "
-        "FROM runs ORDER BY created DESC LIMIT ?",
+        "SELECT run_id, agent, status, "
+        "CASE WHEN status = 'running' THEN (SELECT count(*) FROM steps s "
+        "WHERE s.run_id = r.run_id) ELSE steps END AS steps, "
+        "scheduler, backend, created, updated, error FROM runs r ORDER BY created DESC LIMIT ?",
         [limit],
     )
 

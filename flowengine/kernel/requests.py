@@ -48,6 +48,23 @@ class LLMRequest:
     finished: bool = False
     error: str | None = None
 
+    def retry(self) -> LLMRequest:
+        """The same ask as a new request, for a retry after this one failed."""
+        return LLMRequest(
+            run_id=self.run_id,
+            agent=self.agent,
+            step_id=self.step_id,
+            step_seq=self.step_seq,
+            kind=self.kind,
+            prompt=self.prompt,
+            prompt_tokens=list(self.prompt_tokens),
+            max_tokens=self.max_tokens,
+            labels=list(self.labels),
+            label_tokens=[list(t) for t in self.label_tokens],
+            prefill=self.prefill,
+            progress_dropped=self.progress_dropped,
+        )
+
     @property
     def tokens(self) -> list[int]:
         """Prompt and generated tokens: the snapshot a preempted request resumes from."""

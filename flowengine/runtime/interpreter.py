@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from jinja2 import Undefined
+
 from flowengine.kernel.access import AccessDenied
 from flowengine.kernel.context import ContextOverflow, fit_prompt
 from flowengine.kernel.kernel import Kernel
@@ -21,12 +23,17 @@ from flowengine.kernel.requests import LLMRequest
 from flowengine.kernel.storage import to_json
 from flowengine.runtime import prompts
 from flowengine.spec.model import Agent, Step
-from flowengine.spec.templates import environment
+from flowengine.spec.templates import environment, render_bounded
 
 DEFAULT_MAX_TOKENS = 96
 JSON_MAX_TOKENS = 320
 
 FINAL_STATUSES = ("completed", "max_steps", "max_visits", "failed")
+
+
+RECOVERABLE = ("tool-failed", "llm-failed")
+"""Failures a step's ``retry`` and ``on_error`` apply to; the others are mistakes in the
+agent file or limits, which retrying cannot mend."""
 
 
 class StepFailed(Exception):
@@ -149,6 +156,26 @@ class AgentRun:
             self.kernel.end_run(self.run_id)
         return outcome
 
+    def _recover(self, step: Step, failure: StepFailed) -> str | None:
+        """Where a step goes when its failure is to be lived with; recorded as such."""
+        policy = step.error_policy
+        if policy == "continue":
+            if step.kind == "decision":
+                if step.default is None:
+                    raise failure
+                target: str | None = step.branches[step.default]
+                where = f"took the default branch '{step.default}'"
+            else:
+                target = step.next
+                where = "went on with the error as the step's result"
+        else:
+            target = policy
+            where = f"went to '{policy}' (on_error)"
+        self.kernel.record_error(
+            self.run_id, step.id, self.seq, "step-recovered", f"{failure.message}; {where}"
+        )
+        return target
+
     def _guard(self, step: Step) -> tuple[str, str] | None:
         limit = self.agent.step_limit
         if self.seq >= limit:
@@ -167,16 +194,22 @@ class AgentRun:
         label: str | None = None
         result: Any
         saved: Any
-        if step.kind == "process":
-            result, saved = self._process(step)
-            following = step.next
-        elif step.kind == "decision":
-            label = self._decide(step)
-            result = saved = label
-            following = step.branches[label]
-        else:
-            result = saved = self._terminal(step, outcome)
-            following = None
+        try:
+            if step.kind == "process":
+                result, saved = self._process(step)
+                following = step.next
+            elif step.kind == "decision":
+                label = self._decide(step)
+                result = saved = label
+                following = step.branches[label]
+            else:
+                result = saved = self._terminal(step, outcome)
+                following = None
+        except StepFailed as failure:
+            if failure.code not in RECOVERABLE or step.error_policy == "fail":
+                raise
+            following = self._recover(step, failure)
+            result = saved = {"error": failure.message}
         memory = self.memory
         if step.save_as:
             memory.variables[step.save_as] = saved
@@ -213,10 +246,18 @@ class AgentRun:
         data: tuple[str, Any] | None = None
         if step.tool:
             args = {name: self._render_value(value, step) for name, value in step.args.items()}
-            try:
-                called = self.kernel.call_tool(self.run_id, step.id, self.seq, step.tool, args)
-            except AccessDenied as exc:
-                raise StepFailed("tool-denied", f"step '{step.id}': {exc}") from None
+            for _attempt in range(step.retry + 1):
+                try:
+                    called = self.kernel.call_tool(self.run_id, step.id, self.seq, step.tool, args)
+                except AccessDenied as exc:
+                    raise StepFailed("tool-denied", f"step '{step.id}': {exc}") from None
+                if called.ok:
+                    break
+            if not called.ok:
+                tries = f" (tried {step.retry + 1} times)" if step.retry else ""
+                message = f"step '{step.id}': tool {step.tool} failed{tries}: {called.error}"
+                if step.error_policy != "continue":
+                    raise StepFailed("tool-failed", message)
             value = called.value if called.ok else {"error": called.error}
             if not step.instruction:
                 return value, value
@@ -324,8 +365,15 @@ class AgentRun:
 
     def _submit(self, step: Step, request: LLMRequest) -> LLMRequest:
         done = self.kernel.run_request(request)
+        for _retry in range(step.retry):
+            if done.error is None:
+                break
+            done = self.kernel.run_request(done.retry())
         if done.error is not None:
-            raise StepFailed("llm-failed", f"step '{step.id}': the model failed: {done.error}")
+            tries = f" (tried {step.retry + 1} times)" if step.retry else ""
+            raise StepFailed(
+                "llm-failed", f"step '{step.id}': the model failed{tries}: {done.error}"
+            )
         return done
 
     # -- templates ------------------------------------------------------------------
@@ -345,7 +393,9 @@ class AgentRun:
 
     def _render(self, source: str, step: Step) -> str:
         try:
-            return environment().from_string(source).render(self._context())
+            template = environment().from_string(source)
+            context = self._context()
+            return render_bounded(lambda: template.render(context))
         except Exception as exc:  # sandbox violations, undefined names, type errors
             raise StepFailed(
                 "template-failed", f"step '{step.id}': the template failed: {exc}"
@@ -367,7 +417,11 @@ class AgentRun:
     def _evaluate(self, expression: str, step: Step) -> Any:
         try:
             compiled = environment().compile_expression(expression, undefined_to_none=False)
-            return compiled(**self._context())
+            context = self._context()
+            value = render_bounded(lambda: compiled(**context))
+            if isinstance(value, Undefined):  # an unsafe or missing name: raise here, not later
+                value._fail_with_undefined_error()
+            return value
         except Exception as exc:
             raise StepFailed(
                 "template-failed", f"step '{step.id}': the expression {expression!r} failed: {exc}"
@@ -404,7 +458,9 @@ class AgentRun:
                 to_json(state),
             ),
         )
-        self._save_run(outcome)
+        # The step row is the checkpoint; the run's own row is written at its start and end
+        # only, because rewriting it (with the agent source) every step tripled the cost.
+        storage.commit()
 
     def _save_run(self, outcome: RunOutcome) -> None:
         storage = self.kernel.storage

@@ -131,6 +131,8 @@ def _step(sid: str, raw: Any, broken: bool) -> Step:
         format="json" if fmt == "json" else "text",
         schema=raw["schema"] if isinstance(raw.get("schema"), dict) else None,
         max_visits=max_visits if _is_int(max_visits) and max_visits >= 1 else None,
+        retry=raw["retry"] if _is_int(raw.get("retry")) and 0 <= raw["retry"] <= 5 else 0,
+        on_error=_text(raw.get("on_error")),
         broken=broken,
     )
 

@@ -46,6 +46,9 @@ class Step:
     format: Literal["text", "json"] = "text"
     schema: dict[str, Any] | None = None
     max_visits: int | None = None
+    retry: int = 0
+    on_error: str | None = None
+    """``fail``, ``continue`` or a step id; None means the default for the step's kind."""
     broken: bool = False
     """The step failed the schema; checks that would only repeat that error skip it."""
 
@@ -60,10 +63,26 @@ class Step:
 
     @property
     def transitions(self) -> list[tuple[str, str]]:
-        """``(label, target)`` pairs in file order; a process step's label is ``next``."""
-        if self.kind == "decision":
-            return list(self.branches.items())
-        return [("next", self.next)] if self.next else []
+        """``(label, target)`` pairs in file order; a process step's label is ``next``, and
+        an ``on_error`` step is reached by the label ``on_error``."""
+        found = list(self.branches.items()) if self.kind == "decision" else []
+        if self.kind != "decision" and self.next:
+            found.append(("next", self.next))
+        if self.on_error_target:
+            found.append(("on_error", self.on_error_target))
+        return found
+
+    @property
+    def on_error_target(self) -> str | None:
+        """The step ``on_error`` goes to, if it names one."""
+        return self.on_error if self.on_error not in (None, "fail", "continue") else None
+
+    @property
+    def error_policy(self) -> str:
+        """``fail``, ``continue`` or a step id: what a failure left after retries does."""
+        if self.on_error is not None:
+            return self.on_error
+        return "continue" if self.tool else "fail"
 
 
 @dataclass

@@ -21,13 +21,21 @@ END = "<|end|>"
 UNLIKELY = -20.0
 
 
-@dataclass(frozen=True)
+@dataclass
 class Rule:
-    """Reply ``reply`` to any prompt containing ``contains`` (all prompts when empty)."""
+    """Reply ``reply`` to any prompt containing ``contains`` (all prompts when empty).
+
+    With ``error``, the first ``fail_times`` requests it matches fail with that message
+    instead (all of them when ``fail_times`` is None): a model fault, for tests."""
 
     reply: str
     contains: str = ""
     exact: str | None = None
+    error: str | None = None
+    fail_times: int | None = None
+
+    def matches(self, prompt: str) -> bool:
+        return self.exact == prompt if self.exact is not None else self.contains in prompt
 
 
 @dataclass
@@ -36,17 +44,16 @@ class Script:
     default: str = "OK"
 
     def reply_to(self, prompt: str) -> str:
-        for rule in self.rules:
-            if rule.exact is not None:
-                if rule.exact == prompt:
-                    return rule.reply
-            elif rule.contains in prompt:
-                return rule.reply
-        return self.default
+        rule = self.rule_for(prompt)
+        return rule.reply if rule is not None else self.default
+
+    def rule_for(self, prompt: str) -> Rule | None:
+        return next((rule for rule in self.rules if rule.matches(prompt)), None)
 
     @classmethod
     def from_file(cls, path: Path) -> Script:
-        """Read ``{"default": ..., "rules": [{"contains": ..., "reply": ...}]}``."""
+        """Read ``{"default": ..., "rules": [{"contains": ..., "reply": ...}]}``; a rule may
+        also have ``"prompt"`` (the whole prompt), ``"error"`` and ``"fail_times"``."""
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except OSError as exc:
@@ -64,13 +71,18 @@ class Script:
             )
         rules = []
         for index, item in enumerate(data.get("rules", [])):
-            if not isinstance(item, dict) or not isinstance(item.get("reply"), str):
+            if not isinstance(item, dict) or not isinstance(item.get("reply", ""), str):
                 raise BackendError(f'{path}: rule {index + 1} needs a "reply" string')
+            fail_times = item.get("fail_times")
+            if fail_times is not None and not (isinstance(fail_times, int) and fail_times >= 0):
+                raise BackendError(f'{path}: rule {index + 1}: "fail_times" is a count (0 or more)')
             rules.append(
                 Rule(
-                    reply=item["reply"],
+                    reply=item.get("reply", ""),
                     contains=str(item.get("contains", "")),
                     exact=item.get("prompt"),
+                    error=str(item["error"]) if item.get("error") is not None else None,
+                    fail_times=fail_times,
                 )
             )
         return cls(rules=rules, default=str(data.get("default", "OK")))
@@ -83,6 +95,8 @@ class ScriptedContext:
 
     def feed(self, tokens: Sequence[int]) -> int:
         tokens = list(tokens)
+        if not self.tokens or self.tokens[: len(tokens)] != tokens[: len(self.tokens)]:
+            self._backend.fault_for(tokens)
         shared = 0
         for held, new in zip(self.tokens, tokens, strict=False):
             if held != new:
@@ -141,6 +155,19 @@ class ScriptedBackend:
     def chat_prompt(self, messages: Sequence[Message]) -> str:
         text = "".join(f"<|{m.role}|>{m.content}{END}" for m in messages)
         return text + REPLY_START
+
+    def fault_for(self, tokens: Sequence[int]) -> None:
+        """Fail this request if a rule with ``error`` matches its prompt and has failures
+        left; called once for each new prompt fed to a context."""
+        rule = self.script.rule_for(self.decode_all(tokens))
+        if rule is None or rule.error is None:
+            return
+        with self._lock:
+            if rule.fail_times is not None:
+                if rule.fail_times <= 0:
+                    return
+                rule.fail_times -= 1
+        raise BackendError(rule.error)
 
     def new_context(self) -> ScriptedContext:
         return ScriptedContext(self)

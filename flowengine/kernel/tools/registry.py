@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -36,6 +37,20 @@ class ToolResult:
     error: str | None = None
     started: float = field(default_factory=time.time)
     duration: float = 0.0
+
+
+MAX_RESULT_CHARS = 1_000_000
+
+
+def _not_data(name: str, value: Any) -> str | None:
+    """Why a tool's return value cannot be kept (not JSON data, or too large), or None."""
+    try:
+        text = json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        return f"{name} returned something that is not JSON data ({type(exc).__name__}: {exc})"
+    if len(text) > MAX_RESULT_CHARS:
+        return f"{name} returned {len(text):,} characters of JSON; at most {MAX_RESULT_CHARS:,}"
+    return None
 
 
 class ToolRegistry:
@@ -74,8 +89,10 @@ class ToolRegistry:
         started = time.perf_counter()
         future = self._pool.submit(tool.function, **args)
         try:
-            result.value = future.result(timeout=tool.timeout)
-            result.ok = True
+            value = future.result(timeout=tool.timeout)
+            result.error = _not_data(name, value)
+            if result.error is None:
+                result.value, result.ok = value, True
         except concurrent.futures.TimeoutError:
             result.error = f"{name} did not finish within {tool.timeout:g} s"
         except ToolFailure as exc:

@@ -1,0 +1,221 @@
+"""Crash safety (SIGKILL at many points, then resume) and load (32 runs on one kernel).
+
+The crash test runs the real CLI as a subprocess on the scripted backend and a real DuckDB
+file. A step line printed by `flowengine run` is printed after the step is committed, so
+every printed step is an acknowledged row that must survive the kill.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import resource
+import signal
+import subprocess
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from flowengine.graph.validate import validate_text
+from flowengine.runtime.interpreter import RunSetup
+from flowengine.runtime.session import Session, SessionConfig
+from tests.conftest import ROOT, flowengine_command, run_cli
+
+KILL_POINTS = 20
+LOOPS = 40
+LOOPER = f"""\
+name: Looper
+description: Works in rounds until it has done {LOOPS}.
+steps:
+  Work:
+    type: process
+    instruction: Do round {{{{ visits.get('Work', 0) + 1 }}}}.
+    next: Check
+  Check:
+    type: decision
+    question: Enough rounds?
+    branches: {{stop: Done, again: Work}}
+    when:
+      stop: "visits['Work'] >= {LOOPS}"
+    default: again
+  Done:
+    type: terminal
+    output: "finished after {{{{ visits['Work'] }}}} rounds: {{{{ last }}}}"
+"""
+STEPS = 2 * LOOPS + 1
+SCRIPT = {"default": "round done"}
+STEP_LINE = re.compile(r"^Looper (\w+) #(\d+) ")
+
+
+def _files(tmp_path: Path, long: bool = False) -> tuple[Path, Path]:
+    agent = tmp_path / "looper.yaml"
+    text = LOOPER.replace(f">= {LOOPS}", ">= 2000") + "max_steps: 5000\n" if long else LOOPER
+    agent.write_text(text)
+    script = tmp_path / "script.json"
+    script.write_text(json.dumps(SCRIPT))
+    return agent, script
+
+
+def _start_run(agent: Path, script: Path, db: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [
+            *flowengine_command(),
+            "run",
+            str(agent),
+            "--input",
+            "work",
+            "--backend",
+            "scripted",
+            "--script",
+            str(script),
+            "--db",
+            str(db),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _stored_steps(db: Path, run_id: str) -> list[int]:
+    with duckdb.connect(str(db), read_only=True) as con:
+        rows = con.execute("SELECT seq FROM steps WHERE run_id = ? ORDER BY seq", [run_id])
+        return [seq for (seq,) in rows.fetchall()]
+
+
+def test_sigkill_at_random_points_loses_no_acknowledged_step_and_resumes(
+    tmp_path: Path,
+) -> None:
+    agent, script = _files(tmp_path)
+    points = random.Random(20261121).sample(range(1, STEPS - 1), KILL_POINTS)
+    for point in points:
+        db = tmp_path / f"kill{point}.duckdb"
+        process = _start_run(agent, script, db)
+        acknowledged: list[int] = []
+        run_id = ""
+        assert process.stdout is not None
+        for line in process.stdout:
+            found = STEP_LINE.match(line)
+            if found:
+                run_id = found.group(1)
+                acknowledged.append(int(found.group(2)))
+                if int(found.group(2)) >= point:
+                    break
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+        assert acknowledged, f"kill point {point}: the run printed no step"
+
+        stored = _stored_steps(db, run_id)  # the file opens after the kill
+        assert set(acknowledged) <= set(stored), f"kill point {point}: acknowledged steps lost"
+        assert stored == list(range(1, len(stored) + 1))
+
+        resumed = run_cli(
+            "resume",
+            run_id,
+            "--backend",
+            "scripted",
+            "--script",
+            str(script),
+            "--db",
+            str(db),
+            "--json",
+        )
+        assert resumed.returncode == 0, resumed.stderr
+        [outcome] = json.loads(resumed.stdout)
+        assert outcome["status"] == "completed", outcome
+        assert outcome["output"] == f"finished after {LOOPS} rounds: stop"
+        assert _stored_steps(db, run_id) == list(range(1, STEPS + 1))
+
+
+def test_a_second_process_on_a_held_database_gets_a_clear_message(tmp_path: Path) -> None:
+    agent, script = _files(tmp_path, long=True)
+    db = tmp_path / "held.duckdb"
+    holder = _start_run(agent, script, db)
+    try:
+        assert holder.stdout is not None
+        while not STEP_LINE.match(holder.stdout.readline()):  # until it holds the file
+            assert holder.poll() is None
+        for command in (
+            [
+                "run",
+                str(agent),
+                "--input",
+                "x",
+                "--backend",
+                "scripted",
+                "--script",
+                str(script),
+                "--db",
+                str(db),
+            ],
+            ["logs", "--db", str(db)],
+        ):
+            second = run_cli(*command)
+            assert second.returncode != 0
+            assert "in use by another flowengine process" in second.stderr, second.stderr
+            assert "Traceback" not in second.stderr
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+
+
+def _max_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def test_32_concurrent_runs_on_one_kernel_store_exact_row_counts(tmp_path: Path) -> None:
+    agent = validate_text(LOOPER, "looper.yaml").agent
+    assert agent is not None
+    script = tmp_path / "script.json"
+    script.write_text(json.dumps(SCRIPT))
+    config = SessionConfig(
+        db=tmp_path / "load.duckdb", backend="scripted", script=script, pool_size=8
+    )
+    peaks = []
+    with Session(config) as session:
+        for _round in range(2):
+            setups = [(RunSetup(agent, LOOPER, f"task {i}"), None) for i in range(32)]
+            outcomes = session.run_all(setups)
+            assert [o.status for o in outcomes] == ["completed"] * 32
+            assert len(session.kernel.memory) == 0  # every run's memory was released
+            peaks.append(_max_rss_mib())
+        counts = session.storage.query(
+            "SELECT (SELECT count(*) FROM runs), (SELECT count(*) FROM steps), "
+            "(SELECT count(*) FROM llm_requests), (SELECT count(DISTINCT run_id) FROM steps), "
+            "(SELECT count(*) FROM errors)"
+        )
+    # 64 runs; each has 81 steps, of which 40 (the Work steps) ask the model.
+    assert counts == [(64, 64 * STEPS, 64 * LOOPS, 64, 0)]
+    # Memory is bounded: a second round of the same load does not raise the peak much.
+    assert peaks[1] - peaks[0] < 64, peaks
+
+
+@pytest.mark.skipif(os.environ.get("FLOWENGINE_SKIP_MODEL") == "1", reason="model tests off")
+def test_8_concurrent_runs_on_the_real_model(tmp_path: Path) -> None:
+    asker = (
+        "name: Asker\nsteps:\n  Answer:\n    type: process\n"
+        "    instruction: Answer in one sentence.\n    next: Done\n"
+        "  Done:\n    type: terminal\n    output: '{{ last }}'\n"
+    )
+    agent = validate_text(asker, "asker.yaml").agent
+    assert agent is not None
+    config = SessionConfig(db=tmp_path / "model.duckdb", pool_size=8)
+    cities = ["Seattle", "Denver", "Boston", "Miami", "Austin", "Chicago", "Portland", "Atlanta"]
+    with Session(config) as session:
+        outcomes = session.run_all(
+            [
+                (RunSetup(agent, asker, f"Name a famous sight in {city}.", max_tokens=24), None)
+                for city in cities
+            ]
+        )
+        assert [o.status for o in outcomes] == ["completed"] * 8
+        assert all(isinstance(o.output, str) and o.output for o in outcomes)
+        counts = session.storage.query(
+            "SELECT (SELECT count(*) FROM steps), (SELECT count(*) FROM llm_requests "
+            "WHERE error IS NULL), (SELECT count(DISTINCT run_id) FROM llm_slices)"
+        )
+    assert counts == [(16, 8, 8)]
