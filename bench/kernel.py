@@ -232,13 +232,14 @@ def _agents_at_once(
     makespan = time.perf_counter() - start
     kernel.close()
     rows = storage.query(
-        "SELECT waiting_s, turnaround_s, output_tokens, preemptions, restores, response "
-        "FROM llm_requests ORDER BY prompt"
+        "SELECT waiting_s, turnaround_s, output_tokens, preemptions, restores, response, "
+        "epoch(first_start) - epoch(created) FROM llm_requests ORDER BY prompt"
     )
     storage.close()
     assert all(o.status == "completed" for o in outcomes), [o.error for o in outcomes]
     waiting = [r[0] for r in rows]
     return {
+        "mean_first_start_s": statistics.mean(r[6] for r in rows),
         "mean_waiting_s": statistics.mean(waiting),
         "p95_waiting_s": _percentile(waiting, 0.95),
         "mean_turnaround_s": statistics.mean(r[1] for r in rows),
