@@ -20,14 +20,29 @@ CORPUS = sorted(BROKEN.glob("*.yaml"))
 
 def expected(path: Path) -> set[tuple[str, int]]:
     found = set()
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    # Some files are broken on purpose at the byte level (Latin-1, NUL bytes).
+    text = path.read_bytes().decode("utf-8", errors="replace")
+    for number, line in enumerate(text.splitlines(), start=1):
         for code, at in EXPECT.findall(line):
             found.add((code, int(at) if at else number))
     return found
 
 
 def test_corpus_is_large_enough() -> None:
-    assert len(CORPUS) >= 30
+    assert len(CORPUS) >= 40
+
+
+def test_a_file_over_the_size_limit_is_refused_before_it_is_parsed(tmp_path: Path) -> None:
+    # Generated rather than kept in the repository: 26 MiB of valid-looking YAML.
+    huge = tmp_path / "huge.yaml"
+    with huge.open("w", encoding="utf-8") as handle:
+        handle.write("name: Huge\nsteps:\n")
+        step = "  s{}:\n    type: process\n    instruction: " + "x" * 200 + "\n"
+        for index in range(26 * 1024 * 1024 // len(step) + 1):
+            handle.write(step.format(index))
+    result = validate_file(str(huge))
+    assert [(d.code, d.line, d.column) for d in result.diagnostics] == [("file-too-large", 1, 1)]
+    assert "MiB" in result.diagnostics[0].message
 
 
 @pytest.mark.parametrize("path", CORPUS, ids=lambda p: p.stem)

@@ -13,8 +13,10 @@ from flowengine.spec.diagnostics import Severity
 
 from .conftest import AGENTS, BROKEN
 
-SEEDS = [p.read_text(encoding="utf-8") for p in sorted(AGENTS.glob("*.yaml"))] + [
-    p.read_text(encoding="utf-8") for p in sorted(BROKEN.glob("*.yaml"))
+SEEDS = [
+    path.read_bytes().decode("utf-8", errors="replace")  # some broken files are not UTF-8
+    for folder in (AGENTS, BROKEN)
+    for path in sorted(folder.glob("*.yaml"))
 ]
 
 

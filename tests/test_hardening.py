@@ -64,6 +64,7 @@ def _run(
     script: Script | None = None,
     tools: ToolRegistry | None = None,
     quota: int | None = None,
+    inputs: dict[str, str] | None = None,
 ) -> tuple[RunOutcome, Storage]:
     validated = validate_text(yaml, "agent.yaml")
     assert not validated.errors, [d.format() for d in validated.errors]
@@ -72,7 +73,7 @@ def _run(
     backend = ScriptedBackend(script or Script(default="fine"))
     extra = {"memory_quota": quota} if quota else {}
     kernel = Kernel(backend, SchedulerConfig("fifo"), storage, tools=tools, **extra)  # type: ignore[arg-type]
-    outcome = AgentRun(kernel, RunSetup(validated.agent, yaml, "the task")).run()
+    outcome = AgentRun(kernel, RunSetup(validated.agent, yaml, "the task", inputs or {})).run()
     kernel.close()
     storage.commit()
     return outcome, storage
@@ -99,6 +100,9 @@ HOSTILE = {
     "{{ namespace(a=1) }}": "not available",
     "{{ lipsum(1000) }}": "not available",
     "{{ cycler('a') }}": "not available",
+    "{{ task|attr('__class__') }}": "private",
+    "{{ '{0.__class__}'.format(task) }}": "format-string",
+    "{{ '{0[__globals__]}'.format(task) }}": "format-string",
 }
 
 AT_RUN_TIME = {
@@ -140,13 +144,14 @@ def test_rendering_refuses_escapes_and_huge_work(template: str) -> None:
     assert time.perf_counter() - started < 5  # refused, not computed and thrown away
 
 
+# The private name arrives as run input, so validate cannot see it: the sandbox must.
 def test_a_hostile_template_fails_the_run_with_a_stored_error(tmp_path: Path) -> None:
     yaml = (
-        "name: Hostile\nsteps:\n  Ask:\n    type: process\n"
-        "    instruction: \"{{ task|attr('__class__') }}\"\n    next: Done\n"
+        "name: Hostile\ninputs: {field: {}}\nsteps:\n  Ask:\n    type: process\n"
+        '    instruction: "{{ task|attr(field) }}"\n    next: Done\n'
         "  Done:\n    type: terminal\n    output: done\n"
     )
-    outcome, storage = _run(tmp_path, yaml)
+    outcome, storage = _run(tmp_path, yaml, inputs={"field": "__class__"})
     assert outcome.status == "failed" and "unsafe" in (outcome.error or "")
     assert [code for _, code, _ in _errors(storage, outcome.run_id)] == ["template-failed"]
     storage.close()
@@ -154,12 +159,12 @@ def test_a_hostile_template_fails_the_run_with_a_stored_error(tmp_path: Path) ->
 
 def test_when_expressions_cannot_reach_the_process(tmp_path: Path) -> None:
     yaml = (
-        "name: Sneaky\nsteps:\n  Pick:\n    type: decision\n    question: which?\n"
-        "    branches: {a: Done, b: Done}\n    when:\n"
-        "      a: \"task|attr('__init__')\"\n    default: b\n"
+        "name: Sneaky\ninputs: {field: {}}\nsteps:\n  Pick:\n    type: decision\n"
+        "    question: which?\n    branches: {a: Done, b: Done}\n    when:\n"
+        '      a: "task|attr(field)"\n    default: b\n'
         "  Done:\n    type: terminal\n    output: done\n"
     )
-    outcome, storage = _run(tmp_path, yaml)
+    outcome, storage = _run(tmp_path, yaml, inputs={"field": "__init__"})
     assert outcome.status == "failed" and "unsafe" in (outcome.error or "")
     storage.close()
 

@@ -187,6 +187,22 @@ def _checked_variables(tree: nodes.Template) -> frozenset[str]:
                 f"'{name}' is not allowed: names starting with '_' are private to Python",
                 found.lineno,
             )
+    # The sandbox would refuse these at run time too; refusing them here tells the author
+    # at validate time, with a line, instead of failing a run halfway.
+    for filtered in tree.find_all(nodes.Filter):
+        named = filtered.args[0] if filtered.name == "attr" and filtered.args else None
+        if isinstance(named, nodes.Const) and str(named.value).startswith("_"):
+            raise TemplateProblem(
+                f"'{named.value}' is not allowed: names starting with '_' are private to Python",
+                filtered.lineno,
+            )
+    for constant in tree.find_all(nodes.Const):
+        if isinstance(constant.value, str) and "__" in constant.value:
+            raise TemplateProblem(
+                "a string inside '{{ }}' may not contain '__': it is how format-string tricks"
+                " reach Python internals",
+                constant.lineno,
+            )
     for used in tree.find_all(nodes.Name):
         if used.name in _REMOVED_GLOBALS and used.ctx == "load":
             raise TemplateProblem(
