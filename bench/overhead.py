@@ -36,7 +36,8 @@ from flowengine.runtime.launch import load_agent  # noqa: E402
 from flowengine.spec.diagnostics import Reporter  # noqa: E402
 from flowengine.spec.model import Agent  # noqa: E402
 
-AIOS_TRAVEL = ROOT.parent / "shared" / "aios" / "TravelAgent.json"
+# The copy kept in the repository (MIT licence beside it), so a fresh clone can run this.
+AIOS_TRAVEL = ROOT / "tests" / "data" / "aios" / "TravelAgent.json"
 TASK = "Plan a 3-day trip from Seattle to California"
 REPLY = "ok"
 # Step 13 answers "no" (another round) this many times before it ends the plan; the other
@@ -228,8 +229,10 @@ def run_langgraph(app: Any, steps: int, thread: str) -> tuple[float, list[str]]:
 
 def imported_travel_agent(folder: Path) -> tuple[Agent, str]:
     """AIOS TravelAgent through our importer, with a step limit that admits the long path."""
-    imported = import_config(str(AIOS_TRAVEL), "agent.schema.json", Reporter(str(AIOS_TRAVEL)))
-    assert imported.yaml is not None
+    reporter = Reporter(str(AIOS_TRAVEL))
+    imported = import_config(str(AIOS_TRAVEL), "agent.schema.json", reporter)
+    if imported.yaml is None:
+        raise SystemExit("\n".join(d.format() for d in reporter.diagnostics))
     text = re.sub(r"^name: .*$", r"\g<0>\nmax_steps: 1000", imported.yaml, count=1, flags=re.M)
     path = folder / "travel_agent.yaml"
     path.write_text(text, encoding="utf-8")
