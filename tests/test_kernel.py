@@ -189,3 +189,27 @@ def test_storage_keeps_everything_committed(tmp_path: Path) -> None:
     assert reopened.query("SELECT count(*) FROM errors") == [(5000,)]
     assert reopened.query("SELECT status, steps FROM runs") == [("completed", 3)]
     reopened.close()
+
+
+def test_a_single_row_and_a_batch_store_the_same_values(tmp_path: Path) -> None:
+    # One row goes through VALUES, several through unnest: both must store the same.
+    storage = Storage(tmp_path / "s.duckdb")
+    when = 1_700_000_000.25
+    storage.insert("errors", ("alone", "s", 1, "c", "m é", when))
+    storage.commit()
+    storage.insert("errors", ("no-time", "s", None, "c", "m", None))
+    storage.commit()
+    for run_id in ("batch-1", "batch-2"):
+        storage.insert("errors", (run_id, "s", 1, "c", "m é", when))
+    storage.commit()
+    rows = storage.query(
+        "SELECT run_id, step_seq, message, epoch(occurred), strftime(occurred, '%H:%M')"
+        " FROM errors ORDER BY run_id"
+    )
+    storage.close()
+    assert rows == [
+        ("alone", 1, "m é", when, "22:13"),
+        ("batch-1", 1, "m é", when, "22:13"),
+        ("batch-2", 1, "m é", when, "22:13"),
+        ("no-time", None, "m", None, None),
+    ]

@@ -2,9 +2,9 @@
 
 One writer thread owns the connection. Rows are queued and written in batches, one
 transaction a batch, through DuckDB's ``unnest`` of column lists (tens of thousands of
-rows a second without pandas or Arrow). ``commit`` waits until everything queued before
-it is durable: the runtime commits each finished step, so a step it reports is never
-lost, and a crash leaves only whole batches behind.
+rows a second without pandas or Arrow; a lone row goes as plain ``VALUES``). ``commit``
+waits until everything queued before it is durable: the runtime commits each finished
+step, so a step it reports is never lost, and a crash leaves only whole batches behind.
 """
 
 from __future__ import annotations
@@ -34,14 +34,22 @@ class Table:
         key = f", PRIMARY KEY ({', '.join(self.key)})" if self.key else ""
         return f"CREATE TABLE IF NOT EXISTS {self.name} ({columns}{key})"
 
-    def insert_sql(self, replace: bool = False) -> str:
+    def insert_sql(self, replace: bool = False, one_row: bool = False) -> str:
+        """Rows given as column lists (``unnest``), or as one row of parameters.
+
+        Timestamps arrive as Unix seconds and are stored as UTC. A single row goes
+        without ``unnest``: DuckDB plans it in half the time, and a step's commit is
+        mostly single rows.
+        """
         values = []
         for index, (_, kind) in enumerate(self.columns, start=1):
-            value = f"unnest(${index})"
+            value = f"${index}" if one_row else f"unnest(${index})"
             values.append(
                 f"make_timestamp(CAST({value} * 1e6 AS BIGINT))" if kind == "TIMESTAMP" else value
             )
         verb = "INSERT OR REPLACE" if replace else "INSERT"
+        if one_row:
+            return f"{verb} INTO {self.name} VALUES ({', '.join(values)})"
         return f"{verb} INTO {self.name} SELECT {', '.join(values)}"
 
 
@@ -282,8 +290,11 @@ class Storage:
                         tuple(row[table_index(table, k)] for k in table.key): row for row in rows
                     }
                     rows = list(by_key.values())
-                columns = [list(column) for column in zip(*rows, strict=True)]
-                connection.execute(table.insert_sql(replace), columns)
+                if len(rows) == 1:
+                    connection.execute(table.insert_sql(replace, one_row=True), list(rows[0]))
+                else:
+                    columns = [list(column) for column in zip(*rows, strict=True)]
+                    connection.execute(table.insert_sql(replace), columns)
             connection.execute("COMMIT")
         except Exception as exc:  # a failed batch must not stop the writer
             connection.execute("ROLLBACK")

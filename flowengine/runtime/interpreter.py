@@ -23,7 +23,7 @@ from flowengine.kernel.requests import LLMRequest
 from flowengine.kernel.storage import to_json
 from flowengine.runtime import prompts
 from flowengine.spec.model import Agent, Step
-from flowengine.spec.templates import environment, render_bounded
+from flowengine.spec.templates import compiled_expression, compiled_template, render_bounded
 
 DEFAULT_MAX_TOKENS = 96
 JSON_MAX_TOKENS = 320
@@ -393,7 +393,7 @@ class AgentRun:
 
     def _render(self, source: str, step: Step) -> str:
         try:
-            template = environment().from_string(source)
+            template = compiled_template(source)
             context = self._context()
             return render_bounded(lambda: template.render(context))
         except Exception as exc:  # sandbox violations, undefined names, type errors
@@ -416,7 +416,7 @@ class AgentRun:
 
     def _evaluate(self, expression: str, step: Step) -> Any:
         try:
-            compiled = environment().compile_expression(expression, undefined_to_none=False)
+            compiled = compiled_expression(expression)
             context = self._context()
             value = render_bounded(lambda: compiled(**context))
             if isinstance(value, Undefined):  # an unsafe or missing name: raise here, not later

@@ -9,7 +9,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, meta, nodes
+from jinja2 import StrictUndefined, Template, TemplateSyntaxError, meta, nodes
+from jinja2.environment import TemplateExpression
 from jinja2.exceptions import SecurityError
 from jinja2.parser import Parser
 from jinja2.runtime import Context
@@ -98,13 +99,29 @@ def _bounded_filter(function: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @functools.cache
+@functools.cache
 def environment() -> BoundedSandbox:
-    """The one environment templates are parsed and rendered in: sandboxed, strict, bounded."""
+    """The one environment templates are parsed and rendered in: sandboxed, strict, bounded.
+
+    Built once and shared (it is never changed after this, and Jinja2 environments are
+    safe to use from several threads)."""
     env = BoundedSandbox(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
     env.globals = {name: env.globals[name] for name in ALLOWED_GLOBALS}
     env.globals["range"] = _bounded_range
     env.filters = {name: _bounded_filter(f) for name, f in env.filters.items()}
     return env
+
+
+@functools.lru_cache(maxsize=1024)
+def compiled_template(source: str) -> Template:
+    """``source`` compiled once: a run renders the same step templates at every visit."""
+    return environment().from_string(source)
+
+
+@functools.lru_cache(maxsize=1024)
+def compiled_expression(source: str) -> TemplateExpression:
+    """A ``when:`` expression or a lone ``{{ x }}`` tool argument, compiled once."""
+    return environment().compile_expression(source, undefined_to_none=False)
 
 
 def render_bounded(render: Callable[[], Any]) -> Any:
