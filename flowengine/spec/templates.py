@@ -99,7 +99,6 @@ def _bounded_filter(function: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @functools.cache
-@functools.cache
 def environment() -> BoundedSandbox:
     """The one environment templates are parsed and rendered in: sandboxed, strict, bounded.
 
