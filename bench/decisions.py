@@ -43,19 +43,15 @@ def load() -> list[dict[str, Any]]:
 def by_label_scores(kernel: Kernel, item: dict[str, Any]) -> str:
     backend = kernel.backend
     ask = prompts.decision_ask(item["question"], item["labels"])
-    prompt = backend.chat_prompt(prompts.messages(SYSTEM, item["task"], [], ask))
-    request = LLMRequest(
+    request = LLMRequest.for_messages(
+        backend,
+        prompts.messages(SYSTEM, item["task"], [], ask),
         run_id="bench",
         agent="bench",
         step_id="decide",
-        step_seq=0,
-        kind="choose",
-        prompt=prompt,
-        prompt_tokens=backend.encode(prompt),
         max_tokens=1,
+        labels=item["labels"],
     )
-    request.labels = list(item["labels"])
-    request.label_tokens = [backend.encode(label) for label in item["labels"]]
     return kernel.run_request(request).response
 
 

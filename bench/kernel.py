@@ -38,16 +38,8 @@ ASKS = [
 
 
 def _request(backend: LocalBackend, ask: str, max_tokens: int, run: str = "r") -> LLMRequest:
-    prompt = backend.chat_prompt([Message("user", ask)])
-    return LLMRequest(
-        run_id=run,
-        agent=f"agent-{run}",
-        step_id="s",
-        step_seq=0,
-        kind="generate",
-        prompt=prompt,
-        prompt_tokens=backend.encode(prompt),
-        max_tokens=max_tokens,
+    return LLMRequest.for_messages(
+        backend, [Message("user", ask)], run_id=run, agent=f"agent-{run}", max_tokens=max_tokens
     )
 
 

@@ -59,6 +59,11 @@ def _files(tmp_path: Path, long: bool = False) -> tuple[Path, Path]:
     return agent, script
 
 
+def _scripted(script: Path, db: Path) -> list[str]:
+    """The flags every run here shares: the scripted backend and one database file."""
+    return ["--backend", "scripted", "--script", str(script), "--db", str(db)]
+
+
 def _start_run(agent: Path, script: Path, db: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [
@@ -67,12 +72,7 @@ def _start_run(agent: Path, script: Path, db: Path) -> subprocess.Popen[str]:
             str(agent),
             "--input",
             "work",
-            "--backend",
-            "scripted",
-            "--script",
-            str(script),
-            "--db",
-            str(db),
+            *_scripted(script, db),
         ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -116,12 +116,7 @@ def test_sigkill_at_random_points_loses_no_acknowledged_step_and_resumes(
         resumed = run_cli(
             "resume",
             run_id,
-            "--backend",
-            "scripted",
-            "--script",
-            str(script),
-            "--db",
-            str(db),
+            *_scripted(script, db),
             "--json",
         )
         assert resumed.returncode == 0, resumed.stderr
@@ -145,12 +140,7 @@ def test_a_second_process_on_a_held_database_gets_a_clear_message(tmp_path: Path
                 str(agent),
                 "--input",
                 "x",
-                "--backend",
-                "scripted",
-                "--script",
-                str(script),
-                "--db",
-                str(db),
+                *_scripted(script, db),
             ],
             ["logs", "--db", str(db)],
         ):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,18 +27,9 @@ SCRIPT = Script(
 )
 
 
-def _request(backend: ScriptedBackend, run: str, ask: str, **extra: object) -> LLMRequest:
-    prompt = backend.chat_prompt([Message("user", ask)])
-    return LLMRequest(
-        run_id=run,
-        agent="A",
-        step_id="s",
-        step_seq=0,
-        kind="generate",
-        prompt=prompt,
-        prompt_tokens=backend.encode(prompt),
-        max_tokens=200,
-        **extra,  # type: ignore[arg-type]
+def _request(backend: ScriptedBackend, run: str, ask: str, **extra: Any) -> LLMRequest:
+    return LLMRequest.for_messages(
+        backend, [Message("user", ask)], run_id=run, agent="A", max_tokens=200, **extra
     )
 
 
@@ -77,10 +69,7 @@ def test_round_robin_interleaves_and_matches_fifo(pool: int) -> None:
 def test_choose_gives_one_of_the_labels_with_scores() -> None:
     backend = ScriptedBackend(SCRIPT)
     kernel = Kernel(backend)
-    request = _request(backend, "r", "Is it? Answer yes or no")
-    request.kind = "choose"
-    request.labels = ["no", "yes"]
-    request.label_tokens = [backend.encode("no"), backend.encode("yes")]
+    request = _request(backend, "r", "Is it? Answer yes or no", labels=["no", "yes"])
     done = kernel.run_request(request)
     kernel.close()
     assert done.response == "yes"

@@ -138,17 +138,9 @@ def test_preempted_output_equals_uninterrupted_with_one_context(backend: LocalBa
         kernel = Kernel(backend, SchedulerConfig(policy, quantum=3), pool_size=pool)  # type: ignore[arg-type]
         requests = []
         for index, ask in enumerate(asks):
-            prompt = backend.chat_prompt([Message("user", ask)])
             requests.append(
-                LLMRequest(
-                    run_id=f"r{index}",
-                    agent="A",
-                    step_id="s",
-                    step_seq=0,
-                    kind="generate",
-                    prompt=prompt,
-                    prompt_tokens=backend.encode(prompt),
-                    max_tokens=24,
+                LLMRequest.for_messages(
+                    backend, [Message("user", ask)], run_id=f"r{index}", agent="A", max_tokens=24
                 )
             )
         futures = kernel.submit_all(requests)

@@ -5,8 +5,11 @@ from __future__ import annotations
 import itertools
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
+
+from flowengine.kernel.backends.base import Backend, Message
 
 RequestKind = Literal["generate", "choose"]
 
@@ -47,6 +50,34 @@ class LLMRequest:
     label_scores: dict[str, float] = field(default_factory=dict)
     finished: bool = False
     error: str | None = None
+
+    @classmethod
+    def for_messages(
+        cls,
+        backend: Backend,
+        messages: Sequence[Message],
+        *,
+        run_id: str,
+        agent: str,
+        max_tokens: int,
+        labels: Sequence[str] = (),
+        step_id: str = "s",
+    ) -> LLMRequest:
+        """One chat outside an agent's steps (benchmarks, tests), rendered and tokenized
+        by ``backend``; with ``labels`` it is a choice among them."""
+        prompt = backend.chat_prompt(messages)
+        return cls(
+            run_id=run_id,
+            agent=agent,
+            step_id=step_id,
+            step_seq=0,
+            kind="choose" if labels else "generate",
+            prompt=prompt,
+            prompt_tokens=backend.encode(prompt),
+            max_tokens=max_tokens,
+            labels=list(labels),
+            label_tokens=[backend.encode(label) for label in labels],
+        )
 
     def retry(self) -> LLMRequest:
         """The same ask as a new request, for a retry after this one failed."""
