@@ -279,22 +279,23 @@ def cmd_viz(args: argparse.Namespace) -> int:
 def _with_run(graph: nx.DiGraph, args: argparse.Namespace) -> nx.DiGraph:
     """The graph with the path of the stored run ``args.run`` (DuckDB is read only here)."""
     from flowengine import cli_runs
-    from flowengine.kernel import records
+    from flowengine.kernel.records import Records
     from flowengine.viz.overlay import with_run_path
 
     db = cli_runs.db_path(args)
     run_id = args.run
-    if run_id == "latest":
-        mine = [r for r in records.runs(db) if r["agent"] == graph.graph["name"]]
-        if not mine:
-            raise UsageError(f"no stored run of {graph.graph['name']} in {db}")
-        run_id = mine[0]["run_id"]
-    run = records.run(db, run_id)
-    if run is None:
-        raise UsageError(f"no run {run_id!r} in {db}; `flowengine logs` lists the runs")
-    if run["agent"] != graph.graph["name"]:
-        raise UsageError(f"run {run_id} is of agent {run['agent']}, not {graph.graph['name']}")
-    path = [row["step_id"] for row in records.steps(db, run_id)]
+    with Records(db) as records:
+        if run_id == "latest":
+            mine = [r for r in records.runs() if r["agent"] == graph.graph["name"]]
+            if not mine:
+                raise UsageError(f"no stored run of {graph.graph['name']} in {db}")
+            run_id = mine[0]["run_id"]
+        run = records.run(run_id)
+        if run is None:
+            raise UsageError(f"no run {run_id!r} in {db}; `flowengine logs` lists the runs")
+        if run["agent"] != graph.graph["name"]:
+            raise UsageError(f"run {run_id} is of agent {run['agent']}, not {graph.graph['name']}")
+        path = [row["step_id"] for row in records.steps(run_id)]
     title = f"run {run_id}: {run['status']} after {len(path)} steps"
     return with_run_path(graph, path, title)
 

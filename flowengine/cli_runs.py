@@ -359,28 +359,29 @@ def _json_default(value: Any) -> Any:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    from flowengine.kernel import records
+    from flowengine.kernel.records import Records
 
     path = db_path(args)
-    if args.run_id is None:
-        rows = records.runs(path)
-        if args.format == "json":
-            print(json.dumps(rows, indent=2, default=_json_default))
-        elif not rows:
-            print(f"no runs stored in {path} yet", file=sys.stderr)
-        else:
-            print(_table(rows, ["run_id", "agent", "status", "steps", "scheduler", "created"]))
-        return EXIT_OK
-    run = records.run(path, args.run_id)
-    if run is None:
-        raise UsageError(f"no run {args.run_id!r} in {path}; `flowengine logs` lists the runs")
-    detail: dict[str, Any] = {
-        "run": run,
-        "steps": records.steps(path, args.run_id),
-        "llm_requests": records.requests(path, args.run_id),
-        "tool_calls": records.tool_calls(path, args.run_id),
-        "errors": records.errors(path, args.run_id),
-    }
+    with Records(path) as records:
+        if args.run_id is None:
+            rows = records.runs()
+            if args.format == "json":
+                print(json.dumps(rows, indent=2, default=_json_default))
+            elif not rows:
+                print(f"no runs stored in {path} yet", file=sys.stderr)
+            else:
+                print(_table(rows, ["run_id", "agent", "status", "steps", "scheduler", "created"]))
+            return EXIT_OK
+        run = records.run(args.run_id)
+        if run is None:
+            raise UsageError(f"no run {args.run_id!r} in {path}; `flowengine logs` lists the runs")
+        detail: dict[str, Any] = {
+            "run": run,
+            "steps": records.steps(args.run_id),
+            "llm_requests": records.requests(args.run_id),
+            "tool_calls": records.tool_calls(args.run_id),
+            "errors": records.errors(args.run_id),
+        }
     if args.format == "json":
         print(json.dumps(detail, indent=2, default=_json_default, ensure_ascii=False))
         return EXIT_OK
@@ -416,9 +417,10 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    from flowengine.kernel import records
+    from flowengine.kernel.records import Records
 
-    rows = records.stats(db_path(args))
+    with Records(db_path(args)) as records:
+        rows = records.stats()
     if args.format == "json":
         print(json.dumps(rows, indent=2, default=_json_default))
     elif not rows:

@@ -20,6 +20,7 @@ import duckdb
 import pytest
 
 from flowengine.graph.validate import validate_text
+from flowengine.kernel.records import Records
 from flowengine.runtime.interpreter import RunSetup
 from flowengine.runtime.session import Session, SessionConfig
 from tests.conftest import ROOT, flowengine_command, run_cli
@@ -112,6 +113,9 @@ def test_sigkill_at_random_points_loses_no_acknowledged_step_and_resumes(
         stored = _stored_steps(db, run_id)  # the file opens after the kill
         assert set(acknowledged) <= set(stored), f"kill point {point}: acknowledged steps lost"
         assert stored == list(range(1, len(stored) + 1))
+        with Records(db) as records:  # what `flowengine logs` shows for the dead run
+            shown = [records.run(run_id), *records.runs()]
+            assert [(r["status"], r["steps"]) for r in shown] == [("running", len(stored))] * 2
 
         resumed = run_cli(
             "resume",

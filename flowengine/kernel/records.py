@@ -7,82 +7,85 @@ from typing import Any
 
 from flowengine.kernel.storage import StorageError, connect
 
+# A running run's row is written at its start and end only; its steps are counted live.
+_STEP_COUNT = (
+    "CASE WHEN status = 'running' THEN (SELECT count(*) FROM steps s "
+    "WHERE s.run_id = r.run_id) ELSE steps END AS steps"
+)
 
-def _rows(path: Path, sql: str, parameters: list[Any] | None = None) -> list[dict[str, Any]]:
-    if not path.exists():
-        raise StorageError(f"{path}: no database yet; `flowengine run` creates it")
-    connection = connect(path, read_only=True)
-    try:
-        cursor = connection.execute(sql, parameters or [])
+
+class Records:
+    """One database file opened read-only once, for the several queries a command makes."""
+
+    def __init__(self, path: Path) -> None:
+        if not path.exists():
+            raise StorageError(f"{path}: no database yet; `flowengine run` creates it")
+        self._connection = connect(path, read_only=True)
+
+    def __enter__(self) -> Records:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._connection.close()
+
+    def _rows(self, sql: str, parameters: list[Any] | None = None) -> list[dict[str, Any]]:
+        cursor = self._connection.execute(sql, parameters or [])
         names = [column[0] for column in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
-    finally:
-        connection.close()
 
+    def runs(self, limit: int = 50) -> list[dict[str, Any]]:
+        return self._rows(
+            f"SELECT run_id, agent, status, {_STEP_COUNT}, scheduler, backend, created, "
+            "updated, error FROM runs r ORDER BY created DESC LIMIT ?",
+            [limit],
+        )
 
-def runs(path: Path, limit: int = 50) -> list[dict[str, Any]]:
-    return _rows(
-        path,
-        "SELECT run_id, agent, status, "
-        "CASE WHEN status = 'running' THEN (SELECT count(*) FROM steps s "
-        "WHERE s.run_id = r.run_id) ELSE steps END AS steps, "
-        "scheduler, backend, created, updated, error FROM runs r ORDER BY created DESC LIMIT ?",
-        [limit],
-    )
+    def run(self, run_id: str) -> dict[str, Any] | None:
+        found = self._rows(
+            f"SELECT * EXCLUDE (agent_source, steps), {_STEP_COUNT} FROM runs r WHERE run_id = ?",
+            [run_id],
+        )
+        return found[0] if found else None
 
+    def steps(self, run_id: str) -> list[dict[str, Any]]:
+        return self._rows(
+            "SELECT seq, step_id, kind, label, tool, result, next_step, started, ended "
+            "FROM steps WHERE run_id = ? ORDER BY seq",
+            [run_id],
+        )
 
-def run(path: Path, run_id: str) -> dict[str, Any] | None:
-    found = _rows(path, "SELECT * EXCLUDE (agent_source) FROM runs WHERE run_id = ?", [run_id])
-    return found[0] if found else None
+    def requests(self, run_id: str) -> list[dict[str, Any]]:
+        return self._rows(
+            "SELECT request_id, step_id, step_seq, kind, prompt_tokens, output_tokens, "
+            "progress_dropped, label_scores, waiting_s, turnaround_s, service_s, slices, "
+            "preemptions, restores, response, error FROM llm_requests WHERE run_id = ? "
+            "ORDER BY created",
+            [run_id],
+        )
 
+    def tool_calls(self, run_id: str) -> list[dict[str, Any]]:
+        return self._rows(
+            "SELECT step_id, step_seq, tool, args, ok, error, duration_s FROM tool_calls "
+            "WHERE run_id = ? ORDER BY started",
+            [run_id],
+        )
 
-def steps(path: Path, run_id: str) -> list[dict[str, Any]]:
-    return _rows(
-        path,
-        "SELECT seq, step_id, kind, label, tool, result, next_step, started, ended "
-        "FROM steps WHERE run_id = ? ORDER BY seq",
-        [run_id],
-    )
+    def errors(self, run_id: str) -> list[dict[str, Any]]:
+        return self._rows(
+            "SELECT step_id, step_seq, code, message FROM errors WHERE run_id = ? "
+            "ORDER BY occurred",
+            [run_id],
+        )
 
-
-def requests(path: Path, run_id: str) -> list[dict[str, Any]]:
-    return _rows(
-        path,
-        "SELECT request_id, step_id, step_seq, kind, prompt_tokens, output_tokens, "
-        "progress_dropped, label_scores, waiting_s, turnaround_s, service_s, slices, "
-        "preemptions, restores, response, error FROM llm_requests WHERE run_id = ? "
-        "ORDER BY created",
-        [run_id],
-    )
-
-
-def tool_calls(path: Path, run_id: str) -> list[dict[str, Any]]:
-    return _rows(
-        path,
-        "SELECT step_id, step_seq, tool, args, ok, error, duration_s FROM tool_calls "
-        "WHERE run_id = ? ORDER BY started",
-        [run_id],
-    )
-
-
-def errors(path: Path, run_id: str) -> list[dict[str, Any]]:
-    return _rows(
-        path,
-        "SELECT step_id, step_seq, code, message FROM errors WHERE run_id = ? ORDER BY occurred",
-        [run_id],
-    )
-
-
-def stats(path: Path) -> list[dict[str, Any]]:
-    """Waiting and turnaround of LLM requests, per agent and scheduler."""
-    return _rows(
-        path,
-        "SELECT agent, scheduler, count(*) AS requests, count(DISTINCT run_id) AS runs, "
-        "round(avg(waiting_s), 3) AS mean_waiting_s, "
-        "round(avg(turnaround_s), 3) AS mean_turnaround_s, "
-        "round(max(turnaround_s), 3) AS max_turnaround_s, "
-        "sum(slices) AS slices, sum(preemptions) AS preemptions, sum(restores) AS restores, "
-        "sum(output_tokens) AS output_tokens, "
-        "round(sum(output_tokens) / nullif(sum(service_s), 0), 1) AS tokens_per_s "
-        "FROM llm_requests GROUP BY agent, scheduler ORDER BY agent, scheduler",
-    )
+    def stats(self) -> list[dict[str, Any]]:
+        """Waiting and turnaround of LLM requests, per agent and scheduler."""
+        return self._rows(
+            "SELECT agent, scheduler, count(*) AS requests, count(DISTINCT run_id) AS runs, "
+            "round(avg(waiting_s), 3) AS mean_waiting_s, "
+            "round(avg(turnaround_s), 3) AS mean_turnaround_s, "
+            "round(max(turnaround_s), 3) AS max_turnaround_s, "
+            "sum(slices) AS slices, sum(preemptions) AS preemptions, sum(restores) AS restores, "
+            "sum(output_tokens) AS output_tokens, "
+            "round(sum(output_tokens) / nullif(sum(service_s), 0), 1) AS tokens_per_s "
+            "FROM llm_requests GROUP BY agent, scheduler ORDER BY agent, scheduler",
+        )
