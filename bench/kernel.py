@@ -23,7 +23,7 @@ from flowengine.kernel.backends.local import GREEDY, LocalBackend  # noqa: E402
 from flowengine.kernel.kernel import Kernel  # noqa: E402
 from flowengine.kernel.requests import LLMRequest  # noqa: E402
 from flowengine.kernel.scheduler import SchedulerConfig  # noqa: E402
-from flowengine.kernel.storage import Storage  # noqa: E402
+from flowengine.storage.writer import Storage  # noqa: E402
 
 ASKS = [
     "Describe a day in Seattle.",
@@ -329,7 +329,7 @@ def logging_rate(rows: int = 100_000) -> dict[str, Any]:
 def logging_share() -> dict[str, Any]:
     """The writer's busy time as a share of a real MathAgent run on the embedded model."""
     from flowengine.runtime.interpreter import RunSetup
-    from flowengine.runtime.launch import load_agent
+    from flowengine.runtime.prepare import runnable_agent as load_agent
     from flowengine.runtime.session import Session, SessionConfig
 
     with tempfile.TemporaryDirectory() as folder:

@@ -26,15 +26,15 @@ from typing import Annotated, Any, TypedDict
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from flowengine.agentfile.diagnostics import Reporter  # noqa: E402
+from flowengine.agentfile.model import Agent  # noqa: E402
 from flowengine.importers.aios import import_config  # noqa: E402
 from flowengine.kernel.backends.base import Message  # noqa: E402
 from flowengine.kernel.kernel import Kernel  # noqa: E402
 from flowengine.kernel.scheduler import SchedulerConfig  # noqa: E402
-from flowengine.kernel.storage import Storage  # noqa: E402
 from flowengine.runtime.interpreter import AgentRun, RunSetup  # noqa: E402
-from flowengine.runtime.launch import load_agent  # noqa: E402
-from flowengine.spec.diagnostics import Reporter  # noqa: E402
-from flowengine.spec.model import Agent  # noqa: E402
+from flowengine.runtime.prepare import runnable_agent as load_agent  # noqa: E402
+from flowengine.storage.writer import Storage  # noqa: E402
 
 # The copy kept in the repository (MIT licence beside it), so a fresh clone can run this.
 AIOS_TRAVEL = ROOT / "tests" / "data" / "aios" / "TravelAgent.json"

@@ -20,9 +20,9 @@ import duckdb
 import pytest
 
 from flowengine.graph.validate import validate_text
-from flowengine.kernel.records import Records
 from flowengine.runtime.interpreter import RunSetup
 from flowengine.runtime.session import Session, SessionConfig
+from flowengine.storage.reader import Records
 from tests.conftest import ROOT, flowengine_command, run_cli
 
 KILL_POINTS = 20

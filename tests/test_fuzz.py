@@ -8,8 +8,8 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
+from flowengine.agentfile.diagnostics import Severity
 from flowengine.graph import validate_file, validate_text
-from flowengine.spec.diagnostics import Severity
 
 from .conftest import AGENTS, BROKEN
 
@@ -127,8 +127,8 @@ configs = st.fixed_dictionaries(
 def test_import_aios_on_random_configs(tmp_path_factory, config: dict) -> None:  # type: ignore[no-untyped-def]
     import json
 
+    from flowengine.agentfile.diagnostics import Reporter
     from flowengine.importers.aios import import_config
-    from flowengine.spec.diagnostics import Reporter
 
     path: Path = tmp_path_factory.mktemp("aios") / "config.json"
     path.write_text(json.dumps(config), encoding="utf-8")
@@ -153,7 +153,7 @@ template_pieces = st.lists(
 
 @given(template_pieces)
 def test_template_fast_path_agrees_with_the_jinja2_parser(source: str) -> None:
-    from flowengine.spec.templates import (
+    from flowengine.agentfile.templates import (
         TemplateProblem,
         parsed_template_variables,
         template_variables,
@@ -172,7 +172,7 @@ def test_template_fast_path_agrees_with_the_jinja2_parser(source: str) -> None:
 def test_per_step_schema_checking_equals_the_whole_schema(data: object) -> None:
     from jsonschema import Draft202012Validator
 
-    from flowengine.spec.schema import agent_schema, schema_errors
+    from flowengine.agentfile.schema import agent_schema, schema_errors
 
     document = {"name": "F", "steps": data}
     whole = Draft202012Validator(agent_schema()).iter_errors(document)

@@ -11,15 +11,15 @@ from typing import Any
 
 import pytest
 
+from flowengine.agentfile.templates import environment, render_bounded
+from flowengine.errors import AccessDenied
 from flowengine.graph.validate import validate_text
-from flowengine.kernel.access import AccessDenied
 from flowengine.kernel.backends.scripted import Rule, Script, ScriptedBackend
 from flowengine.kernel.kernel import Kernel
 from flowengine.kernel.scheduler import SchedulerConfig
-from flowengine.kernel.storage import Storage
-from flowengine.kernel.tools.registry import Tool, ToolRegistry, builtin_tools
 from flowengine.runtime.interpreter import AgentRun, RunOutcome, RunSetup
-from flowengine.spec.templates import environment, render_bounded
+from flowengine.storage.writer import Storage
+from flowengine.tools.registry import Tool, ToolRegistry, builtin_tools
 
 NO_ARGS: dict[str, Any] = {"type": "object", "properties": {}}
 

@@ -8,9 +8,9 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
+from flowengine.agentfile.diagnostics import Reporter
 from flowengine.graph import validate_file, validate_text
 from flowengine.importers.aios import import_config, output_filename
-from flowengine.spec.diagnostics import Reporter
 
 from .conftest import AGENTS, run_cli
 

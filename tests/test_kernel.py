@@ -8,16 +8,15 @@ from typing import Any
 
 import pytest
 
-from flowengine.kernel.access import AccessDenied
+from flowengine.errors import AccessDenied, ContextOverflow, ToolFailure
 from flowengine.kernel.backends.base import Message
 from flowengine.kernel.backends.scripted import Rule, Script, ScriptedBackend
-from flowengine.kernel.context import ContextOverflow, fit_prompt
+from flowengine.kernel.context import fit_prompt
 from flowengine.kernel.kernel import Kernel
 from flowengine.kernel.requests import LLMRequest
 from flowengine.kernel.scheduler import SchedulerConfig
-from flowengine.kernel.storage import Storage
-from flowengine.kernel.tools.calculator import calculate
-from flowengine.kernel.tools.registry import ToolFailure
+from flowengine.storage.writer import Storage
+from flowengine.tools.calculator import calculate
 
 LONG = " ".join(f"word{i}" for i in range(40))
 SCRIPT = Script(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
+from flowengine.agentfile.diagnostics import CODES
 from flowengine.graph import validate_text
-from flowengine.spec.diagnostics import CODES
 
 from .conftest import ROOT
 

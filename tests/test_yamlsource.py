@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from flowengine.spec.diagnostics import Position
-from flowengine.spec.yamlsource import MAX_FILE_BYTES, YamlLoadError, load, read_text
+from flowengine.agentfile.diagnostics import Position
+from flowengine.agentfile.yamlsource import MAX_FILE_BYTES, YamlLoadError, load, read_text
 
 
 def test_positions_of_keys_and_values_are_one_based() -> None:

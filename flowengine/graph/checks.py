@@ -14,11 +14,11 @@ from typing import Any
 
 import networkx as nx
 
-from flowengine.spec.diagnostics import Position, Reporter, Vocabulary, did_you_mean
-from flowengine.spec.model import BUILTIN_VARIABLES, Agent, Step
-from flowengine.spec.schema import schema_is_valid
-from flowengine.spec.templates import TemplateProblem, expression_variables, template_variables
-from flowengine.spec.yamlsource import Path
+from flowengine.agentfile.diagnostics import Position, Reporter, Vocabulary, did_you_mean
+from flowengine.agentfile.model import BUILTIN_VARIABLES, Agent, Step
+from flowengine.agentfile.schema import schema_is_valid
+from flowengine.agentfile.templates import TemplateProblem, expression_variables, template_variables
+from flowengine.agentfile.yamlsource import Path
 
 TEMPLATE_FIELDS = ("instruction", "question", "output")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import networkx as nx
 
-from flowengine.spec.model import Agent
+from flowengine.agentfile.model import Agent
 
 
 def compile_agent(agent: Agent) -> nx.DiGraph:

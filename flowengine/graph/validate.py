@@ -9,11 +9,11 @@ from dataclasses import dataclass
 
 import networkx as nx
 
+from flowengine.agentfile.diagnostics import Diagnostic, Reporter, Severity
+from flowengine.agentfile.loader import load_agent, parse_agent
+from flowengine.agentfile.model import Agent
 from flowengine.graph.checks import check_agent
 from flowengine.graph.compile import compile_agent
-from flowengine.spec.diagnostics import Diagnostic, Reporter, Severity
-from flowengine.spec.loader import load_agent, parse_agent
-from flowengine.spec.model import Agent
 
 
 @dataclass

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flowengine.spec.diagnostics import Position, Reporter
-from flowengine.spec.yamlsource import YamlLoadError, read_text
+from flowengine.agentfile.diagnostics import Position, Reporter
+from flowengine.agentfile.yamlsource import YamlLoadError, read_text
 
 _KINDS = {"process": "process", "decision": "decision", "terminal": "terminal"}
 _PLAIN = re.compile(r"[A-Za-z][A-Za-z0-9 _.,'()/?!;%&+=-]*")

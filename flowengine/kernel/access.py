@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-
-class AccessDenied(Exception):
-    """A request outside what the run was granted; the message says what was asked."""
+from flowengine.errors import AccessDenied
 
 
 @dataclass(frozen=True)

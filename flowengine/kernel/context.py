@@ -15,14 +15,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from flowengine.errors import ContextOverflow
+from flowengine.kernel import defaults
 from flowengine.kernel.backends.base import Backend, ModelContext
 from flowengine.kernel.requests import LLMRequest
-
-DEFAULT_POOL_SIZE = 4
-
-
-class ContextOverflow(Exception):
-    """A prompt that does not fit the model's window even with no progress log."""
 
 
 @dataclass
@@ -35,7 +31,7 @@ class _Slot:
 class ContextPool:
     """Hands KV caches to requests; only the kernel's worker thread calls it."""
 
-    def __init__(self, backend: Backend, size: int = DEFAULT_POOL_SIZE) -> None:
+    def __init__(self, backend: Backend, size: int = defaults.POOL_SIZE) -> None:
         if size < 1:
             raise ValueError("the context pool needs at least one context")
         self._backend = backend

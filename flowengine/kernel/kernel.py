@@ -13,14 +13,15 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from flowengine.kernel import defaults
 from flowengine.kernel.access import AccessDenied, AccessManager, Grant
 from flowengine.kernel.backends.base import Backend, ModelContext
-from flowengine.kernel.context import DEFAULT_POOL_SIZE, ContextPool
-from flowengine.kernel.memory import DEFAULT_QUOTA_BYTES, MemoryManager, RunMemory
+from flowengine.kernel.context import ContextPool
+from flowengine.kernel.memory import MemoryManager, RunMemory
 from flowengine.kernel.requests import LLMRequest, SliceRecord
 from flowengine.kernel.scheduler import ReadyQueue, SchedulerConfig
-from flowengine.kernel.storage import Storage, to_json
-from flowengine.kernel.tools.registry import ToolRegistry, ToolResult, builtin_tools
+from flowengine.storage.writer import Storage, to_json
+from flowengine.tools.registry import ToolRegistry, ToolResult, builtin_tools
 
 
 class Kernel:
@@ -30,8 +31,8 @@ class Kernel:
         scheduler: SchedulerConfig | None = None,
         storage: Storage | None = None,
         tools: ToolRegistry | None = None,
-        pool_size: int = DEFAULT_POOL_SIZE,
-        memory_quota: int = DEFAULT_QUOTA_BYTES,
+        pool_size: int = defaults.POOL_SIZE,
+        memory_quota: int = defaults.MEMORY_QUOTA_BYTES,
     ) -> None:
         self.backend = backend
         self.scheduler = scheduler or SchedulerConfig()

@@ -6,13 +6,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from flowengine.errors import MemoryQuotaExceeded
+from flowengine.kernel import defaults
 from flowengine.kernel.access import AccessManager
-
-DEFAULT_QUOTA_BYTES = 4 * 1024 * 1024
-
-
-class MemoryQuotaExceeded(Exception):
-    """A run stored more than its quota; the message gives the sizes."""
 
 
 @dataclass
@@ -20,7 +16,7 @@ class RunMemory:
     """What a run remembers between steps. Plain JSON data, so it can be checkpointed."""
 
     owner: str
-    quota: int = DEFAULT_QUOTA_BYTES
+    quota: int = defaults.MEMORY_QUOTA_BYTES
     variables: dict[str, Any] = field(default_factory=dict)
     progress: list[dict[str, Any]] = field(default_factory=list)
     visits: dict[str, int] = field(default_factory=dict)
@@ -33,7 +29,7 @@ class RunMemory:
         if used > self.quota:
             raise MemoryQuotaExceeded(
                 f"run {self.owner} holds {used} bytes of variables and progress, over its "
-                f"quota of {self.quota}; lower max_tokens or raise --memory-quota"
+                f"quota of {self.quota}; save less with save_as, or lower --max-tokens"
             )
 
     def snapshot(self) -> dict[str, Any]:
@@ -46,7 +42,7 @@ class RunMemory:
 
 
 class MemoryManager:
-    def __init__(self, access: AccessManager, quota: int = DEFAULT_QUOTA_BYTES) -> None:
+    def __init__(self, access: AccessManager, quota: int = defaults.MEMORY_QUOTA_BYTES) -> None:
         self._access = access
         self._quota = quota
         self._memories: dict[str, RunMemory] = {}

@@ -7,17 +7,17 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Literal
 
+from flowengine.kernel import defaults
 from flowengine.kernel.requests import LLMRequest
 
 Policy = Literal["fifo", "rr"]
 POLICIES: tuple[str, ...] = ("fifo", "rr")
-DEFAULT_QUANTUM = 16
 
 
 @dataclass(frozen=True)
 class SchedulerConfig:
-    policy: Policy = "rr"
-    quantum: int = DEFAULT_QUANTUM
+    policy: Policy = defaults.SCHEDULER  # type: ignore[assignment]
+    quantum: int = defaults.QUANTUM
     """Tokens a request may generate before it yields to a waiting one (``rr`` only)."""
 
     def __post_init__(self) -> None:

@@ -15,18 +15,16 @@ from typing import Any
 
 from jinja2 import Undefined
 
-from flowengine.kernel.access import AccessDenied
-from flowengine.kernel.context import ContextOverflow, fit_prompt
+from flowengine.agentfile.model import Agent, Step
+from flowengine.agentfile.templates import compiled_expression, compiled_template, render_bounded
+from flowengine.errors import AccessDenied, ContextOverflow, MemoryQuotaExceeded, StepError
+from flowengine.kernel import defaults
+from flowengine.kernel.context import fit_prompt
 from flowengine.kernel.kernel import Kernel
-from flowengine.kernel.memory import MemoryQuotaExceeded, RunMemory
+from flowengine.kernel.memory import RunMemory
 from flowengine.kernel.requests import LLMRequest
-from flowengine.kernel.storage import to_json
 from flowengine.runtime import prompts
-from flowengine.spec.model import Agent, Step
-from flowengine.spec.templates import compiled_expression, compiled_template, render_bounded
-
-DEFAULT_MAX_TOKENS = 96
-JSON_MAX_TOKENS = 320
+from flowengine.storage.writer import to_json
 
 FINAL_STATUSES = ("completed", "max_steps", "max_visits", "failed")
 
@@ -34,15 +32,6 @@ FINAL_STATUSES = ("completed", "max_steps", "max_visits", "failed")
 RECOVERABLE = ("tool-failed", "llm-failed")
 """Failures a step's ``retry`` and ``on_error`` apply to; the others are mistakes in the
 agent file or limits, which retrying cannot mend."""
-
-
-class StepFailed(Exception):
-    """A step that cannot go on; the run ends with status ``failed`` and this message."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -94,7 +83,7 @@ class RunSetup:
     task: str
     inputs: dict[str, Any] = field(default_factory=dict)
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
-    max_tokens: int = DEFAULT_MAX_TOKENS
+    max_tokens: int = defaults.MAX_TOKENS
 
 
 @dataclass
@@ -143,7 +132,7 @@ class AgentRun:
                     outcome.status, outcome.error = stop
                     break
                 current = self._run_step(step, outcome)
-        except StepFailed as failure:
+        except StepError as failure:
             outcome.status = "failed"
             outcome.error = failure.message
             self.kernel.record_error(
@@ -156,7 +145,7 @@ class AgentRun:
             self.kernel.end_run(self.run_id)
         return outcome
 
-    def _recover(self, step: Step, failure: StepFailed) -> str | None:
+    def _recover(self, step: Step, failure: StepError) -> str | None:
         """Where a step goes when its failure is to be lived with; recorded as such."""
         policy = step.error_policy
         if policy == "continue":
@@ -205,7 +194,7 @@ class AgentRun:
             else:
                 result = saved = self._terminal(step, outcome)
                 following = None
-        except StepFailed as failure:
+        except StepError as failure:
             if failure.code not in RECOVERABLE or step.error_policy == "fail":
                 raise
             following = self._recover(step, failure)
@@ -218,7 +207,7 @@ class AgentRun:
         try:
             memory.check_quota()
         except MemoryQuotaExceeded as exc:
-            raise StepFailed("memory-quota", str(exc)) from None
+            raise StepError(str(exc), "memory-quota") from None
         self.seq += 1
         self.path.append(step.id)
         outcome.steps = self.seq
@@ -250,14 +239,14 @@ class AgentRun:
                 try:
                     called = self.kernel.call_tool(self.run_id, step.id, self.seq, step.tool, args)
                 except AccessDenied as exc:
-                    raise StepFailed("tool-denied", f"step '{step.id}': {exc}") from None
+                    raise StepError(f"step '{step.id}': {exc}", "tool-denied") from None
                 if called.ok:
                     break
             if not called.ok:
                 tries = f" (tried {step.retry + 1} times)" if step.retry else ""
                 message = f"step '{step.id}': tool {step.tool} failed{tries}: {called.error}"
                 if step.error_policy != "continue":
-                    raise StepFailed("tool-failed", message)
+                    raise StepError(message, "tool-failed")
             value = called.value if called.ok else {"error": called.error}
             if not step.instruction:
                 return value, value
@@ -328,7 +317,7 @@ class AgentRun:
                 render, backend.encode, backend.context_length - reserve, len(progress)
             )
         except ContextOverflow as exc:
-            raise StepFailed("context-overflow", f"step '{step.id}': {exc}") from None
+            raise StepError(f"step '{step.id}': {exc}", "context-overflow") from None
         if dropped:
             self.kernel.record_error(
                 self.run_id,
@@ -359,7 +348,7 @@ class AgentRun:
             ask,
             data,
             prefill=json_prefill(step.schema) if json_mode else "",
-            max_tokens=max(self.setup.max_tokens, JSON_MAX_TOKENS) if json_mode else None,
+            max_tokens=max(self.setup.max_tokens, defaults.JSON_MAX_TOKENS) if json_mode else None,
         )
         return self._submit(step, request).response.strip()
 
@@ -371,8 +360,8 @@ class AgentRun:
             done = self.kernel.run_request(done.retry())
         if done.error is not None:
             tries = f" (tried {step.retry + 1} times)" if step.retry else ""
-            raise StepFailed(
-                "llm-failed", f"step '{step.id}': the model failed{tries}: {done.error}"
+            raise StepError(
+                f"step '{step.id}': the model failed{tries}: {done.error}", "llm-failed"
             )
         return done
 
@@ -397,8 +386,8 @@ class AgentRun:
             context = self._context()
             return render_bounded(lambda: template.render(context))
         except Exception as exc:  # sandbox violations, undefined names, type errors
-            raise StepFailed(
-                "template-failed", f"step '{step.id}': the template failed: {exc}"
+            raise StepError(
+                f"step '{step.id}': the template failed: {exc}", "template-failed"
             ) from None
 
     def _render_value(self, value: Any, step: Step) -> Any:
@@ -423,8 +412,8 @@ class AgentRun:
                 value._fail_with_undefined_error()
             return value
         except Exception as exc:
-            raise StepFailed(
-                "template-failed", f"step '{step.id}': the expression {expression!r} failed: {exc}"
+            raise StepError(
+                f"step '{step.id}': the expression {expression!r} failed: {exc}", "template-failed"
             ) from None
 
     # -- storage --------------------------------------------------------------------

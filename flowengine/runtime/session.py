@@ -9,24 +9,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+from flowengine.kernel import defaults
 from flowengine.kernel.backends.base import Backend, BackendError
-from flowengine.kernel.context import DEFAULT_POOL_SIZE
 from flowengine.kernel.kernel import Kernel
 from flowengine.kernel.scheduler import SchedulerConfig
-from flowengine.kernel.storage import Storage
 from flowengine.runtime.interpreter import AgentRun, Checkpoint, RunOutcome, RunSetup, StepEvent
+from flowengine.storage.location import default_db
+from flowengine.storage.writer import Storage
 
 BACKENDS = ("ctransformers", "scripted")
 _USER_MESSAGE = re.compile(
     r"(?:<\|im_start\|>user\n|<\|user\|>)(.*?)(?:<\|im_end\|>|<\|end\|>)", re.S
 )
 REPLAY_KEY_CHARS = 300
-
-
-def default_db() -> Path:
-    from platformdirs import user_data_dir
-
-    return Path(user_data_dir("flowengine")) / "flowengine.duckdb"
 
 
 @dataclass
@@ -37,8 +32,8 @@ class SessionConfig:
     script: Path | None = None
     replay: str | None = None
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
-    pool_size: int = DEFAULT_POOL_SIZE
-    context_length: int = 2048
+    pool_size: int = defaults.POOL_SIZE
+    context_length: int = defaults.CONTEXT_LENGTH
 
 
 def replay_script(storage: Storage, run_id: str) -> object:

@@ -9,6 +9,7 @@ import subprocess
 
 import networkx as nx
 
+from flowengine.errors import RenderError
 from flowengine.viz.dot import to_dot
 from flowengine.viz.mermaid import to_mermaid
 
@@ -17,7 +18,7 @@ TEXT_FORMATS = frozenset({"mermaid", "dot", "svg", "html", "json"})
 DOT_TIMEOUT_SECONDS = 60
 
 
-class GraphvizError(RuntimeError):
+class GraphvizError(RenderError):
     """``dot`` is missing, failed or took too long; the message says what to do."""
 
 

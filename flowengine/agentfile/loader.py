@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
-from flowengine.spec.diagnostics import Diagnostic, Reporter
-from flowengine.spec.model import STEP_KINDS, Agent, Input, Step
-from flowengine.spec.schema import check_schema
-from flowengine.spec.yamlsource import Document, Duplicate, YamlLoadError, load, read_text
+from flowengine.agentfile.diagnostics import Diagnostic, Reporter
+from flowengine.agentfile.model import STEP_KINDS, Agent, Input, Step
+from flowengine.agentfile.schema import check_schema
+from flowengine.agentfile.yamlsource import Document, Duplicate, YamlLoadError, load, read_text
 
 
 @dataclass

@@ -18,7 +18,8 @@ from typing import Any, NamedTuple
 
 import yaml
 
-from flowengine.spec.diagnostics import Position
+from flowengine.agentfile.diagnostics import Position
+from flowengine.errors import FlowengineError
 
 MAX_FILE_BYTES = 25 * 1024 * 1024
 MAX_DEPTH = 64
@@ -39,13 +40,12 @@ _SPECIAL_FLOATS = {
 }
 
 
-class YamlLoadError(Exception):
+class YamlLoadError(FlowengineError):
     """The file cannot become a document; ``code`` and ``position`` say why and where."""
 
     def __init__(self, code: str, message: str, position: Position | None = None) -> None:
         super().__init__(message)
         self.code = code
-        self.message = message
         self.position = position or Position()
 
 

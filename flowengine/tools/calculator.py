@@ -8,7 +8,7 @@ import operator
 from collections.abc import Callable
 from typing import Any
 
-from flowengine.kernel.tools.registry import Tool, ToolFailure
+from flowengine.tools.registry import Tool, ToolFailure
 
 MAX_EXPRESSION = 500
 MAX_EXPONENT = 10_000

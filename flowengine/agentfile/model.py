@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from flowengine.spec.diagnostics import Position
-from flowengine.spec.yamlsource import Document
+from flowengine.agentfile.diagnostics import Position
+from flowengine.agentfile.yamlsource import Document
 
 StepKind = Literal["process", "decision", "terminal", ""]
 STEP_KINDS: tuple[str, ...] = ("process", "decision", "terminal")

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from flowengine.errors import StorageError
+
 FLUSH_ROWS = 2000
 FLUSH_SECONDS = 0.25
 SCHEMA_VERSION = 1
@@ -169,10 +171,6 @@ TABLES: dict[str, Table] = {
         ),
     )
 }
-
-
-class StorageError(Exception):
-    """The database cannot be opened or written; the message says what to do."""
 
 
 def to_json(value: Any) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from flowengine.kernel.storage import StorageError, connect
+from flowengine.storage.writer import StorageError, connect
 
 # A running run's row is written at its start and end only; its steps are counted live.
 _STEP_COUNT = (

@@ -14,7 +14,7 @@ import re
 import threading
 from typing import Any
 
-from flowengine.kernel.tools.registry import Tool, ToolFailure
+from flowengine.tools.registry import Tool, ToolFailure
 
 SOURCE = "flowengine SAMPLE travel data (fictional, for offline demos)"
 

@@ -16,6 +16,8 @@ from jinja2.parser import Parser
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from flowengine.errors import FlowengineError
+
 MAX_SIZE = 100_000
 """The largest number a template may pass to a filter or ``range``, and the longest string
 or list its ``*``, ``**`` and ``%`` may build; a prompt never needs more."""
@@ -27,12 +29,13 @@ ALLOWED_GLOBALS = ("dict",)
 _loop_budget: contextvars.ContextVar[list[int]] = contextvars.ContextVar("loop_budget")
 
 
-class TemplateProblem(Exception):
+class TemplateProblem(FlowengineError):
     """A template or expression that cannot be parsed; ``lineno`` is 1-based in its text."""
+
+    code = "template-syntax"
 
     def __init__(self, message: str, lineno: int = 1) -> None:
         super().__init__(message)
-        self.message = message
         self.lineno = lineno
 
 

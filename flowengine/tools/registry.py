@@ -10,11 +10,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from flowengine.errors import ToolFailure
+
 DEFAULT_TIMEOUT = 10.0
-
-
-class ToolFailure(Exception):
-    """Raised by a tool for a failure the caller should see as a plain message."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +106,6 @@ class ToolRegistry:
 
 def builtin_tools() -> list[Tool]:
     """The tools that ship with flowengine."""
-    from flowengine.kernel.tools import calculator, travel
+    from flowengine.tools import calculator, travel
 
     return [calculator.TOOL, *travel.TOOLS]

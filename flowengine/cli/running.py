@@ -1,34 +1,24 @@
-"""The ``run``, ``resume``, ``logs`` and ``stats`` commands (the model and DuckDB side of
-the CLI, imported only when one of them is used)."""
+"""``run`` and ``resume``: agents on a model through the kernel, stored in DuckDB.
+
+The model runtime and DuckDB are imported only when a command runs, not to build --help.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from flowengine.cli.common import EXIT_ERRORS, EXIT_OK, FORMATTER, add_db_option, db_path, positive
+from flowengine.errors import UsageError
+from flowengine.kernel import defaults
 
 if TYPE_CHECKING:
     from flowengine.runtime.interpreter import RunOutcome, StepEvent
 
-EXIT_OK, EXIT_ERRORS, EXIT_USAGE = 0, 1, 2
 PREVIEW = 100
-
-
-class UsageError(Exception):
-    """Re-raised by the CLI as its own usage error."""
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is too small; give 1 or more")
-    return value
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -52,51 +42,43 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--scheduler",
         choices=("fifo", "rr"),
-        default="rr",
+        default=defaults.SCHEDULER,
         help="fifo: each LLM request runs to its end; rr: round-robin slices (default)",
     )
     group.add_argument(
         "--quantum",
-        type=_positive,
-        default=16,
+        type=positive,
+        default=defaults.QUANTUM,
         metavar="N",
-        help="rr slice length in generated tokens (default: 16)",
+        help="rr slice length in generated tokens (default: %(default)s)",
     )
     group.add_argument(
         "--pool",
-        type=_positive,
-        default=4,
+        type=positive,
+        default=defaults.POOL_SIZE,
         metavar="N",
-        help="model contexts kept, each holding one request's KV cache (default: 4)",
+        help="KV caches kept, each holding one request's or run's cache (default: %(default)s)",
     )
     group.add_argument(
         "--context-length",
-        type=_positive,
-        default=2048,
+        type=positive,
+        default=defaults.CONTEXT_LENGTH,
         metavar="N",
-        help="the model's context window in tokens (default: 2048)",
+        help="the model's context window in tokens (default: %(default)s)",
     )
     group.add_argument(
         "--max-tokens",
-        type=_positive,
-        default=96,
+        type=positive,
+        default=None,
         metavar="N",
-        help="tokens an LLM step may generate (default: 96; JSON output gets at least 320)",
+        help=f"tokens an LLM step may generate (default: {defaults.MAX_TOKENS}, or what the "
+        f"resumed run used; JSON output gets at least {defaults.JSON_MAX_TOKENS})",
     )
     add_db_option(parser)
 
 
-def add_db_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--db",
-        metavar="PATH",
-        help="the DuckDB file runs are kept in (default: flowengine.duckdb in your user "
-        "data folder)",
-    )
-
-
 def add_parsers(commands: Any) -> None:
-    formatter = argparse.RawDescriptionHelpFormatter
+    formatter = FORMATTER
     run = commands.add_parser(
         "run",
         help="run agents on the local model",
@@ -146,41 +128,6 @@ def add_parsers(commands: Any) -> None:
     resume.add_argument("--quiet", "-q", action="store_true", help="do not show steps")
     add_model_options(resume)
     resume.set_defaults(handler=cmd_resume)
-
-    logs = commands.add_parser(
-        "logs",
-        help="show stored runs, or one run's steps",
-        description="Without RUN_ID: the latest runs. With RUN_ID: that run's steps, LLM "
-        "requests (with decision label scores), tool calls and errors.",
-        epilog="Examples:\n  flowengine logs\n  flowengine logs 3f2a9c1d5e7b --format json",
-        formatter_class=formatter,
-    )
-    logs.add_argument("run_id", nargs="?", metavar="RUN_ID")
-    logs.add_argument("--format", choices=("table", "json"), default="table")
-    add_db_option(logs)
-    logs.set_defaults(handler=cmd_logs)
-
-    stats = commands.add_parser(
-        "stats",
-        help="waiting and turnaround per agent and scheduler",
-        description="Scheduler statistics over all stored LLM requests: mean waiting and "
-        "turnaround time, slices and preemptions, per agent and scheduler.",
-        formatter_class=formatter,
-    )
-    stats.add_argument("--format", choices=("table", "json"), default="table")
-    add_db_option(stats)
-    stats.set_defaults(handler=cmd_stats)
-
-
-def db_path(args: argparse.Namespace) -> Path:
-    if args.db:
-        path = Path(args.db)
-        if path.is_dir():
-            raise UsageError(f"--db {args.db} is a folder; give a file")
-        return path
-    from flowengine.runtime.session import default_db
-
-    return default_db()
 
 
 def _session_config(args: argparse.Namespace) -> Any:
@@ -294,7 +241,7 @@ def _report(outcomes: list[RunOutcome], as_json: bool) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from flowengine.runtime.interpreter import Checkpoint, RunSetup
-    from flowengine.runtime.launch import check_inputs, load_agent
+    from flowengine.runtime.prepare import check_inputs, runnable_agent
     from flowengine.runtime.session import Session
 
     jobs = _jobs(args)
@@ -302,9 +249,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = _session_config(args)
     setups: list[tuple[RunSetup, Checkpoint | None]] = []
     for path, task in jobs:
-        agent, source = load_agent(path)
+        agent, source = runnable_agent(path)
         inputs = check_inputs(agent, variables)
-        setups.append((RunSetup(agent, source, task, inputs, max_tokens=args.max_tokens), None))
+        setup = RunSetup(agent, source, task, inputs)
+        if args.max_tokens is not None:
+            setup.max_tokens = args.max_tokens
+        setups.append((setup, None))
     with Session(config) as session:
         if not args.quiet and not args.json:
             model = session.backend.model_name
@@ -318,7 +268,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from flowengine.runtime.launch import resume_setup
+    from flowengine.runtime.prepare import resume_setup
     from flowengine.runtime.session import Session
 
     config = _session_config(args)
@@ -326,7 +276,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
         raise UsageError(f"--db {config.db}: no such database")
     with Session(config) as session:
         setup, checkpoint, status = resume_setup(session.storage, args.run_id)
-        setup.max_tokens = args.max_tokens if args.max_tokens != 96 else setup.max_tokens
+        if args.max_tokens is not None:
+            setup.max_tokens = args.max_tokens
         if not args.quiet and not args.json:
             print(
                 f"resuming {setup.agent.name} run {setup.run_id} (was {status}) after step "
@@ -337,94 +288,3 @@ def cmd_resume(args: argparse.Namespace) -> int:
             [(setup, checkpoint)], None if args.quiet or args.json else _show_step
         )
     return _report(outcomes, args.json)
-
-
-def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    def cell(value: Any) -> str:
-        if isinstance(value, datetime):
-            return value.strftime("%Y-%m-%d %H:%M:%S")
-        text = "" if value is None else str(value)
-        text = " ".join(text.split())
-        return text if len(text) <= 60 else text[:59] + "…"
-
-    cells = [[cell(row.get(c)) for c in columns] for row in rows]
-    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
-    return "\n".join(line.rstrip() for line in lines)
-
-
-def _json_default(value: Any) -> Any:
-    return value.isoformat() if isinstance(value, datetime) else str(value)
-
-
-def cmd_logs(args: argparse.Namespace) -> int:
-    from flowengine.kernel.records import Records
-
-    path = db_path(args)
-    with Records(path) as records:
-        if args.run_id is None:
-            rows = records.runs()
-            if args.format == "json":
-                print(json.dumps(rows, indent=2, default=_json_default))
-            elif not rows:
-                print(f"no runs stored in {path} yet", file=sys.stderr)
-            else:
-                print(_table(rows, ["run_id", "agent", "status", "steps", "scheduler", "created"]))
-            return EXIT_OK
-        run = records.run(args.run_id)
-        if run is None:
-            raise UsageError(f"no run {args.run_id!r} in {path}; `flowengine logs` lists the runs")
-        detail: dict[str, Any] = {
-            "run": run,
-            "steps": records.steps(args.run_id),
-            "llm_requests": records.requests(args.run_id),
-            "tool_calls": records.tool_calls(args.run_id),
-            "errors": records.errors(args.run_id),
-        }
-    if args.format == "json":
-        print(json.dumps(detail, indent=2, default=_json_default, ensure_ascii=False))
-        return EXIT_OK
-    print(
-        f"run {run['run_id']}: {run['agent']} {run['status']}, {run['steps']} steps "
-        f"({run['backend']}, {run['scheduler']})"
-    )
-    print(
-        "\nsteps\n" + _table(detail["steps"], ["seq", "step_id", "kind", "label", "tool", "result"])
-    )
-    print(
-        "\nLLM requests\n"
-        + _table(
-            detail["llm_requests"],
-            [
-                "step_id",
-                "kind",
-                "prompt_tokens",
-                "output_tokens",
-                "waiting_s",
-                "turnaround_s",
-                "slices",
-                "preemptions",
-                "label_scores",
-            ],
-        )
-    )
-    if detail["tool_calls"]:
-        print("\ntool calls\n" + _table(detail["tool_calls"], ["step_id", "tool", "ok", "error"]))
-    if detail["errors"]:
-        print("\nerrors\n" + _table(detail["errors"], ["step_id", "code", "message"]))
-    return EXIT_OK
-
-
-def cmd_stats(args: argparse.Namespace) -> int:
-    from flowengine.kernel.records import Records
-
-    with Records(db_path(args)) as records:
-        rows = records.stats()
-    if args.format == "json":
-        print(json.dumps(rows, indent=2, default=_json_default))
-    elif not rows:
-        print("no LLM requests stored yet", file=sys.stderr)
-    else:
-        print(_table(rows, list(rows[0])))
-    return EXIT_OK

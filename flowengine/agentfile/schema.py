@@ -12,8 +12,8 @@ from typing import Any
 import jsonschema
 from jsonschema import Draft202012Validator, ValidationError
 
-from flowengine.spec.diagnostics import Position, Reporter, closest, did_you_mean
-from flowengine.spec.yamlsource import Document, Path
+from flowengine.agentfile.diagnostics import Position, Reporter, closest, did_you_mean
+from flowengine.agentfile.yamlsource import Document, Path
 
 _TYPE_WORDS = {
     "string": "text",
@@ -28,7 +28,9 @@ _TYPE_WORDS = {
 
 def schema_file() -> str:
     """Where the agent JSON Schema lives on disk (``schemas/agent.schema.json`` in a checkout)."""
-    return os.path.realpath(str(resources.files("flowengine.spec").joinpath("agent.schema.json")))
+    return os.path.realpath(
+        str(resources.files("flowengine.agentfile").joinpath("agent.schema.json"))
+    )
 
 
 @functools.cache

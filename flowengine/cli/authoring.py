@@ -1,7 +1,7 @@
-"""The ``flowengine`` command line: validate, draw and import agents.
+"""``validate``, ``viz`` and ``import-aios``: working on agent files, no model or database.
 
 Each command imports only what it uses, so ``validate`` and ``viz`` start fast and never
-load a model runtime or a database.
+load a model runtime, a web stack or DuckDB (``viz --run`` reads DuckDB, and only then).
 """
 
 from __future__ import annotations
@@ -13,17 +13,17 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from flowengine import __version__
+from flowengine.cli.common import EXIT_ERRORS, EXIT_OK, FORMATTER, db_path, write_file
+from flowengine.errors import UsageError
 
 if TYPE_CHECKING:
     import networkx as nx
 
+    from flowengine.agentfile.diagnostics import Diagnostic
     from flowengine.graph import Validated
-    from flowengine.spec.diagnostics import Diagnostic
 
-EXIT_OK, EXIT_ERRORS, EXIT_USAGE = 0, 1, 2
 AGENT_SUFFIXES = (".yaml", ".yml")
 VIZ_SUFFIXES = {
     ".mmd": "mermaid",
@@ -37,28 +37,7 @@ VIZ_SUFFIXES = {
 }
 
 
-class UsageError(Exception):
-    """A bad path or flag combination: reported in one line, exit status 2."""
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="flowengine",
-        description="Declarative LLM agents: YAML state machines of process, decision "
-        "and terminal steps, checked before they run.",
-        epilog="Examples:\n"
-        "  flowengine validate agents/\n"
-        "  flowengine viz agents/travel_agent.yaml --format png -o travel.png\n"
-        "  flowengine import-aios ../shared/aios/TravelAgent.json -o imported/\n"
-        '  flowengine run agents/travel_agent.yaml --input "Plan a 3-day trip from Seattle '
-        'to California"\n'
-        "  flowengine logs; flowengine stats\n\n"
-        "Run 'flowengine COMMAND --help' for a command's options.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--version", action="version", version=f"flowengine {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-
+def add_parsers(commands: Any) -> None:
     validate = commands.add_parser(
         "validate",
         help="check agent files: schema, graph, templates",
@@ -68,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  flowengine validate agents/\n"
         "  flowengine validate my_agent.yaml --strict\n"
         "  flowengine validate agents/ --format json | jq '.[].code'",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=FORMATTER,
     )
     validate.add_argument(
         "paths", nargs="+", metavar="PATH", help="agent files, or folders to search for *.yaml"
@@ -94,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  flowengine viz agents/travel_agent.yaml                 # Mermaid to stdout\n"
         "  flowengine viz agents/travel_agent.yaml -o travel.png   # format from the suffix\n"
         "  flowengine viz agents/math_agent.yaml --format json     # networkx node-link",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=FORMATTER,
     )
     viz.add_argument("agent", metavar="AGENT.yaml", help="the agent file to draw")
     viz.add_argument(
@@ -126,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Examples:\n"
         "  flowengine import-aios ../shared/aios/*.json -o imported/\n"
         "  flowengine import-aios MathAgent.json -o -      # print the YAML",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=FORMATTER,
     )
     imp.add_argument("configs", nargs="+", metavar="CONFIG.json", help="AIOS config files")
     imp.add_argument(
@@ -138,52 +117,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     imp.add_argument("--force", action="store_true", help="overwrite existing files")
     imp.set_defaults(handler=cmd_import_aios)
-
-    from flowengine import cli_runs  # argparse only; the commands import the rest lazily
-
-    cli_runs.add_parsers(commands)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help(sys.stderr)
-        return EXIT_USAGE
-    from flowengine import cli_runs
-
-    try:
-        return int(args.handler(args))
-    except (UsageError, cli_runs.UsageError) as exc:
-        print(f"flowengine {args.command}: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        return 130
-    except BrokenPipeError:
-        sys.stderr.close()  # the reader went away (e.g. `| head`); nothing left to say
-        return EXIT_OK
-    except Exception as exc:  # a bug: say so in one line, keep the traceback for debugging
-        message = _user_error(exc)
-        if message is not None:
-            print(f"flowengine {args.command}: {message}", file=sys.stderr)
-            return EXIT_ERRORS
-        if os.environ.get("FLOWENGINE_DEBUG"):
-            raise
-        print(
-            f"flowengine {args.command}: internal error: {type(exc).__name__}: {exc}\n"
-            "This is a bug in flowengine; run again with FLOWENGINE_DEBUG=1 for details.",
-            file=sys.stderr,
-        )
-        return EXIT_ERRORS
-
-
-def _user_error(exc: Exception) -> str | None:
-    """The message of an error the user can act on, or None for a bug."""
-    names = {kind.__name__ for kind in type(exc).__mro__}
-    if names & {"RunError", "StorageError", "BackendError", "ContextOverflow"}:
-        return str(exc)
-    return None
 
 
 def _agent_files(paths: Sequence[str]) -> Iterator[Path]:
@@ -201,8 +134,8 @@ def _agent_files(paths: Sequence[str]) -> Iterator[Path]:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from flowengine.agentfile.diagnostics import Severity
     from flowengine.graph import validate_file
-    from flowengine.spec.diagnostics import Severity
 
     files = list(_agent_files(args.paths))
     diagnostics = [d for f in files for d in validate_file(str(f)).diagnostics]
@@ -226,7 +159,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def _as_error(diagnostic: Diagnostic) -> Diagnostic:
     from dataclasses import replace
 
-    from flowengine.spec.diagnostics import Severity
+    from flowengine.agentfile.diagnostics import Severity
 
     return replace(diagnostic, severity=Severity.ERROR)
 
@@ -265,7 +198,7 @@ def cmd_viz(args: argparse.Namespace) -> int:
         sys.stdout.buffer.write(drawing)
         sys.stdout.flush()
     else:
-        _write(Path(output), drawing)
+        write_file(Path(output), drawing)
         print(f"wrote {output}", file=sys.stderr)
     if validated.errors:
         print(
@@ -278,11 +211,10 @@ def cmd_viz(args: argparse.Namespace) -> int:
 
 def _with_run(graph: nx.DiGraph, args: argparse.Namespace) -> nx.DiGraph:
     """The graph with the path of the stored run ``args.run`` (DuckDB is read only here)."""
-    from flowengine import cli_runs
-    from flowengine.kernel.records import Records
+    from flowengine.storage.reader import Records
     from flowengine.viz.overlay import with_run_path
 
-    db = cli_runs.db_path(args)
+    db = db_path(args)
     run_id = args.run
     with Records(db) as records:
         if run_id == "latest":
@@ -300,14 +232,6 @@ def _with_run(graph: nx.DiGraph, args: argparse.Namespace) -> nx.DiGraph:
     return with_run_path(graph, path, title)
 
 
-def _write(path: Path, data: bytes) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-    except OSError as exc:
-        raise UsageError(f"cannot write {path}: {exc.strerror}") from None
-
-
 def _steps_with_errors(validated: Validated) -> frozenset[str]:
     """The steps whose definitions hold an error's line, to outline them in the drawing."""
     graph = validated.graph
@@ -323,10 +247,10 @@ def _steps_with_errors(validated: Validated) -> frozenset[str]:
 
 
 def cmd_import_aios(args: argparse.Namespace) -> int:
+    from flowengine.agentfile.diagnostics import Reporter
+    from flowengine.agentfile.schema import schema_file
     from flowengine.graph import validate_file, validate_text
     from flowengine.importers.aios import import_config, output_filename
-    from flowengine.spec.diagnostics import Reporter
-    from flowengine.spec.schema import schema_file
 
     to_stdout = args.output == "-"
     out_dir = Path(args.output)
@@ -359,14 +283,10 @@ def cmd_import_aios(args: argparse.Namespace) -> int:
             sys.stdout.write(("---\n" if index else "") + yaml_text)
             checked = validate_text(yaml_text, f"<{name}>")
         else:
-            _write(target, yaml_text.encode())
+            write_file(target, yaml_text.encode())
             print(f"wrote {target}", file=sys.stderr)
             checked = validate_file(str(target))
         for diagnostic in checked.diagnostics:
             print(diagnostic.format(), file=sys.stderr)
         failed |= bool(checked.errors)
     return EXIT_ERRORS if failed else EXIT_OK
-
-
-if __name__ == "__main__":
-    sys.exit(main())

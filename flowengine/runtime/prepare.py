@@ -6,14 +6,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from flowengine.agentfile.model import Agent
+from flowengine.errors import AgentFileError, RunError
 from flowengine.graph.validate import Validated, validate_file, validate_text
-from flowengine.kernel.storage import Storage
 from flowengine.runtime.interpreter import FINAL_STATUSES, Checkpoint, RunSetup
-from flowengine.spec.model import Agent
-
-
-class RunError(Exception):
-    """A run that cannot start; the message names the file or run and what to do."""
+from flowengine.storage.writer import Storage
 
 
 def _checked(validated: Validated) -> Agent:
@@ -22,14 +19,14 @@ def _checked(validated: Validated) -> Agent:
         more = len(validated.errors) - 10
         if more > 0:
             shown += f"\n... and {more} more"
-        raise RunError(
+        raise AgentFileError(
             f"{shown}\n{validated.file}: fix these errors before running "
             "(`flowengine validate` lists them all)"
         )
     return validated.agent
 
 
-def load_agent(path: str) -> tuple[Agent, str]:
+def runnable_agent(path: str) -> tuple[Agent, str]:
     """The agent at ``path``, validated, with its source text (kept with each run)."""
     validated = validate_file(path)
     agent = _checked(validated)

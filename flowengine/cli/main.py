@@ -1,0 +1,67 @@
+"""The ``flowengine`` command line: the parser, and errors turned into one-line messages.
+
+Commands live in topic modules (``authoring``: validate, viz, import-aios, tools;
+``running``: run, resume; ``inspecting``: logs, stats), each adding its own subparsers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from flowengine import __version__
+from flowengine.cli import authoring, inspecting, running
+from flowengine.cli.common import EXIT_ERRORS, EXIT_OK, EXIT_USAGE
+from flowengine.errors import FlowengineError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="flowengine",
+        description="Declarative LLM agents: YAML state machines of process, decision "
+        "and terminal steps, checked before they run.",
+        epilog="Examples:\n"
+        "  flowengine validate agents/\n"
+        "  flowengine viz agents/travel_agent.yaml --format png -o travel.png\n"
+        "  flowengine import-aios ../shared/aios/TravelAgent.json -o imported/\n"
+        '  flowengine run agents/travel_agent.yaml --input "Plan a 3-day trip from Seattle '
+        'to California"\n'
+        "  flowengine logs; flowengine stats\n\n"
+        "Run 'flowengine COMMAND --help' for a command's options.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"flowengine {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    for topic in (authoring, running, inspecting):
+        topic.add_parsers(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return int(args.handler(args))
+    except FlowengineError as exc:  # the user can act on it: one line, no traceback
+        print(f"flowengine {args.command}: {exc}", file=sys.stderr)
+        return exc.exit_status
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        sys.stderr.close()  # the reader went away (e.g. `| head`); nothing left to say
+        return EXIT_OK
+    except Exception as exc:  # a bug: say so in one line, keep the traceback for debugging
+        if os.environ.get("FLOWENGINE_DEBUG"):
+            raise
+        print(
+            f"flowengine {args.command}: internal error: {type(exc).__name__}: {exc}\n"
+            "This is a bug in flowengine; run again with FLOWENGINE_DEBUG=1 for details.",
+            file=sys.stderr,
+        )
+        return EXIT_ERRORS

@@ -1,0 +1,25 @@
+"""Default settings of the kernel and of a run: the one place the library and the CLI read.
+
+No imports, so the CLI can show these in ``--help`` without loading anything heavy.
+"""
+
+SCHEDULER = "rr"
+"""``fifo`` or ``rr`` (round-robin slices)."""
+
+QUANTUM = 16
+"""Tokens a request may generate before it yields to a waiting one (``rr`` only)."""
+
+POOL_SIZE = 4
+"""KV caches the context manager keeps, one per request or run that holds one."""
+
+CONTEXT_LENGTH = 2048
+"""The model's window in tokens, unless the model's own is smaller."""
+
+MAX_TOKENS = 96
+"""Tokens an LLM step may generate."""
+
+JSON_MAX_TOKENS = 320
+"""Tokens a step with JSON output may generate at least."""
+
+MEMORY_QUOTA_BYTES = 4 * 1024 * 1024
+"""What one run may keep in variables and progress."""

@@ -1,0 +1,1 @@
+"""Storage layer: every run, step, LLM request, slice, tool call and error, in DuckDB."""
