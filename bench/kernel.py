@@ -57,9 +57,9 @@ class SharedContexts:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._backend, name)
 
-    def new_context(self) -> Any:
+    def new_cache(self) -> Any:
         if self._handed == len(self._made):
-            self._made.append(self._backend.new_context())
+            self._made.append(self._backend.new_cache())
         context = self._made[self._handed]
         self._handed += 1
         context.reset()

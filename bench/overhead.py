@@ -132,7 +132,7 @@ class InstantBackend:
             self._wanted = (user, hash(choose(step.id, visit, list(step.branches))))
         return self._wanted[1]
 
-    def new_context(self) -> InstantContext:
+    def new_cache(self) -> InstantContext:
         return InstantContext(self)
 
     def close(self) -> None:

@@ -81,10 +81,29 @@ def test_fit_prompt_drops_the_oldest_progress_first() -> None:
     def render(dropped: int) -> str:
         return "ask " + " ".join(entries[dropped:])
 
+    # 6 is the fewest that fit; half of the 4 that would still fit go too, at once.
     text, tokens, dropped = fit_prompt(render, str.split, 22, len(entries))
-    assert len(tokens) <= 22 and dropped == 6 and text.endswith("entry9 ")
+    assert len(tokens) <= 22 and dropped == 8 and text.endswith("entry9 ")
     with pytest.raises(ContextOverflow, match="window"):
         fit_prompt(render, str.split, 0, len(entries))
+
+
+def test_fit_prompt_keeps_the_beginning_stable_while_progress_grows() -> None:
+    """Once a block is left out, later prompts leave out the same block until they
+    overflow again, so a run's KV cache keeps serving their beginning."""
+    entries = [f"entry{i} " * 5 for i in range(40)]
+    starts = []
+    dropped = 0
+    for count in range(1, 41):
+
+        def render(left_out: int, count: int = count) -> str:
+            return "ask " + " ".join(entries[left_out:count])
+
+        _, tokens, dropped = fit_prompt(render, str.split, 61, count, start=dropped)
+        assert len(tokens) <= 61
+        starts.append(dropped)
+    assert starts == sorted(starts)  # never goes back
+    assert len(set(starts)) <= 1 + 40 // 4  # changes in a few large steps, not every step
 
 
 def test_tools_are_checked_recorded_and_never_crash_the_kernel(tmp_path: Path) -> None:

@@ -48,8 +48,9 @@ CODES: dict[str, str] = {
     "undefined-variable": "a template reads a variable nothing provides first (warning)",
     "shadowed-variable": "save_as hides an input or a built-in variable (warning)",
     "undeclared-tool": "a step calls a tool the agent does not list in 'tools'",
-    "schema-needs-json": "an output 'schema' on a terminal step whose format is text",
-    "invalid-output-schema": "a terminal step's output schema is not valid JSON Schema",
+    "schema-needs-json": "an output 'schema' on a step whose format is text",
+    "invalid-output-schema": "a step's output schema is not valid JSON Schema",
+    "schema-unsupported": "an output schema uses a feature constrained decoding cannot enforce",
     # import-aios
     "aios-json": "the AIOS config is not valid JSON",
     "aios-config": "the AIOS config lacks what an agent needs (a name)",

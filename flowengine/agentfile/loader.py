@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any, TypeGuard
 
 from flowengine.agentfile.diagnostics import Diagnostic, Reporter
-from flowengine.agentfile.model import STEP_KINDS, Agent, Input, Step
+from flowengine.agentfile.model import DEFAULT_PROGRESS, STEP_KINDS, Agent, Input, Progress, Step
 from flowengine.agentfile.schema import check_schema
 from flowengine.agentfile.yamlsource import Document, Duplicate, YamlLoadError, load, read_text
 
@@ -106,6 +106,7 @@ def _build(document: Document, file: str, broken: set[str]) -> Agent:
         inputs=inputs,
         start=_text(data.get("start")),
         max_steps=max_steps if _is_int(max_steps) and max_steps >= 1 else None,
+        progress=_progress(data.get("progress")) or DEFAULT_PROGRESS,
     )
 
 
@@ -131,10 +132,17 @@ def _step(sid: str, raw: Any, broken: bool) -> Step:
         format="json" if fmt == "json" else "text",
         schema=raw["schema"] if isinstance(raw.get("schema"), dict) else None,
         max_visits=max_visits if _is_int(max_visits) and max_visits >= 1 else None,
+        progress=_progress(raw.get("progress")),
         retry=raw["retry"] if _is_int(raw.get("retry")) and 0 <= raw["retry"] <= 5 else 0,
         on_error=_text(raw.get("on_error")),
         broken=broken,
     )
+
+
+def _progress(value: Any) -> Progress | None:
+    if value in ("none", "all") or (_is_int(value) and value >= 0):
+        return value
+    return None
 
 
 def _text(value: Any) -> str | None:

@@ -11,6 +11,11 @@ from flowengine.agentfile.yamlsource import Document
 StepKind = Literal["process", "decision", "terminal", ""]
 STEP_KINDS: tuple[str, ...] = ("process", "decision", "terminal")
 
+Progress = str | int
+"""How much of a run's progress a prompt carries: ``none``, ``all``, or the last N entries."""
+
+DEFAULT_PROGRESS: Progress = "none"
+
 DEFAULT_MAX_STEPS = 100
 """Steps a run may take when the agent does not set ``max_steps``."""
 
@@ -46,6 +51,8 @@ class Step:
     format: Literal["text", "json"] = "text"
     schema: dict[str, Any] | None = None
     max_visits: int | None = None
+    progress: Progress | None = None
+    """None: the agent's setting."""
     retry: int = 0
     on_error: str | None = None
     """``fail``, ``continue`` or a step id; None means the default for the step's kind."""
@@ -98,6 +105,7 @@ class Agent:
     inputs: dict[str, Input] = field(default_factory=dict)
     start: str | None = None
     max_steps: int | None = None
+    progress: Progress = DEFAULT_PROGRESS
 
     @property
     def start_step(self) -> str | None:
@@ -105,6 +113,10 @@ class Agent:
         if self.start is not None:
             return self.start
         return next(iter(self.steps), None)
+
+    def progress_for(self, step: Step) -> Progress:
+        """How much progress ``step``'s prompt carries: its own setting, else the agent's."""
+        return step.progress if step.progress is not None else self.progress
 
     @property
     def step_limit(self) -> int:

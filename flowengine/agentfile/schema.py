@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib import resources
 from typing import Any
 
@@ -225,3 +225,51 @@ def schema_is_valid(schema: Any) -> str | None:
     except jsonschema.SchemaError as exc:
         return exc.message
     return None
+
+
+def unenforceable(schema: Any) -> list[str]:
+    """What in ``schema`` constrained decoding (llguidance) cannot enforce while a reply is
+    generated, in llguidance's words; empty when it can enforce everything."""
+    import json
+
+    from llguidance import LLMatcher
+
+    try:
+        grammar = LLMatcher.grammar_from_json_schema(json.dumps(schema))
+    except Exception as exc:  # the compiler refuses some schemas outright
+        return [" ".join(str(exc).split())]
+    is_error, messages = LLMatcher.validate_grammar_with_warnings(grammar)
+    return [" ".join(message.split()) for message in messages] if is_error else []
+
+
+SchemaPath = tuple[str | int, ...]
+
+
+def enum_templates(schema: Any, path: SchemaPath = ()) -> list[tuple[SchemaPath, str]]:
+    """Every ``enum`` in an output schema given as a template (``"{{ expr }}"``), with its
+    path: the choices are computed at run time, e.g. the names a tool returned."""
+    found: list[tuple[SchemaPath, str]] = []
+    if isinstance(schema, dict):
+        for key, value in schema.items():
+            if key == "enum" and isinstance(value, str):
+                found.append(((*path, key), value))
+            else:
+                found += enum_templates(value, (*path, key))
+    elif isinstance(schema, list):
+        for index, value in enumerate(schema):
+            found += enum_templates(value, (*path, index))
+    return found
+
+
+def with_enums(schema: Any, choose: Callable[[str], list[Any]]) -> Any:
+    """``schema`` with each templated ``enum`` replaced by ``choose(template)``."""
+    if isinstance(schema, dict):
+        return {
+            key: choose(value)
+            if key == "enum" and isinstance(value, str)
+            else with_enums(value, choose)
+            for key, value in schema.items()
+        }
+    if isinstance(schema, list):
+        return [with_enums(value, choose) for value in schema]
+    return schema

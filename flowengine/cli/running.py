@@ -74,7 +74,33 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         help=f"tokens an LLM step may generate (default: {defaults.MAX_TOKENS}, or what the "
         f"resumed run used; JSON output gets at least {defaults.JSON_MAX_TOKENS})",
     )
+    group.add_argument(
+        "--threads",
+        type=_threads,
+        default=None,
+        metavar="N|auto",
+        help="threads the model computes with (default: auto: every core, less those other "
+        "processes keep busy; a fixed count collapses when the machine is loaded)",
+    )
+    group.add_argument(
+        "--no-prefix-reuse",
+        dest="reuse_prefix",
+        action="store_false",
+        help="start every LLM request from an empty KV cache instead of the run's own "
+        "(slower; for measuring what reuse saves)",
+    )
     add_db_option(parser)
+
+
+def _threads(text: str) -> int | None:
+    from flowengine.kernel.threads import parse_threads
+
+    try:
+        return parse_threads(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give a whole number of 1 or more, or auto"
+        ) from None
 
 
 def add_parsers(commands: Any) -> None:
@@ -153,6 +179,8 @@ def _session_config(args: argparse.Namespace) -> Any:
         scheduler=SchedulerConfig(args.scheduler, args.quantum),
         pool_size=args.pool,
         context_length=args.context_length,
+        threads=args.threads,
+        reuse_prefix=args.reuse_prefix,
     )
 
 

@@ -7,6 +7,7 @@ an edge to a step that does not exist) so that one mistake gives one diagnostic.
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ import networkx as nx
 
 from flowengine.agentfile.diagnostics import Position, Reporter, Vocabulary, did_you_mean
 from flowengine.agentfile.model import BUILTIN_VARIABLES, Agent, Step
-from flowengine.agentfile.schema import schema_is_valid
+from flowengine.agentfile.schema import enum_templates, schema_is_valid, unenforceable, with_enums
 from flowengine.agentfile.templates import TemplateProblem, expression_variables, template_variables
 from flowengine.agentfile.yamlsource import Path
 
@@ -97,21 +98,64 @@ def _check_steps(agent: Agent, report: Reporter) -> None:
                 + (did_you_mean(step.tool, agent.tools) or "; add it to 'tools:'"),
                 agent.value_at(*_step_path(step, "tool")),
             )
-        elif step.kind == "terminal" and step.schema is not None:
-            if step.format != "json":
-                report.error(
-                    "schema-needs-json",
-                    f"step '{step.id}' has an output 'schema' but its format is text; "
-                    "add 'format: json'",
-                    agent.key_at(*_step_path(step, "schema")),
-                )
-            problem = schema_is_valid(step.schema)
-            if problem:
-                report.error(
-                    "invalid-output-schema",
-                    f"the output schema of step '{step.id}' is not a valid JSON Schema: {problem}",
-                    agent.value_at(*_step_path(step, "schema")),
-                )
+        if step.schema is not None and step.kind in ("process", "terminal"):
+            _check_output_schema(agent, step, report)
+
+
+def _check_output_schema(agent: Agent, step: Step, report: Reporter) -> None:
+    """A step's output schema: valid JSON Schema, and enforceable while generating."""
+    assert step.schema is not None
+    if step.format != "json":
+        report.error(
+            "schema-needs-json",
+            f"step '{step.id}' has an output 'schema' but its format is text; add 'format: json'",
+            agent.key_at(*_step_path(step, "schema")),
+        )
+    # Templated enums are computed at run time: check the rest with a stand-in list.
+    schema = with_enums(step.schema, lambda _: ["a choice"])
+    problem = schema_is_valid(schema)
+    if problem:
+        report.error(
+            "invalid-output-schema",
+            f"the output schema of step '{step.id}' is not a valid JSON Schema: {problem}",
+            agent.value_at(*_step_path(step, "schema")),
+        )
+        return
+    for message in unenforceable(schema):
+        path = _schema_key_path(schema, message)
+        at = (
+            agent.key_at(*_step_path(step, "schema", *path))
+            if path
+            else agent.value_at(*_step_path(step, "schema"))
+        )
+        report.error(
+            "schema-unsupported",
+            f"the output schema of step '{step.id}' uses what constrained decoding cannot "
+            f"enforce ({message}); remove it, or check it in a later step",
+            at,
+        )
+
+
+def _schema_key_path(schema: Any, message: str) -> tuple[str | int, ...]:
+    """Where in ``schema`` the first key named in an llguidance message stands."""
+    names = re.findall(r'"([^"]+)"', message)
+
+    def find(node: Any, path: tuple[str | int, ...]) -> tuple[str | int, ...] | None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in names:
+                    return (*path, key)
+                found = find(value, (*path, key))
+                if found:
+                    return found
+        elif isinstance(node, list):
+            for index, value in enumerate(node):
+                found = find(value, (*path, index))
+                if found:
+                    return found
+        return None
+
+    return find(schema, ()) or ()
 
 
 def _check_decision(agent: Agent, step: Step, report: Reporter) -> None:
@@ -201,6 +245,8 @@ def _templates(agent: Agent) -> Iterator[tuple[Path, str, bool]]:
             if source:
                 yield _step_path(step, field), source, False
         yield from _arg_templates(_step_path(step, "args"), step.args)
+        for path, template in enum_templates(step.schema or {}):
+            yield _step_path(step, "schema", *path), template, False
         for label, expression in step.when.items():
             yield _step_path(step, "when", label), expression, True
 

@@ -46,3 +46,15 @@ def compile_agent(agent: Agent) -> nx.DiGraph:
             else:
                 graph.add_edge(step.id, target, label=label, labels=[label])
     return graph
+
+
+def successor(graph: nx.DiGraph, step_id: str, label: str) -> str | None:
+    """The step a run goes to when ``step_id`` ends with ``label``: ``next``, a decision's
+    branch label, or ``on_error``. None when no edge carries it (a terminal step ends there).
+
+    The interpreter walks the graph through this function only, so the transitions it takes
+    are exactly the edges that ``validate`` checked and ``viz`` draws."""
+    for _, target, labels in graph.out_edges(step_id, data="labels"):
+        if label in labels:
+            return str(target)
+    return None

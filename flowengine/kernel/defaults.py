@@ -18,7 +18,7 @@ CONTEXT_LENGTH = 2048
 MAX_TOKENS = 96
 """Tokens an LLM step may generate."""
 
-JSON_MAX_TOKENS = 320
+JSON_MAX_TOKENS = 512
 """Tokens a step with JSON output may generate at least."""
 
 MEMORY_QUOTA_BYTES = 4 * 1024 * 1024

@@ -15,8 +15,9 @@ from typing import Any
 
 from flowengine.kernel import defaults
 from flowengine.kernel.access import AccessDenied, AccessManager, Grant
-from flowengine.kernel.backends.base import Backend, ModelContext
-from flowengine.kernel.context import ContextPool
+from flowengine.kernel.backends.base import Backend
+from flowengine.kernel.constrain import JsonConstraint
+from flowengine.kernel.context import ContextPool, RunCache
 from flowengine.kernel.memory import MemoryManager, RunMemory
 from flowengine.kernel.requests import LLMRequest, SliceRecord
 from flowengine.kernel.scheduler import ReadyQueue, SchedulerConfig
@@ -33,6 +34,7 @@ class Kernel:
         tools: ToolRegistry | None = None,
         pool_size: int = defaults.POOL_SIZE,
         memory_quota: int = defaults.MEMORY_QUOTA_BYTES,
+        reuse_prefix: bool = True,
     ) -> None:
         self.backend = backend
         self.scheduler = scheduler or SchedulerConfig()
@@ -40,7 +42,7 @@ class Kernel:
         self.tools = tools or ToolRegistry(builtin_tools())
         self.access = AccessManager()
         self.memory = MemoryManager(self.access, memory_quota)
-        self.contexts = ContextPool(backend, pool_size)
+        self.contexts = ContextPool(backend, pool_size, reuse_prefix)
         self.slices: list[SliceRecord] = []
         self.on_slice: Callable[[SliceRecord], None] | None = None
         self._queue = ReadyQueue(self.scheduler)
@@ -56,6 +58,7 @@ class Kernel:
         return self.memory.open(run_id)
 
     def end_run(self, run_id: str) -> None:
+        self.contexts.forget(run_id)
         self.memory.release(run_id)
         self.access.forget(run_id)
 
@@ -89,42 +92,44 @@ class Kernel:
                 self._finish(request)
 
     def _run_slice(self, request: LLMRequest) -> None:
-        context, restored = self.contexts.acquire(request)
+        cache, replayed = self.contexts.acquire(request)
         started = time.time()
         if request.first_start is None:
             request.first_start = started
+        restored = replayed > 0
         if restored:
             request.restores += 1
-        evaluated = 0
-        if context.tokens != request.tokens:
-            # llama.cpp's numbers depend on how tokens are batched, so a request's cache is
-            # always rebuilt the same way, from empty: the prompt in one feed, then each
-            # generated token alone, as when it was generated. Greedy output then does not
-            # depend on the schedule.
-            context.reset()
-            evaluated += context.feed(request.prompt_tokens)
-            for produced_so_far in range(1, len(request.output_tokens) + 1):
-                evaluated += context.feed(
-                    request.tokens[: len(request.prompt_tokens) + produced_so_far]
-                )
+        evaluated = replayed
+        if cache.tokens != request.tokens:
+            # A new request: its prompt extends what the run's cache holds up to some point,
+            # and only the rest is evaluated.
+            fed = cache.feed(request.tokens)
+            evaluated += fed
+            if request.slices == 0:
+                request.reused_tokens = len(request.prompt_tokens) - fed
         produced = 0
         preempted = False
         if request.kind == "choose":
-            self._score_labels(context, request)
+            self._score_labels(cache, request)
             request.finished = True
         else:
             budget = self._queue.slice_budget()
             eos = self.backend.eos_token_id
+            constraint = self._constraint_for(request)
             while True:
-                if len(request.output_tokens) >= request.max_tokens:
+                if len(request.output_tokens) >= request.max_tokens or (
+                    constraint is not None and constraint.finished
+                ):
                     request.finished = True
                     break
-                token = context.next_token()
+                token = cache.next_token(constraint.allowed() if constraint else None)
                 if token == eos:
                     request.finished = True
                     break
+                if constraint is not None:
+                    constraint.consume(token)
                 request.output_tokens.append(token)
-                evaluated += context.feed(request.tokens)
+                evaluated += cache.feed(request.tokens)
                 produced += 1
                 if budget is not None and produced >= budget and self._queue.others_waiting():
                     preempted = True
@@ -151,13 +156,22 @@ class Kernel:
         else:
             self._finish(request)
 
-    def _score_labels(self, context: ModelContext, request: LLMRequest) -> None:
+    def _constraint_for(self, request: LLMRequest) -> JsonConstraint | None:
+        """The request's grammar state, made at its first slice and kept across slices."""
+        if request.schema is None or request.constraint is not None:
+            return request.constraint
+        tokenizer = self.backend.grammar_tokenizer()
+        if tokenizer is not None:
+            request.constraint = JsonConstraint(tokenizer, request.schema)
+        return request.constraint
+
+    def _score_labels(self, cache: RunCache, request: LLMRequest) -> None:
         """Total log-probability of each label as the reply: one pass, always a label."""
         for label, tokens in zip(request.labels, request.label_tokens, strict=True):
             total = 0.0
             for index, token in enumerate(tokens):
-                request.evaluated_tokens += context.feed(request.prompt_tokens + tokens[:index])
-                total += context.log_prob(token)
+                request.evaluated_tokens += cache.feed(request.prompt_tokens + tokens[:index])
+                total += cache.log_prob(token)
             request.label_scores[label] = total
         request.response = max(request.labels, key=lambda label: request.label_scores[label])
 

@@ -20,6 +20,8 @@ class RunMemory:
     variables: dict[str, Any] = field(default_factory=dict)
     progress: list[dict[str, Any]] = field(default_factory=list)
     visits: dict[str, int] = field(default_factory=dict)
+    progress_dropped: int = 0
+    """Oldest progress entries left out of prompts to fit the window; only ever grows."""
 
     def size(self) -> int:
         return len(json.dumps([self.variables, self.progress], default=str))
@@ -33,12 +35,18 @@ class RunMemory:
             )
 
     def snapshot(self) -> dict[str, Any]:
-        return {"variables": self.variables, "progress": self.progress, "visits": self.visits}
+        return {
+            "variables": self.variables,
+            "progress": self.progress,
+            "visits": self.visits,
+            "progress_dropped": self.progress_dropped,
+        }
 
     def restore(self, snapshot: dict[str, Any]) -> None:
         self.variables = dict(snapshot.get("variables", {}))
         self.progress = list(snapshot.get("progress", []))
         self.visits = dict(snapshot.get("visits", {}))
+        self.progress_dropped = int(snapshot.get("progress_dropped", 0))
 
 
 class MemoryManager:

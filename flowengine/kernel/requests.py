@@ -7,7 +7,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from flowengine.kernel.backends.base import Backend, Message
 
@@ -34,6 +34,8 @@ class LLMRequest:
     labels: list[str] = field(default_factory=list)
     label_tokens: list[list[int]] = field(default_factory=list)
     prefill: str = ""
+    schema: dict[str, Any] | None = None
+    """For ``generate``: the JSON Schema the reply is constrained to, when the backend can."""
     progress_dropped: int = 0
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
     arrival: int = field(default_factory=lambda: next(_arrival))
@@ -45,11 +47,15 @@ class LLMRequest:
     preemptions: int = 0
     restores: int = 0
     evaluated_tokens: int = 0
+    reused_tokens: int = 0
+    """Prompt tokens the run's KV cache already held, so the model did not read them again."""
     output_tokens: list[int] = field(default_factory=list)
     response: str = ""
     label_scores: dict[str, float] = field(default_factory=dict)
     finished: bool = False
     error: str | None = None
+    constraint: Any = None
+    """The grammar state while a constrained reply is generated (kernel/constrain.py)."""
 
     @classmethod
     def for_messages(
@@ -93,6 +99,7 @@ class LLMRequest:
             labels=list(self.labels),
             label_tokens=[list(t) for t in self.label_tokens],
             prefill=self.prefill,
+            schema=self.schema,
             progress_dropped=self.progress_dropped,
         )
 

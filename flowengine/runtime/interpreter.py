@@ -13,11 +13,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import networkx as nx
 from jinja2 import Undefined
 
 from flowengine.agentfile.model import Agent, Step
+from flowengine.agentfile.schema import with_enums
 from flowengine.agentfile.templates import compiled_expression, compiled_template, render_bounded
 from flowengine.errors import AccessDenied, ContextOverflow, MemoryQuotaExceeded, StepError
+from flowengine.graph.compile import compile_agent, successor
 from flowengine.kernel import defaults
 from flowengine.kernel.context import fit_prompt
 from flowengine.kernel.kernel import Kernel
@@ -84,6 +87,11 @@ class RunSetup:
     inputs: dict[str, Any] = field(default_factory=dict)
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     max_tokens: int = defaults.MAX_TOKENS
+    graph: nx.DiGraph = field(init=False, repr=False)
+    """The compiled flow: the only place the interpreter learns where a step leads."""
+
+    def __post_init__(self) -> None:
+        self.graph = compile_agent(self.agent)
 
 
 @dataclass
@@ -107,6 +115,7 @@ class AgentRun:
         self.setup = setup
         self.agent = setup.agent
         self.run_id = setup.run_id
+        self.graph = setup.graph
         self.on_step = on_step
         self.memory: RunMemory = kernel.register_run(self.run_id, self.agent.name, self.agent.tools)
         self.seq = 0
@@ -152,13 +161,13 @@ class AgentRun:
             if step.kind == "decision":
                 if step.default is None:
                     raise failure
-                target: str | None = step.branches[step.default]
+                target = successor(self.graph, step.id, step.default)
                 where = f"took the default branch '{step.default}'"
             else:
-                target = step.next
+                target = successor(self.graph, step.id, "next")
                 where = "went on with the error as the step's result"
         else:
-            target = policy
+            target = successor(self.graph, step.id, "on_error")
             where = f"went to '{policy}' (on_error)"
         self.kernel.record_error(
             self.run_id, step.id, self.seq, "step-recovered", f"{failure.message}; {where}"
@@ -186,11 +195,11 @@ class AgentRun:
         try:
             if step.kind == "process":
                 result, saved = self._process(step)
-                following = step.next
+                following = successor(self.graph, step.id, "next")
             elif step.kind == "decision":
                 label = self._decide(step)
                 result = saved = label
-                following = step.branches[label]
+                following = successor(self.graph, step.id, label)
             else:
                 result = saved = self._terminal(step, outcome)
                 following = None
@@ -232,7 +241,6 @@ class AgentRun:
     # -- step kinds -----------------------------------------------------------------
 
     def _process(self, step: Step) -> tuple[Any, Any]:
-        data: tuple[str, Any] | None = None
         if step.tool:
             args = {name: self._render_value(value, step) for name, value in step.args.items()}
             for _attempt in range(step.retry + 1):
@@ -250,12 +258,10 @@ class AgentRun:
             value = called.value if called.ok else {"error": called.error}
             if not step.instruction:
                 return value, value
-            data = (step.tool, value)
-            reply = self._generate(step, self._render(step.instruction, step), data=data)
-            return reply, value
-        assert step.instruction is not None
-        reply = self._generate(step, self._render(step.instruction, step))
-        return reply, reply
+            answer, _ = self._answer(step, data=(step.tool, value))
+            return answer, value
+        answer, _ = self._answer(step)
+        return answer, answer
 
     def _decide(self, step: Step) -> str:
         labels = list(step.branches)
@@ -273,23 +279,53 @@ class AgentRun:
         return self._submit(step, request).response
 
     def _terminal(self, step: Step, outcome: RunOutcome) -> Any:
-        if step.output is not None:
-            text = self._render(step.output, step)
+        if step.output is None:
+            outcome.output, errors = self._answer(step)
+        elif step.format == "json":
+            outcome.output, errors = self._checked_json(step, self._render(step.output, step))
         else:
-            ask = self._render(step.instruction or "", step)
-            if step.format == "json":
-                ask = prompts.json_ask(ask, step.schema)
-            text = self._generate(step, ask, json_mode=step.format == "json")
+            outcome.output, errors = self._render(step.output, step), []
+        if step.format == "json":
+            outcome.output_valid = not errors
+            outcome.output_errors = errors
+        return outcome.output
+
+    def _answer(self, step: Step, data: tuple[str, Any] | None = None) -> tuple[Any, list[str]]:
+        """The model's answer to the step's instruction: text, or with ``format: json``
+        the JSON value (constrained to the step's schema while it is generated, where the
+        backend can) and what is wrong with it (nothing, when constrained)."""
+        ask = self._render(step.instruction or "", step)
         if step.format != "json":
-            outcome.output = text
-            return text
-        value, errors = parse_json_output(text, step.schema)
-        outcome.output = value if value is not None else text
-        outcome.output_valid = not errors
-        outcome.output_errors = errors
+            return self._generate(step, ask, data), []
+        text = self._generate(step, prompts.json_ask(ask, step.schema), data, json_mode=True)
+        return self._checked_json(step, text)
+
+    def _output_schema(self, step: Step) -> dict[str, Any] | None:
+        """The step's output schema, with each templated ``enum`` computed now."""
+        if step.schema is None:
+            return None
+
+        def choices(template: str) -> list[Any]:
+            value = self._render_value(template, step)
+            if not (
+                isinstance(value, list)
+                and value
+                and all(isinstance(v, (str, int, float, bool)) or v is None for v in value)
+            ):
+                raise StepError(
+                    f"step '{step.id}': the schema's enum {template!r} gave {value!r}; it must "
+                    "give a non-empty list of strings or numbers",
+                    "template-failed",
+                )
+            return list(dict.fromkeys(value))
+
+        return dict(with_enums(step.schema, choices))
+
+    def _checked_json(self, step: Step, text: str) -> tuple[Any, list[str]]:
+        value, errors = parse_json_output(text, self._output_schema(step))
         for message in errors:
             self.kernel.record_error(self.run_id, step.id, self.seq, "output-invalid", message)
-        return outcome.output
+        return (value if value is not None else text), errors
 
     # -- LLM calls ------------------------------------------------------------------
 
@@ -303,28 +339,39 @@ class AgentRun:
         max_tokens: int | None = None,
     ) -> LLMRequest:
         backend = self.kernel.backend
-        progress = self.memory.progress
+        setting = self.agent.progress_for(step)
+        progress = prompts.progress_to_show(self.memory.progress, setting)
+        already_dropped = self.memory.progress_dropped if setting == "all" else 0
+        # With no progress, the step's templates name all it needs (``{{ task }}`` too).
+        task = self.setup.task if setting != "none" else None
         reserve = (max_tokens or self.setup.max_tokens) if kind == "generate" else 16
 
+        system = self._render(self.agent.description, step) if self.agent.description else ""
+
         def render(dropped: int) -> str:
-            chat = prompts.messages(
-                self.agent.description, self.setup.task, progress, ask, dropped, data
-            )
+            chat = prompts.messages(system, task, progress, ask, dropped, data)
             return backend.chat_prompt(chat) + prefill
 
         try:
             text, tokens, dropped = fit_prompt(
-                render, backend.encode, backend.context_length - reserve, len(progress)
+                render,
+                backend.encode,
+                backend.context_length - reserve,
+                len(progress),
+                start=already_dropped,
             )
         except ContextOverflow as exc:
             raise StepError(f"step '{step.id}': {exc}", "context-overflow") from None
-        if dropped:
+        if dropped > already_dropped:
+            if setting == "all":
+                self.memory.progress_dropped = dropped
             self.kernel.record_error(
                 self.run_id,
                 step.id,
                 self.seq,
                 "progress-shortened",
-                f"left out the {dropped} oldest progress entries to fit the context window",
+                f"left out the {dropped} oldest progress entries to fit the context window "
+                "(a block at once, so that later prompts keep the same beginning)",
             )
         return LLMRequest(
             run_id=self.run_id,
@@ -342,14 +389,19 @@ class AgentRun:
     def _generate(
         self, step: Step, ask: str, data: tuple[str, Any] | None = None, json_mode: bool = False
     ) -> str:
+        constrained = json_mode and self.kernel.backend.grammar_tokenizer() is not None
         request = self._request(
             step,
             "generate",
             ask,
             data,
-            prefill=json_prefill(step.schema) if json_mode else "",
+            # Without a grammar, writing the start of the JSON keeps a small model from
+            # wandering into prose; with one, the grammar does that.
+            prefill=json_prefill(step.schema) if json_mode and not constrained else "",
             max_tokens=max(self.setup.max_tokens, defaults.JSON_MAX_TOKENS) if json_mode else None,
         )
+        if constrained:
+            request.schema = self._output_schema(step) or {}
         return self._submit(step, request).response.strip()
 
     def _submit(self, step: Step, request: LLMRequest) -> LLMRequest:
@@ -502,14 +554,16 @@ def json_prefill(schema: dict[str, Any] | None) -> str:
 
 def parse_json_output(text: str, schema: dict[str, Any] | None) -> tuple[Any, list[str]]:
     """The JSON value at the start of ``text`` and what is wrong with it, if anything."""
-    decoder = json.JSONDecoder()
-    start = min((i for i in (text.find("{"), text.find("[")) if i >= 0), default=-1)
-    if start < 0:
-        return None, ["the output is not JSON: it has no object or array"]
     try:
-        value, _ = decoder.raw_decode(text, start)
-    except json.JSONDecodeError as exc:
-        return None, [f"the output is not valid JSON: {exc.msg} at character {exc.pos}"]
+        value = json.loads(text)  # a constrained reply is exactly one JSON value
+    except json.JSONDecodeError:
+        start = min((i for i in (text.find("{"), text.find("[")) if i >= 0), default=-1)
+        if start < 0:
+            return None, ["the output is not JSON: it has no object or array"]
+        try:
+            value, _ = json.JSONDecoder().raw_decode(text, start)
+        except json.JSONDecodeError as exc:
+            return None, [f"the output is not valid JSON: {exc.msg} at character {exc.pos}"]
     if schema is None:
         return value, []
     from jsonschema import Draft202012Validator

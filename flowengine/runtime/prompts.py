@@ -19,27 +19,50 @@ def as_text(value: Any, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def as_lines(value: Any, limit: int) -> str:
+    """Data as short lines a small model reads more easily than JSON: ``key: value``, and
+    one ``- a: 1, b: 2`` line per item of a list of objects. Capped at ``limit``."""
+    if not isinstance(value, dict):
+        return as_text(value, limit)
+    lines = []
+    for key, item in value.items():
+        if isinstance(item, list) and item and all(isinstance(i, dict) for i in item):
+            lines.append(f"{key}:")
+            lines += [
+                "- " + ", ".join(f"{k}: {as_text(v, 80)}" for k, v in entry.items())
+                for entry in item
+            ]
+        else:
+            lines.append(f"{key}: {as_text(item, 200)}")
+    text = "\n".join(lines)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def progress_lines(progress: Sequence[dict[str, Any]]) -> list[str]:
     return [f"- {entry['step']}: {as_text(entry['result'], MAX_ENTRY_CHARS)}" for entry in progress]
 
 
 def messages(
     description: str,
-    task: str,
+    task: str | None,
     progress: Sequence[dict[str, Any]],
     ask: str,
     dropped: int = 0,
     data: tuple[str, Any] | None = None,
 ) -> list[Message]:
-    """System and user messages; ``dropped`` oldest progress entries are left out."""
-    parts = [f"Task: {task.strip()}"]
+    """System and user messages, laid out so that a run's next prompt extends this one as
+    far as possible (its KV cache then serves the shared beginning): the description, the
+    task, the progress entries as they accrue, then what is new in this step: the tool's
+    result and the ask. ``task`` None leaves the task out (the step's own templates carry
+    what it needs); the ``dropped`` oldest progress entries are left out."""
+    parts = [f"Task: {task.strip()}"] if task is not None else []
     kept = progress_lines(progress[dropped:])
     if kept:
         note = f" ({dropped} earlier entries left out to fit the context window)" if dropped else ""
         parts.append(f"Progress so far{note}:\n" + "\n".join(kept))
     if data is not None:
         name, value = data
-        parts.append(f"Result of {name}:\n{as_text(value, MAX_DATA_CHARS)}")
+        parts.append(f"Result of {name}:\n{as_lines(value, MAX_DATA_CHARS)}")
     parts.append(ask.strip())
     system = description.strip() or "You are a helpful assistant."
     return [Message("system", system), Message("user", "\n\n".join(parts))]
@@ -51,7 +74,21 @@ def decision_ask(question: str, labels: Sequence[str]) -> str:
 
 
 def json_ask(instruction: str, schema: dict[str, Any] | None) -> str:
+    """The instruction, asking for JSON. The schema itself is not shown: a small model
+    copies it into its answer; the grammar (or the check afterwards) holds the shape."""
     ask = instruction.strip() + "\nReply with JSON only."
-    if schema is not None:
-        ask += " It must match this JSON Schema:\n" + json.dumps(schema, separators=(",", ":"))
+    properties = (schema or {}).get("properties")
+    if isinstance(properties, dict) and properties:
+        ask += " Its fields: " + ", ".join(str(name) for name in properties) + "."
     return ask
+
+
+def progress_to_show(
+    progress: Sequence[dict[str, Any]], setting: str | int
+) -> Sequence[dict[str, Any]]:
+    """The progress entries a prompt carries: none, all, or the last N."""
+    if setting == "all":
+        return progress
+    if isinstance(setting, int) and setting > 0:
+        return progress[-setting:]
+    return []

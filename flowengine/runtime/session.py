@@ -34,6 +34,10 @@ class SessionConfig:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     pool_size: int = defaults.POOL_SIZE
     context_length: int = defaults.CONTEXT_LENGTH
+    threads: int | None = None
+    """Model threads; None adapts to how busy the machine is (``kernel/threads.py``)."""
+    reuse_prefix: bool = True
+    """Keep each run's KV cache between its steps (off only to measure what it saves)."""
 
 
 def replay_script(storage: Storage, run_id: str) -> object:
@@ -69,7 +73,7 @@ def open_backend(config: SessionConfig, storage: Storage) -> Backend:
         return ScriptedBackend(script, config.context_length)
     from flowengine.kernel.backends.local import LocalBackend
 
-    return LocalBackend(config.model, config.context_length)
+    return LocalBackend(config.model, config.context_length, config.threads)
 
 
 class Session:
@@ -82,7 +86,11 @@ class Session:
             self.storage.close()
             raise
         self.kernel = Kernel(
-            self.backend, config.scheduler, self.storage, pool_size=config.pool_size
+            self.backend,
+            config.scheduler,
+            self.storage,
+            pool_size=config.pool_size,
+            reuse_prefix=config.reuse_prefix,
         )
 
     def run_all(

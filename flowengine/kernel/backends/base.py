@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from flowengine.errors import BackendError
 
-__all__ = ["Backend", "BackendError", "Message", "ModelContext", "chatml"]
+__all__ = ["Backend", "BackendError", "KVCache", "Message", "chatml"]
 
 
 @dataclass(frozen=True)
@@ -17,28 +17,26 @@ class Message:
     content: str
 
 
-class ModelContext(Protocol):
-    """One KV cache. Only the kernel's worker thread touches it.
+class KVCache(Protocol):
+    """One KV cache over the model's weights. Only the kernel's worker thread touches it.
 
-    ``tokens`` is what the cache holds; after ``feed`` the next-token distribution is that
-    of the last token fed.
+    The context manager decides what to evaluate (``kernel/context.py``); a cache only
+    evaluates and forgets. After ``evaluate`` the next-token distribution is that of the
+    last token evaluated.
     """
 
-    tokens: list[int]
-
-    def feed(self, tokens: Sequence[int]) -> int:
-        """Make the cache hold exactly ``tokens``, reusing the common prefix.
-
-        Returns how many tokens had to be evaluated.
-        """
+    def evaluate(self, tokens: Sequence[int]) -> None:
+        """Evaluate ``tokens`` after what the cache holds, in one call (batched as the
+        backend batches a call)."""
         ...
 
-    def reset(self) -> None:
-        """Empty the cache."""
+    def truncate(self, length: int) -> None:
+        """Forget everything after the first ``length`` tokens."""
         ...
 
-    def next_token(self) -> int:
-        """The greedy choice for the next token (deterministic)."""
+    def next_token(self, allowed: Any = None) -> int:
+        """The greedy choice for the next token (deterministic); with ``allowed`` (a boolean
+        array over the vocabulary), the greedy choice among the allowed tokens."""
         ...
 
     def log_prob(self, token: int) -> float:
@@ -60,7 +58,12 @@ class Backend(Protocol):
         """The text the model expects for these messages, ending where the reply begins."""
         ...
 
-    def new_context(self) -> ModelContext:
+    def grammar_tokenizer(self) -> Any:
+        """The vocabulary for llguidance's constrained decoding, or None when this backend
+        cannot constrain its output (then JSON is asked for and validated afterwards)."""
+        ...
+
+    def new_cache(self) -> KVCache:
         """A fresh KV cache; weights are shared between contexts of one backend."""
         ...
 

