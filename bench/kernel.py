@@ -23,6 +23,7 @@ from flowengine.kernel.backends.local import GREEDY, LocalBackend  # noqa: E402
 from flowengine.kernel.kernel import Kernel  # noqa: E402
 from flowengine.kernel.requests import LLMRequest  # noqa: E402
 from flowengine.kernel.scheduler import SchedulerConfig  # noqa: E402
+from flowengine.storage.rows import SliceRow  # noqa: E402
 from flowengine.storage.writer import Storage  # noqa: E402
 
 ASKS = [
@@ -316,9 +317,8 @@ def logging_rate(rows: int = 100_000) -> dict[str, Any]:
         now = time.time()
         start = time.perf_counter()
         for index in range(rows):
-            storage.insert(
-                "llm_slices",
-                (f"req{index // 8}", "run", index % 8, now, now, now, 16, 17, False, True),
+            storage.record_slice(
+                SliceRow(f"req{index // 8}", "run", index % 8, now, now, now, 16, 17, False, True)
             )
         storage.commit()
         seconds = time.perf_counter() - start

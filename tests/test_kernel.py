@@ -15,6 +15,7 @@ from flowengine.kernel.context import fit_prompt
 from flowengine.kernel.kernel import Kernel
 from flowengine.kernel.requests import LLMRequest
 from flowengine.kernel.scheduler import SchedulerConfig
+from flowengine.storage.rows import ErrorRow, RunRow
 from flowengine.storage.writer import Storage
 from flowengine.tools.calculator import calculate
 
@@ -143,54 +144,34 @@ def test_calculator_refuses_anything_but_arithmetic(expression: str) -> None:
         calculate(expression)
 
 
+def _run_row(status: str, updated: float, steps: int, output: str | None) -> RunRow:
+    return RunRow(
+        run_id="r",
+        agent="A",
+        agent_file="f",
+        agent_source="",
+        inputs={},
+        status=status,
+        backend="b",
+        model="m",
+        scheduler="rr",
+        quantum=4,
+        created=0.0,
+        updated=updated,
+        steps=steps,
+        output=output,
+        output_valid=None if output is None else True,
+        output_errors=[],
+        error=None,
+    )
+
+
 def test_storage_keeps_everything_committed(tmp_path: Path) -> None:
     storage = Storage(tmp_path / "s.duckdb")
     for index in range(5000):
-        storage.insert("errors", ("r", "s", index, "c", "m", 0.0))
-    storage.upsert(
-        "runs",
-        (
-            "r",
-            "A",
-            "f",
-            "",
-            "{}",
-            "running",
-            "b",
-            "m",
-            "rr",
-            4,
-            0.0,
-            0.0,
-            0,
-            None,
-            None,
-            "[]",
-            None,
-        ),
-    )
-    storage.upsert(
-        "runs",
-        (
-            "r",
-            "A",
-            "f",
-            "",
-            "{}",
-            "completed",
-            "b",
-            "m",
-            "rr",
-            4,
-            0.0,
-            1.0,
-            3,
-            "out",
-            True,
-            "[]",
-            None,
-        ),
-    )
+        storage.record_error(ErrorRow("r", "s", index, "c", "m", 0.0))
+    storage.record_run(_run_row("running", 0.0, 0, None))
+    storage.record_run(_run_row("completed", 1.0, 3, "out"))
     storage.close()
     reopened = Storage(tmp_path / "s.duckdb")
     assert reopened.query("SELECT count(*) FROM errors") == [(5000,)]
@@ -202,12 +183,12 @@ def test_a_single_row_and_a_batch_store_the_same_values(tmp_path: Path) -> None:
     # One row goes through VALUES, several through unnest: both must store the same.
     storage = Storage(tmp_path / "s.duckdb")
     when = 1_700_000_000.25
-    storage.insert("errors", ("alone", "s", 1, "c", "m é", when))
+    storage.record_error(ErrorRow("alone", "s", 1, "c", "m é", when))
     storage.commit()
-    storage.insert("errors", ("no-time", "s", None, "c", "m", None))
+    storage.record_error(ErrorRow("no-time", "s", None, "c", "m", None))
     storage.commit()
     for run_id in ("batch-1", "batch-2"):
-        storage.insert("errors", (run_id, "s", 1, "c", "m é", when))
+        storage.record_error(ErrorRow(run_id, "s", 1, "c", "m é", when))
     storage.commit()
     rows = storage.query(
         "SELECT run_id, step_seq, message, epoch(occurred), strftime(occurred, '%H:%M')"

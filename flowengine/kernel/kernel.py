@@ -21,7 +21,8 @@ from flowengine.kernel.context import ContextPool, RunCache
 from flowengine.kernel.memory import MemoryManager, RunMemory
 from flowengine.kernel.requests import LLMRequest, SliceRecord
 from flowengine.kernel.scheduler import ReadyQueue, SchedulerConfig
-from flowengine.storage.writer import Storage, to_json
+from flowengine.storage.rows import ErrorRow, LLMRequestRow, SliceRow, ToolCallRow
+from flowengine.storage.writer import Storage
 from flowengine.tools.registry import ToolRegistry, ToolResult, builtin_tools
 
 
@@ -180,20 +181,19 @@ class Kernel:
         if self.on_slice is not None:
             self.on_slice(record)
         if self.storage is not None:
-            self.storage.insert(
-                "llm_slices",
-                (
-                    record.request_id,
-                    record.run_id,
-                    record.index,
-                    record.start,
-                    record.end,
-                    record.start,
-                    record.tokens,
-                    record.evaluated,
-                    record.restored,
-                    record.preempted,
-                ),
+            self.storage.record_slice(
+                SliceRow(
+                    request_id=record.request_id,
+                    run_id=record.run_id,
+                    idx=record.index,
+                    started=record.start,
+                    ended=record.end,
+                    started_s=record.start,
+                    tokens=record.tokens,
+                    evaluated=record.evaluated,
+                    restored=record.restored,
+                    preempted=record.preempted,
+                )
             )
 
     def _finish(self, request: LLMRequest) -> None:
@@ -202,34 +202,33 @@ class Kernel:
             request.response = request.prefill + self.backend.decode(request.output_tokens)
         self.contexts.release(request)
         if self.storage is not None:
-            self.storage.insert(
-                "llm_requests",
-                (
-                    request.id,
-                    request.run_id,
-                    request.agent,
-                    request.step_id,
-                    request.step_seq,
-                    request.kind,
-                    self.scheduler.policy,
-                    request.prompt,
-                    request.response,
-                    len(request.prompt_tokens),
-                    len(request.output_tokens),
-                    request.evaluated_tokens,
-                    request.progress_dropped,
-                    to_json(request.label_scores) if request.label_scores else None,
-                    request.created,
-                    request.first_start or request.end,
-                    request.end,
-                    request.waiting,
-                    request.turnaround,
-                    request.service,
-                    request.slices,
-                    request.preemptions,
-                    request.restores,
-                    request.error,
-                ),
+            self.storage.record_request(
+                LLMRequestRow(
+                    request_id=request.id,
+                    run_id=request.run_id,
+                    agent=request.agent,
+                    step_id=request.step_id,
+                    step_seq=request.step_seq,
+                    kind=request.kind,
+                    scheduler=self.scheduler.policy,
+                    prompt=request.prompt,
+                    response=request.response,
+                    prompt_tokens=len(request.prompt_tokens),
+                    output_tokens=len(request.output_tokens),
+                    evaluated_tokens=request.evaluated_tokens,
+                    progress_dropped=request.progress_dropped,
+                    label_scores=request.label_scores or None,
+                    created=request.created,
+                    first_start=request.first_start or request.end,
+                    ended=request.end,
+                    waiting_s=request.waiting,
+                    turnaround_s=request.turnaround,
+                    service_s=request.service,
+                    slices=request.slices,
+                    preemptions=request.preemptions,
+                    restores=request.restores,
+                    error=request.error,
+                )
             )
         future = self._futures.pop(request.id, None)
         if future is not None:
@@ -248,21 +247,21 @@ class Kernel:
             raise
         result = self.tools.call(name, args)
         if self.storage is not None:
-            self.storage.insert(
-                "tool_calls",
-                (
-                    result.call_id,
-                    run_id,
-                    step_id,
-                    step_seq,
-                    name,
-                    to_json(result.args),
-                    to_json(result.value) if result.ok else None,
-                    result.ok,
-                    result.error,
-                    result.started,
-                    result.duration,
-                ),
+            self.storage.record_tool_call(
+                ToolCallRow(
+                    call_id=result.call_id,
+                    run_id=run_id,
+                    step_id=step_id,
+                    step_seq=step_seq,
+                    tool=name,
+                    args=result.args,
+                    # a failed call stores no result, not JSON null
+                    result=result.value if result.ok else None,
+                    ok=result.ok,
+                    error=result.error,
+                    started=result.started,
+                    duration_s=result.duration,
+                )
             )
         if not result.ok:
             self.record_error(run_id, step_id, step_seq, "tool-failed", result.error or "")
@@ -272,7 +271,9 @@ class Kernel:
         self, run_id: str, step_id: str, step_seq: int, code: str, message: str
     ) -> None:
         if self.storage is not None:
-            self.storage.insert("errors", (run_id, step_id, step_seq, code, message, time.time()))
+            self.storage.record_error(
+                ErrorRow(run_id, step_id, step_seq, code, message, occurred=time.time())
+            )
 
     def close(self) -> None:
         self._queue.close()

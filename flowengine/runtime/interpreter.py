@@ -27,7 +27,8 @@ from flowengine.kernel.kernel import Kernel
 from flowengine.kernel.memory import RunMemory
 from flowengine.kernel.requests import LLMRequest
 from flowengine.runtime import prompts
-from flowengine.storage.writer import to_json
+from flowengine.storage.rows import RunRow, StepRow
+from flowengine.storage.schema import to_json
 
 FINAL_STATUSES = ("completed", "max_steps", "max_visits", "failed")
 
@@ -483,21 +484,20 @@ class AgentRun:
         if storage is None:
             return
         state = {**self.memory.snapshot(), "path": self.path}
-        storage.insert(
-            "steps",
-            (
-                self.run_id,
-                self.seq,
-                step.id,
-                step.kind,
-                started,
-                time.time(),
-                label,
-                step.tool,
-                to_json(result),
-                following,
-                to_json(state),
-            ),
+        storage.record_step(
+            StepRow(
+                run_id=self.run_id,
+                seq=self.seq,
+                step_id=step.id,
+                kind=step.kind,
+                started=started,
+                ended=time.time(),
+                label=label,
+                tool=step.tool,
+                result=result,
+                next_step=following,
+                state=state,
+            )
         )
         # The step row is the checkpoint; the run's own row is written at its start and end
         # only, because rewriting it (with the agent source) every step tripled the cost.
@@ -507,40 +507,37 @@ class AgentRun:
         storage = self.kernel.storage
         if storage is None:
             return
-        kernel = self.kernel
-        storage.upsert(
-            "runs",
-            (
-                self.run_id,
-                self.agent.name,
-                self.agent.file,
-                self.setup.source_text,
-                to_json(
-                    {
-                        "task": self.setup.task,
-                        **self.setup.inputs,
-                        "max_tokens": self.setup.max_tokens,
-                    }
-                ),
-                outcome.status,
-                kernel.backend.name,
-                kernel.backend.model_name,
-                kernel.scheduler.policy,
-                kernel.scheduler.quantum,
-                self.created,
-                time.time(),
-                outcome.steps,
-                None
-                if outcome.output is None
-                else outcome.output
-                if isinstance(outcome.output, str)
-                else to_json(outcome.output),
-                outcome.output_valid,
-                to_json(outcome.output_errors),
-                outcome.error,
-            ),
-        )
+        storage.record_run(self._run_row(outcome))
         storage.commit()
+
+    def _run_row(self, outcome: RunOutcome) -> RunRow:
+        """The run's row in ``runs``: the only place one is built."""
+        kernel = self.kernel
+        output = outcome.output
+        return RunRow(
+            run_id=self.run_id,
+            agent=self.agent.name,
+            agent_file=self.agent.file,
+            agent_source=self.setup.source_text,
+            inputs={
+                "task": self.setup.task,
+                **self.setup.inputs,
+                "max_tokens": self.setup.max_tokens,
+            },
+            status=outcome.status,
+            backend=kernel.backend.name,
+            model=kernel.backend.model_name,
+            scheduler=kernel.scheduler.policy,
+            quantum=kernel.scheduler.quantum,
+            created=self.created,
+            updated=time.time(),
+            steps=outcome.steps,
+            # text output is stored as is, a JSON output as its JSON text
+            output=output if output is None or isinstance(output, str) else to_json(output),
+            output_valid=outcome.output_valid,
+            output_errors=outcome.output_errors,
+            error=outcome.error,
+        )
 
 
 def json_prefill(schema: dict[str, Any] | None) -> str:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from flowengine.storage.writer import StorageError, connect
+from flowengine.errors import StorageError
+from flowengine.storage.writer import connect
 
 # A running run's row is written at its start and end only; its steps are counted live.
 _STEP_COUNT = (

@@ -1,184 +1,42 @@
 """The storage manager: every run, step, LLM request, slice, tool call and error in DuckDB.
 
-One writer thread owns the connection. Rows are queued and written in batches, one
-transaction a batch, through DuckDB's ``unnest`` of column lists (tens of thousands of
-rows a second without pandas or Arrow; a lone row goes as plain ``VALUES``). ``commit``
-waits until everything queued before it is durable: the runtime commits each finished
-step, so a step it reports is never lost, and a crash leaves only whole batches behind.
+Runtime and kernel hand it row dataclasses (``storage/rows.py``) through one ``record_*``
+method per table. One writer thread owns the connection. Rows are queued and written in
+batches, one transaction a batch, through DuckDB's ``unnest`` of column lists (tens of
+thousands of rows a second without pandas or Arrow; a lone row goes as plain ``VALUES``).
+``commit`` waits until everything queued before it is durable: the runtime commits each
+finished step, so a step it reports is never lost, and a crash leaves only whole batches
+behind.
 """
 
 from __future__ import annotations
 
-import json
 import queue
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from flowengine.errors import StorageError
+from flowengine.storage.rows import (
+    ErrorRow,
+    LLMRequestRow,
+    Row,
+    RunRow,
+    SliceRow,
+    StepRow,
+    ToolCallRow,
+)
+from flowengine.storage.schema import TABLES, check_readable, prepare, row_values
 
 FLUSH_ROWS = 2000
 FLUSH_SECONDS = 0.25
-SCHEMA_VERSION = 1
-
-
-@dataclass(frozen=True)
-class Table:
-    name: str
-    columns: tuple[tuple[str, str], ...]
-    key: tuple[str, ...] = ()
-
-    def create_sql(self) -> str:
-        columns = ", ".join(f"{name} {kind}" for name, kind in self.columns)
-        key = f", PRIMARY KEY ({', '.join(self.key)})" if self.key else ""
-        return f"CREATE TABLE IF NOT EXISTS {self.name} ({columns}{key})"
-
-    def insert_sql(self, replace: bool = False, one_row: bool = False) -> str:
-        """Rows given as column lists (``unnest``), or as one row of parameters.
-
-        Timestamps arrive as Unix seconds and are stored as UTC. A single row goes
-        without ``unnest``: DuckDB plans it in half the time, and a step's commit is
-        mostly single rows.
-        """
-        values = []
-        for index, (_, kind) in enumerate(self.columns, start=1):
-            value = f"${index}" if one_row else f"unnest(${index})"
-            values.append(
-                f"make_timestamp(CAST({value} * 1e6 AS BIGINT))" if kind == "TIMESTAMP" else value
-            )
-        verb = "INSERT OR REPLACE" if replace else "INSERT"
-        if one_row:
-            return f"{verb} INTO {self.name} VALUES ({', '.join(values)})"
-        return f"{verb} INTO {self.name} SELECT {', '.join(values)}"
-
-
-TABLES: dict[str, Table] = {
-    table.name: table
-    for table in (
-        Table(
-            "runs",
-            (
-                ("run_id", "VARCHAR"),
-                ("agent", "VARCHAR"),
-                ("agent_file", "VARCHAR"),
-                ("agent_source", "VARCHAR"),
-                ("inputs", "JSON"),
-                ("status", "VARCHAR"),
-                ("backend", "VARCHAR"),
-                ("model", "VARCHAR"),
-                ("scheduler", "VARCHAR"),
-                ("quantum", "INTEGER"),
-                ("created", "TIMESTAMP"),
-                ("updated", "TIMESTAMP"),
-                ("steps", "INTEGER"),
-                ("output", "VARCHAR"),
-                ("output_valid", "BOOLEAN"),
-                ("output_errors", "JSON"),
-                ("error", "VARCHAR"),
-            ),
-            key=("run_id",),
-        ),
-        Table(
-            "steps",
-            (
-                ("run_id", "VARCHAR"),
-                ("seq", "INTEGER"),
-                ("step_id", "VARCHAR"),
-                ("kind", "VARCHAR"),
-                ("started", "TIMESTAMP"),
-                ("ended", "TIMESTAMP"),
-                ("label", "VARCHAR"),
-                ("tool", "VARCHAR"),
-                ("result", "JSON"),
-                ("next_step", "VARCHAR"),
-                ("state", "JSON"),
-            ),
-            key=("run_id", "seq"),
-        ),
-        Table(
-            "llm_requests",
-            (
-                ("request_id", "VARCHAR"),
-                ("run_id", "VARCHAR"),
-                ("agent", "VARCHAR"),
-                ("step_id", "VARCHAR"),
-                ("step_seq", "INTEGER"),
-                ("kind", "VARCHAR"),
-                ("scheduler", "VARCHAR"),
-                ("prompt", "VARCHAR"),
-                ("response", "VARCHAR"),
-                ("prompt_tokens", "INTEGER"),
-                ("output_tokens", "INTEGER"),
-                ("evaluated_tokens", "INTEGER"),
-                ("progress_dropped", "INTEGER"),
-                ("label_scores", "JSON"),
-                ("created", "TIMESTAMP"),
-                ("first_start", "TIMESTAMP"),
-                ("ended", "TIMESTAMP"),
-                ("waiting_s", "DOUBLE"),
-                ("turnaround_s", "DOUBLE"),
-                ("service_s", "DOUBLE"),
-                ("slices", "INTEGER"),
-                ("preemptions", "INTEGER"),
-                ("restores", "INTEGER"),
-                ("error", "VARCHAR"),
-            ),
-        ),
-        Table(
-            "llm_slices",
-            (
-                ("request_id", "VARCHAR"),
-                ("run_id", "VARCHAR"),
-                ("idx", "INTEGER"),
-                ("started", "TIMESTAMP"),
-                ("ended", "TIMESTAMP"),
-                ("started_s", "DOUBLE"),
-                ("tokens", "INTEGER"),
-                ("evaluated", "INTEGER"),
-                ("restored", "BOOLEAN"),
-                ("preempted", "BOOLEAN"),
-            ),
-        ),
-        Table(
-            "tool_calls",
-            (
-                ("call_id", "VARCHAR"),
-                ("run_id", "VARCHAR"),
-                ("step_id", "VARCHAR"),
-                ("step_seq", "INTEGER"),
-                ("tool", "VARCHAR"),
-                ("args", "JSON"),
-                ("result", "JSON"),
-                ("ok", "BOOLEAN"),
-                ("error", "VARCHAR"),
-                ("started", "TIMESTAMP"),
-                ("duration_s", "DOUBLE"),
-            ),
-        ),
-        Table(
-            "errors",
-            (
-                ("run_id", "VARCHAR"),
-                ("step_id", "VARCHAR"),
-                ("step_seq", "INTEGER"),
-                ("code", "VARCHAR"),
-                ("message", "VARCHAR"),
-                ("occurred", "TIMESTAMP"),
-            ),
-        ),
-    )
-}
-
-
-def to_json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, default=str)
 
 
 def connect(path: Path, read_only: bool = False) -> Any:
-    """A DuckDB connection with the tables created (unless read-only)."""
+    """A DuckDB connection to a flowengine database: for writing, created or migrated to
+    the current schema; for reading, checked to be one this version can read."""
     import duckdb
 
     try:
@@ -198,9 +56,14 @@ def connect(path: Path, read_only: bool = False) -> Any:
             f"{path}: not a DuckDB database ({str(exc).splitlines()[0]}); pass --db with "
             "another file"
         ) from None
-    if not read_only:
-        for table in TABLES.values():
-            connection.execute(table.create_sql())
+    try:
+        if read_only:
+            check_readable(connection, path)
+        else:
+            prepare(connection, path)
+    except BaseException:
+        connection.close()
+        raise
     return connection
 
 
@@ -218,13 +81,31 @@ class Storage:
         self._writer = threading.Thread(target=self._write_loop, name="storage", daemon=True)
         self._writer.start()
 
-    def insert(self, table: str, row: Sequence[Any]) -> None:
-        """Queue one row; columns in the table's order."""
-        self._queue.put(("row", table, tuple(row)))
+    def record_run(self, row: RunRow) -> None:
+        """Queue a run's row; it replaces the row with the same run_id."""
+        self._put(row, replace=True)
 
-    def upsert(self, table: str, row: Sequence[Any]) -> None:
-        """Queue one row that replaces the row with the same key."""
-        self._queue.put(("upsert", table, tuple(row)))
+    def record_step(self, row: StepRow) -> None:
+        """Queue a finished step (the run's checkpoint once committed)."""
+        self._put(row)
+
+    def record_request(self, row: LLMRequestRow) -> None:
+        self._put(row)
+
+    def record_slice(self, row: SliceRow) -> None:
+        self._put(row)
+
+    def record_tool_call(self, row: ToolCallRow) -> None:
+        self._put(row)
+
+    def record_error(self, row: ErrorRow) -> None:
+        self._put(row)
+
+    def _put(self, row: Row, replace: bool = False) -> None:
+        # JSON fields are serialized here, on the caller's thread, so that a value the
+        # caller changes afterwards (a run's memory, a request's scores) is stored as it
+        # was when recorded.
+        self._queue.put(("upsert" if replace else "row", row.TABLE, row_values(row)))
 
     def commit(self) -> None:
         """Return once everything queued so far is written and committed."""
@@ -284,9 +165,8 @@ class Storage:
                 table = TABLES[name]
                 if replace:
                     # Later rows for the same key win; INSERT OR REPLACE wants one each.
-                    by_key = {
-                        tuple(row[table_index(table, k)] for k in table.key): row for row in rows
-                    }
+                    key = table.key_indexes()
+                    by_key = {tuple(row[index] for index in key): row for row in rows}
                     rows = list(by_key.values())
                 if len(rows) == 1:
                     connection.execute(table.insert_sql(replace, one_row=True), list(rows[0]))
@@ -300,7 +180,3 @@ class Storage:
             return
         self.rows_written += sum(len(rows) for rows in pending.values())
         self.write_seconds += time.perf_counter() - started
-
-
-def table_index(table: Table, column: str) -> int:
-    return [name for name, _ in table.columns].index(column)

@@ -1,0 +1,156 @@
+"""One frozen dataclass per stored row: the fields are the table's columns, in order.
+
+The DuckDB tables are derived from these classes (``storage/schema.py``): adding a field
+adds a column, which needs a migration there. Times are Unix seconds (stored as UTC
+TIMESTAMP); ``Json`` fields hold plain Python values and are stored as JSON text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar
+
+
+class SqlType(str):
+    """The DuckDB type of a field whose Python type does not say it."""
+
+
+Timestamp = Annotated[float, SqlType("TIMESTAMP")]
+Json = Annotated[Any, SqlType("JSON")]
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """A run, written at its start and end (replacing the row with its run_id)."""
+
+    TABLE: ClassVar[str] = "runs"
+    KEY: ClassVar[tuple[str, ...]] = ("run_id",)
+
+    run_id: str
+    agent: str
+    agent_file: str
+    agent_source: str
+    inputs: Json
+    status: str
+    backend: str
+    model: str
+    scheduler: str
+    quantum: int
+    created: Timestamp
+    updated: Timestamp
+    steps: int
+    output: str | None
+    output_valid: bool | None
+    output_errors: Json
+    error: str | None
+
+
+@dataclass(frozen=True)
+class StepRow:
+    """A finished step; with ``state`` (the run's memory after it) it is the checkpoint."""
+
+    TABLE: ClassVar[str] = "steps"
+    KEY: ClassVar[tuple[str, ...]] = ("run_id", "seq")
+
+    run_id: str
+    seq: int
+    step_id: str
+    kind: str
+    started: Timestamp
+    ended: Timestamp
+    label: str | None
+    tool: str | None
+    result: Json
+    next_step: str | None
+    state: Json
+
+
+@dataclass(frozen=True)
+class LLMRequestRow:
+    """An LLM request once it ended, with its scheduling figures."""
+
+    TABLE: ClassVar[str] = "llm_requests"
+    KEY: ClassVar[tuple[str, ...]] = ()
+
+    request_id: str
+    run_id: str
+    agent: str
+    step_id: str
+    step_seq: int
+    kind: str
+    scheduler: str
+    prompt: str
+    response: str
+    prompt_tokens: int
+    output_tokens: int
+    evaluated_tokens: int
+    progress_dropped: int
+    label_scores: Json
+    created: Timestamp
+    first_start: Timestamp
+    ended: Timestamp
+    waiting_s: float
+    turnaround_s: float
+    service_s: float
+    slices: int
+    preemptions: int
+    restores: int
+    error: str | None
+
+
+@dataclass(frozen=True)
+class SliceRow:
+    """One slice of an LLM request on the model (``started_s`` repeats ``started``)."""
+
+    TABLE: ClassVar[str] = "llm_slices"
+    KEY: ClassVar[tuple[str, ...]] = ()
+
+    request_id: str
+    run_id: str
+    idx: int
+    started: Timestamp
+    ended: Timestamp
+    started_s: float
+    tokens: int
+    evaluated: int
+    restored: bool
+    preempted: bool
+
+
+@dataclass(frozen=True)
+class ToolCallRow:
+    """A tool call, allowed and made (a denied one is an ErrorRow only)."""
+
+    TABLE: ClassVar[str] = "tool_calls"
+    KEY: ClassVar[tuple[str, ...]] = ()
+
+    call_id: str
+    run_id: str
+    step_id: str
+    step_seq: int
+    tool: str
+    args: Json
+    result: Json
+    ok: bool
+    error: str | None
+    started: Timestamp
+    duration_s: float
+
+
+@dataclass(frozen=True)
+class ErrorRow:
+    """Something that went wrong in a run, with its stable code (``RUN_CODES``)."""
+
+    TABLE: ClassVar[str] = "errors"
+    KEY: ClassVar[tuple[str, ...]] = ()
+
+    run_id: str
+    step_id: str | None
+    step_seq: int | None
+    code: str
+    message: str
+    occurred: Timestamp | None
+
+
+Row = RunRow | StepRow | LLMRequestRow | SliceRow | ToolCallRow | ErrorRow
+ROW_TYPES: tuple[type[Row], ...] = (RunRow, StepRow, LLMRequestRow, SliceRow, ToolCallRow, ErrorRow)
