@@ -48,6 +48,11 @@ CODES: dict[str, str] = {
     "undefined-variable": "a template reads a variable nothing provides first (warning)",
     "shadowed-variable": "save_as hides an input or a built-in variable (warning)",
     "undeclared-tool": "a step calls a tool the agent does not list in 'tools'",
+    "unknown-tool": "a step calls a tool flowengine does not have (with a suggestion)",
+    "unknown-declared-tool": "'tools' lists a tool flowengine does not have (warning)",
+    "missing-tool-argument": "a tool step's 'args' lack an argument the tool requires",
+    "unknown-tool-argument": "an argument the tool does not take (with a suggestion)",
+    "invalid-tool-argument": "a literal argument the tool's schema refuses (type, enum...)",
     "schema-needs-json": "an output 'schema' on a terminal step whose format is text",
     "invalid-output-schema": "a terminal step's output schema is not valid JSON Schema",
     # import-aios

@@ -8,7 +8,7 @@ an edge to a step that does not exist) so that one mistake gives one diagnostic.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +19,8 @@ from flowengine.agentfile.model import BUILTIN_VARIABLES, Agent, Step
 from flowengine.agentfile.schema import schema_is_valid
 from flowengine.agentfile.templates import TemplateProblem, expression_variables, template_variables
 from flowengine.agentfile.yamlsource import Path
+from flowengine.graph.tool_checks import check_tools
+from flowengine.tools.base import Tool
 
 TEMPLATE_FIELDS = ("instruction", "question", "output")
 
@@ -33,12 +35,19 @@ class _Facts:
     """Cycles (strongly connected components with an edge inside), each in file order."""
 
 
-def check_agent(agent: Agent, graph: nx.DiGraph, report: Reporter) -> None:
-    """Run every check; diagnostics go to ``report``."""
+def check_agent(
+    agent: Agent,
+    graph: nx.DiGraph,
+    report: Reporter,
+    tools: Mapping[str, Tool] | None = None,
+) -> None:
+    """Run every check; diagnostics go to ``report``. ``tools``: the tools a run can call
+    (default: the installed catalog, built-ins and plugins)."""
     components = list(nx.strongly_connected_components(graph))
     facts = _Facts(Vocabulary(agent.steps), components, _loops(agent, graph, components))
     _check_targets(agent, facts, report)
     _check_steps(agent, report)
+    check_tools(agent, tools, report)
     uses = _check_templates(agent, report)
     if _check_start(agent, facts, report):
         _check_reachability(agent, graph, facts, report)
@@ -90,13 +99,6 @@ def _check_steps(agent: Agent, report: Reporter) -> None:
             continue
         if step.kind == "decision":
             _check_decision(agent, step, report)
-        elif step.kind == "process" and step.tool and step.tool not in agent.tools:
-            report.error(
-                "undeclared-tool",
-                f"step '{step.id}' calls tool '{step.tool}', which the agent does not declare"
-                + (did_you_mean(step.tool, agent.tools) or "; add it to 'tools:'"),
-                agent.value_at(*_step_path(step, "tool")),
-            )
         elif step.kind == "terminal" and step.schema is not None:
             if step.format != "json":
                 report.error(

@@ -21,7 +21,9 @@ from flowengine.kernel.memory import MemoryManager, RunMemory
 from flowengine.kernel.requests import LLMRequest, SliceRecord
 from flowengine.kernel.scheduler import ReadyQueue, SchedulerConfig
 from flowengine.storage.writer import Storage, to_json
-from flowengine.tools.registry import ToolRegistry, ToolResult, builtin_tools
+from flowengine.tools.base import ToolResult
+from flowengine.tools.catalog import available_tools
+from flowengine.tools.registry import ToolRegistry
 
 
 class Kernel:
@@ -37,7 +39,7 @@ class Kernel:
         self.backend = backend
         self.scheduler = scheduler or SchedulerConfig()
         self.storage = storage
-        self.tools = tools or ToolRegistry(builtin_tools())
+        self.tools = tools or ToolRegistry(list(available_tools().values()))
         self.access = AccessManager()
         self.memory = MemoryManager(self.access, memory_quota)
         self.contexts = ContextPool(backend, pool_size)
