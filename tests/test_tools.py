@@ -367,6 +367,19 @@ def test_template_values_are_not_checked_but_literals_are() -> None:
     assert _codes(_agent('{expression: ""}')) == [("invalid-tool-argument", 7)]  # minLength
 
 
+def test_a_declared_unknown_tool_is_reported_once_at_its_own_entry() -> None:
+    yaml = _agent('{expression: "1"}').replace(
+        "tools: [calculator]", "tools: [1, bad-name, calculatr, calculatr, calculator]"
+    )
+    found = [(d.code, d.line, d.column) for d in validate_text(yaml, "a.yaml").diagnostics]
+    # The schema speaks for the number, the bad name and the repeat; the tools check only
+    # for the name it can judge, at that entry (not at index 0 of the names it kept).
+    assert [f for f in found if f[0] == "unknown-declared-tool"] == [
+        ("unknown-declared-tool", 2, 22)
+    ]
+    assert {f[0] for f in found} == {"unknown-declared-tool", "wrong-type", "invalid-value"}
+
+
 def test_a_run_with_tools_of_its_own_is_validated_against_them() -> None:
     echo = Tool("echo", "says it back", {"type": "object"}, lambda **kw: kw)
     registry = ToolRegistry([echo])

@@ -14,7 +14,7 @@ from typing import Any
 from flowengine.agentfile.diagnostics import Reporter, Vocabulary, closest, did_you_mean
 from flowengine.agentfile.model import Agent, Step
 from flowengine.agentfile.yamlsource import Path
-from flowengine.tools.base import Tool
+from flowengine.tools.base import NAME_PATTERN, Tool
 
 _TEMPLATE_MARKS = ("{{", "{%", "{#")
 _TYPE_WORDS = {
@@ -44,7 +44,7 @@ def check_tools(agent: Agent, tools: Mapping[str, Tool] | None, report: Reporter
         tools = available_tools()
     known = Vocabulary(sorted(tools))
     declared = [name for name in agent.tools if name in tools]  # worth suggesting
-    for index, name in enumerate(agent.tools):
+    for index, name in _declared(agent):
         if name not in tools:
             report.warning(
                 "unknown-declared-tool",
@@ -71,6 +71,17 @@ def check_tools(agent: Agent, tools: Mapping[str, Tool] | None, report: Reporter
                 agent.value_at("steps", step.id, "tool"),
             )
         _check_arguments(agent, step, tool, report)
+
+
+def _declared(agent: Agent) -> Iterator[tuple[int, str]]:
+    """Each declared tool name with its index in the file's list, once; entries the schema
+    refuses (not a name, repeated) are left to its diagnostic."""
+    raw = agent.source.data.get("tools") if isinstance(agent.source.data, dict) else None
+    seen: set[str] = set()
+    for index, name in enumerate(raw if isinstance(raw, list) else []):
+        if isinstance(name, str) and NAME_PATTERN.match(name) and name not in seen:
+            seen.add(name)
+            yield index, name
 
 
 def _check_arguments(agent: Agent, step: Step, tool: Tool, report: Reporter) -> None:
