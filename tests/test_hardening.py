@@ -19,7 +19,9 @@ from flowengine.kernel.kernel import Kernel
 from flowengine.kernel.scheduler import SchedulerConfig
 from flowengine.runtime.interpreter import AgentRun, RunOutcome, RunSetup
 from flowengine.storage.writer import Storage
-from flowengine.tools.registry import Tool, ToolRegistry, builtin_tools
+from flowengine.tools.base import Tool
+from flowengine.tools.catalog import builtin_tools
+from flowengine.tools.registry import ToolRegistry
 
 NO_ARGS: dict[str, Any] = {"type": "object", "properties": {}}
 
@@ -66,7 +68,8 @@ def _run(
     quota: int | None = None,
     inputs: dict[str, str] | None = None,
 ) -> tuple[RunOutcome, Storage]:
-    validated = validate_text(yaml, "agent.yaml")
+    # The agent is checked against the tools this kernel will have, test tools included.
+    validated = validate_text(yaml, "agent.yaml", tools=tools.tools() if tools else None)
     assert not validated.errors, [d.format() for d in validated.errors]
     assert validated.agent is not None
     storage = Storage(tmp_path / "runs.duckdb")

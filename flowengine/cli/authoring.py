@@ -1,4 +1,4 @@
-"""``validate``, ``viz`` and ``import-aios``: working on agent files, no model or database.
+"""``validate``, ``viz``, ``import-aios`` and ``tools``: agent files, no model or database.
 
 Each command imports only what it uses, so ``validate`` and ``viz`` start fast and never
 load a model runtime, a web stack or DuckDB (``viz --run`` reads DuckDB, and only then).
@@ -117,6 +117,7 @@ def add_parsers(commands: Any) -> None:
     )
     imp.add_argument("--force", action="store_true", help="overwrite existing files")
     imp.set_defaults(handler=cmd_import_aios)
+    _add_tools_parser(commands)
 
 
 def _agent_files(paths: Sequence[str]) -> Iterator[Path]:
@@ -290,3 +291,83 @@ def cmd_import_aios(args: argparse.Namespace) -> int:
             print(diagnostic.format(), file=sys.stderr)
         failed |= bool(checked.errors)
     return EXIT_ERRORS if failed else EXIT_OK
+
+
+def _add_tools_parser(commands: Any) -> None:
+    tools = commands.add_parser(
+        "tools",
+        help="list the tools agents can call (built-ins and plugins)",
+        description="List the tools agents can call: each one's description and arguments "
+        "(name, type, required or default), and where it comes from: built-in, or a plugin "
+        "(an installed package with a 'flowengine.tools' entry point). A plugin that fails "
+        "to load is named in a warning and left out.",
+        epilog="Examples:\n"
+        "  flowengine tools\n"
+        "  flowengine tools calculator\n"
+        "  flowengine tools --format json | jq '.[].name'",
+        formatter_class=FORMATTER,
+    )
+    tools.add_argument("names", nargs="*", metavar="NAME", help="only these tools")
+    tools.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        help="text (default), or json: a list of objects with name, description, provider, "
+        "timeout, arguments and the JSON Schema of the arguments (parameters)",
+    )
+    tools.set_defaults(handler=cmd_tools)
+
+
+def cmd_tools(args: argparse.Namespace) -> int:
+    from flowengine.agentfile.diagnostics import did_you_mean
+    from flowengine.tools.catalog import catalog
+
+    found = catalog()
+    names = list(found.tools)
+    for name in args.names:
+        if name not in found.tools:
+            raise UsageError(
+                f"no tool named {name!r}" + (did_you_mean(name, names) or "; run without a name")
+            )
+    chosen = [found.tools[name] for name in (args.names or names)]
+    if args.format == "json":
+        listing = [
+            {
+                "name": tool.name,
+                "description": tool.description,
+                "provider": {
+                    "plugin": found.providers[tool.name].plugin,
+                    "distribution": found.providers[tool.name].distribution,
+                    "builtin": found.providers[tool.name].builtin,
+                },
+                "timeout": tool.timeout,
+                "arguments": [
+                    {"name": a.name, "type": a.type, "required": a.required}
+                    | ({"default": a.default} if a.has_default else {})
+                    | ({"description": a.description} if a.description else {})
+                    for a in tool.arguments()
+                ],
+                "parameters": tool.parameters,
+            }
+            for tool in chosen
+        ]
+        print(json.dumps(listing, indent=2, ensure_ascii=False, default=str))
+        return EXIT_OK
+    blocks = []
+    for tool in chosen:
+        lines = [f"{tool.name}  ({found.providers[tool.name]})", f"  {tool.description}"]
+        arguments = tool.arguments()
+        width = max((len(a.name) for a in arguments), default=0)
+        type_width = max((len(a.type) for a in arguments), default=0)
+        for a in arguments:
+            need = "required" if a.required else "optional"
+            if a.has_default:
+                need += f", default {json.dumps(a.default, default=str)}"
+            lines.append(f"    {a.name.ljust(width)}  {a.type.ljust(type_width)}  {need}")
+        if not arguments:
+            lines.append("    (no arguments)")
+        if tool.takes_other_arguments:
+            lines.append("    (and any other argument)")
+        blocks.append("\n".join(lines))
+    print("\n\n".join(blocks))
+    return EXIT_OK

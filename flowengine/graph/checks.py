@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +20,8 @@ from flowengine.agentfile.model import BUILTIN_VARIABLES, Agent, Step
 from flowengine.agentfile.schema import enum_templates, schema_is_valid, unenforceable, with_enums
 from flowengine.agentfile.templates import TemplateProblem, expression_variables, template_variables
 from flowengine.agentfile.yamlsource import Path
+from flowengine.graph.tool_checks import check_tools
+from flowengine.tools.base import Tool
 
 TEMPLATE_FIELDS = ("instruction", "question", "output")
 
@@ -34,12 +36,19 @@ class _Facts:
     """Cycles (strongly connected components with an edge inside), each in file order."""
 
 
-def check_agent(agent: Agent, graph: nx.DiGraph, report: Reporter) -> None:
-    """Run every check; diagnostics go to ``report``."""
+def check_agent(
+    agent: Agent,
+    graph: nx.DiGraph,
+    report: Reporter,
+    tools: Mapping[str, Tool] | None = None,
+) -> None:
+    """Run every check; diagnostics go to ``report``. ``tools``: the tools a run can call
+    (default: the installed catalog, built-ins and plugins)."""
     components = list(nx.strongly_connected_components(graph))
     facts = _Facts(Vocabulary(agent.steps), components, _loops(agent, graph, components))
     _check_targets(agent, facts, report)
     _check_steps(agent, report)
+    check_tools(agent, tools, report)
     uses = _check_templates(agent, report)
     if _check_start(agent, facts, report):
         _check_reachability(agent, graph, facts, report)
@@ -91,13 +100,6 @@ def _check_steps(agent: Agent, report: Reporter) -> None:
             continue
         if step.kind == "decision":
             _check_decision(agent, step, report)
-        elif step.kind == "process" and step.tool and step.tool not in agent.tools:
-            report.error(
-                "undeclared-tool",
-                f"step '{step.id}' calls tool '{step.tool}', which the agent does not declare"
-                + (did_you_mean(step.tool, agent.tools) or "; add it to 'tools:'"),
-                agent.value_at(*_step_path(step, "tool")),
-            )
         if step.schema is not None and step.kind in ("process", "terminal"):
             _check_output_schema(agent, step, report)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -14,6 +14,7 @@ from flowengine.agentfile.loader import load_agent, parse_agent
 from flowengine.agentfile.model import Agent
 from flowengine.graph.checks import check_agent
 from flowengine.graph.compile import compile_agent
+from flowengine.tools.base import Tool
 
 
 @dataclass
@@ -51,26 +52,36 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def validate_file(path: str, display_name: str | None = None) -> Validated:
-    """Load, compile and check the agent file at ``path``."""
+def validate_file(
+    path: str, display_name: str | None = None, tools: Mapping[str, Tool] | None = None
+) -> Validated:
+    """Load, compile and check the agent file at ``path``; ``tools``: the tools a run can
+    call, if not the installed catalog."""
     with _gc_paused():
         loaded = load_agent(path, display_name)
-        return _finish(display_name or path, loaded.agent, loaded.diagnostics)
+        return _finish(display_name or path, loaded.agent, loaded.diagnostics, tools)
 
 
-def validate_text(text: str, file: str = "<text>") -> Validated:
+def validate_text(
+    text: str, file: str = "<text>", tools: Mapping[str, Tool] | None = None
+) -> Validated:
     """Validate YAML given as text; diagnostics name it ``file``."""
     with _gc_paused():
         report = Reporter(file)
         agent = parse_agent(text, report)
-        return _finish(file, agent, report.diagnostics)
+        return _finish(file, agent, report.diagnostics, tools)
 
 
-def _finish(file: str, agent: Agent | None, diagnostics: list[Diagnostic]) -> Validated:
+def _finish(
+    file: str,
+    agent: Agent | None,
+    diagnostics: list[Diagnostic],
+    tools: Mapping[str, Tool] | None = None,
+) -> Validated:
     if agent is None:
         return Validated(file, None, None, sorted(diagnostics, key=lambda d: d.sort_key))
     graph = compile_agent(agent)
     report = Reporter(file)
     report.diagnostics = list(diagnostics)
-    check_agent(agent, graph, report)
+    check_agent(agent, graph, report, tools)
     return Validated(file, agent, graph, sorted(report.diagnostics, key=lambda d: d.sort_key))

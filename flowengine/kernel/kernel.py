@@ -23,7 +23,9 @@ from flowengine.kernel.requests import LLMRequest, SliceRecord
 from flowengine.kernel.scheduler import ReadyQueue, SchedulerConfig
 from flowengine.storage.rows import ErrorRow, LLMRequestRow, SliceRow, ToolCallRow
 from flowengine.storage.writer import Storage
-from flowengine.tools.registry import ToolRegistry, ToolResult, builtin_tools
+from flowengine.tools.base import ToolResult
+from flowengine.tools.catalog import available_tools
+from flowengine.tools.registry import ToolRegistry
 
 
 class Kernel:
@@ -40,7 +42,7 @@ class Kernel:
         self.backend = backend
         self.scheduler = scheduler or SchedulerConfig()
         self.storage = storage
-        self.tools = tools or ToolRegistry(builtin_tools())
+        self.tools = tools or ToolRegistry(list(available_tools().values()))
         self.access = AccessManager()
         self.memory = MemoryManager(self.access, memory_quota)
         self.contexts = ContextPool(backend, pool_size, reuse_prefix)
@@ -228,6 +230,7 @@ class Kernel:
                     preemptions=request.preemptions,
                     restores=request.restores,
                     error=request.error,
+                    reused_tokens=request.reused_tokens,
                 )
             )
         future = self._futures.pop(request.id, None)

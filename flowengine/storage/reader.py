@@ -29,6 +29,14 @@ class Records:
     def __exit__(self, *_: object) -> None:
         self._connection.close()
 
+    def _has_column(self, table: str, column: str) -> bool:
+        found = self._connection.execute(
+            "SELECT count(*) FROM information_schema.columns WHERE table_name = ? "
+            "AND column_name = ?",
+            [table, column],
+        ).fetchone()
+        return bool(found and found[0])
+
     def _rows(self, sql: str, parameters: list[Any] | None = None) -> list[dict[str, Any]]:
         cursor = self._connection.execute(sql, parameters or [])
         names = [column[0] for column in cursor.description]
@@ -79,13 +87,18 @@ class Records:
         )
 
     def stats(self) -> list[dict[str, Any]]:
-        """Waiting and turnaround of LLM requests, per agent and scheduler."""
+        """Waiting and turnaround of LLM requests, per agent and scheduler, and the share of
+        prompt tokens the runs' KV caches already held."""
+        # Files written before schema version 3 have no reuse figures; they read as none.
+        reused = "reused_tokens" if self._has_column("llm_requests", "reused_tokens") else "0"
         return self._rows(
             "SELECT agent, scheduler, count(*) AS requests, count(DISTINCT run_id) AS runs, "
             "round(avg(waiting_s), 3) AS mean_waiting_s, "
             "round(avg(turnaround_s), 3) AS mean_turnaround_s, "
             "round(max(turnaround_s), 3) AS max_turnaround_s, "
             "sum(slices) AS slices, sum(preemptions) AS preemptions, sum(restores) AS restores, "
+            "sum(prompt_tokens) AS prompt_tokens, sum(evaluated_tokens) AS evaluated_tokens, "
+            f"round(sum({reused}) / nullif(sum(prompt_tokens), 0), 3) AS reused_share, "
             "sum(output_tokens) AS output_tokens, "
             "round(sum(output_tokens) / nullif(sum(service_s), 0), 1) AS tokens_per_s "
             "FROM llm_requests GROUP BY agent, scheduler ORDER BY agent, scheduler",

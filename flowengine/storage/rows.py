@@ -96,6 +96,8 @@ class LLMRequestRow:
     preemptions: int
     restores: int
     error: str | None
+    reused_tokens: int = 0
+    """Prompt tokens the run's KV cache already held (not evaluated again)."""
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from typing import Any
 from flowengine.errors import StorageError
 from flowengine.storage.rows import ROW_TYPES, Row, SqlType
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 META_TABLE = "flowengine_meta"
 
 _PYTHON_TYPES = {str: "VARCHAR", int: "INTEGER", float: "DOUBLE", bool: "BOOLEAN"}
@@ -117,6 +117,8 @@ _JSON_INDEXES: dict[str, tuple[int, ...]] = {
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     # 1 -> 2: the version table itself (created below for every migrated file).
     2: (),
+    # 2 -> 3: how much of each prompt the run's KV cache already held.
+    3: ("ALTER TABLE llm_requests ADD COLUMN reused_tokens INTEGER DEFAULT 0",),
 }
 """Statements that bring a file from the version before each key to that version."""
 

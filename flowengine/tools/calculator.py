@@ -8,7 +8,8 @@ import operator
 from collections.abc import Callable
 from typing import Any
 
-from flowengine.tools.registry import Tool, ToolFailure
+from flowengine.errors import ToolFailure
+from flowengine.tools.base import Tool
 
 MAX_EXPRESSION = 500
 MAX_EXPONENT = 10_000

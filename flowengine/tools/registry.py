@@ -1,4 +1,4 @@
-"""The tool manager: Python tools with JSON Schema arguments, timeouts and recorded errors."""
+"""The tool manager: calls tools by name, with their arguments checked and a timeout each."""
 
 from __future__ import annotations
 
@@ -6,36 +6,11 @@ import concurrent.futures
 import json
 import time
 import uuid
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any
 
 from flowengine.errors import ToolFailure
-
-DEFAULT_TIMEOUT = 10.0
-
-
-@dataclass(frozen=True)
-class Tool:
-    name: str
-    description: str
-    parameters: dict[str, Any]
-    """JSON Schema of the arguments object."""
-    function: Callable[..., Any]
-    timeout: float = DEFAULT_TIMEOUT
-
-
-@dataclass
-class ToolResult:
-    call_id: str
-    tool: str
-    args: dict[str, Any]
-    ok: bool
-    value: Any = None
-    error: str | None = None
-    started: float = field(default_factory=time.time)
-    duration: float = 0.0
-
+from flowengine.tools.base import Tool, ToolResult
 
 MAX_RESULT_CHARS = 1_000_000
 
@@ -62,6 +37,10 @@ class ToolRegistry:
 
     def register(self, tool: Tool) -> None:
         self._tools[tool.name] = tool
+
+    def tools(self) -> dict[str, Tool]:
+        """The registered tools by name: what ``validate`` checks a run's agent against."""
+        return dict(self._tools)
 
     def names(self) -> list[str]:
         return sorted(self._tools)
@@ -102,10 +81,3 @@ class ToolRegistry:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
-
-
-def builtin_tools() -> list[Tool]:
-    """The tools that ship with flowengine."""
-    from flowengine.tools import calculator, travel
-
-    return [calculator.TOOL, *travel.TOOLS]
