@@ -505,3 +505,20 @@ def test_any_newer_config_imports_to_yaml_that_loads_or_says_why(
     assert checked.agent is not None, result.yaml
     if not report.has_errors:
         assert checked.errors == [], result.yaml
+
+
+def test_tool_names_that_yaml_reads_as_other_values_stay_text(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path,
+        {
+            "name": "Words",
+            "workflow": [{"message": "Check", "tool_use": ["true"]}],
+            "tools": [{"function": {"name": "true", "parameters": {}}}, "x/null", "on"],
+            "tool_info": ["yes: says yes"],
+        },
+    )
+    text, report = imported(config)
+    result = validate_text(text)
+    assert report.diagnostics == [] and result.errors == []
+    assert result.agent.tools == ["yes", "true", "null", "on"]
+    assert result.agent.steps["Step 1"].tool == "true"

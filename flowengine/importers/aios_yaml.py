@@ -37,7 +37,7 @@ def write_yaml(
         out.append("# The tools as the AIOS config describes them:")
         for tool in tools:
             out += [f"#   {line}" for line in textwrap.wrap(comment(tool.note), WIDTH - 4)]
-        out.append("tools: [" + ", ".join(tool.name for tool in tools) + "]")
+        out.append("tools: [" + ", ".join(scalar(tool.name) for tool in tools) + "]")
     out += ["", "steps:"]
     if not steps:
         out += [
@@ -56,7 +56,7 @@ def _step(step: AiosStep) -> list[str]:
     out.append(f"  {scalar(step.id)}:")
     out.append(f"    type: {scalar(step.kind)}")
     if step.tool:
-        out.append(f"    tool: {step.tool}")
+        out.append(f"    tool: {scalar(step.tool)}")
         if step.args:
             pairs = ", ".join(f"{scalar(k)}: {scalar(v)}" for k, v in step.args.items())
             out.append(f"    args: {{{pairs}}}")
