@@ -1,11 +1,12 @@
 """Each file in tests/broken/ breaks one rule; ``# expect: CODE`` marks the line the
 diagnostic must point at (``# expect: CODE @LINE`` when it cannot sit on that line).
-The diagnostics must be exactly the expected ones: a right code, at the right line, and
-no follow-on noise."""
+The diagnostics must be exactly the expected ones: a right code, at the right line, each
+once (a marker written twice expects two), and no follow-on noise."""
 
 from __future__ import annotations
 
 import re
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -18,13 +19,13 @@ EXPECT = re.compile(r"#\s*expect:\s*([a-z0-9-]+)(?:\s*@(\d+))?")
 CORPUS = sorted(BROKEN.glob("*.yaml"))
 
 
-def expected(path: Path) -> set[tuple[str, int]]:
-    found = set()
+def expected(path: Path) -> Counter[tuple[str, int]]:
+    found: Counter[tuple[str, int]] = Counter()
     # Some files are broken on purpose at the byte level (Latin-1, NUL bytes).
     text = path.read_bytes().decode("utf-8", errors="replace")
     for number, line in enumerate(text.splitlines(), start=1):
         for code, at in EXPECT.findall(line):
-            found.add((code, int(at) if at else number))
+            found[(code, int(at) if at else number)] += 1
     return found
 
 
@@ -49,7 +50,7 @@ def test_a_file_over_the_size_limit_is_refused_before_it_is_parsed(tmp_path: Pat
 def test_broken_file_gives_exactly_the_expected_diagnostics(path: Path) -> None:
     want = expected(path)
     result = validate_file(str(path))
-    got = {(d.code, d.line) for d in result.diagnostics}
+    got = Counter((d.code, d.line) for d in result.diagnostics)
     assert got == want, "\n".join(d.format() for d in result.diagnostics)
     for diagnostic in result.diagnostics:
         assert diagnostic.file == str(path)

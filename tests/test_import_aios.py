@@ -1,18 +1,24 @@
-"""AIOS import: the four released configs, their quirks, and faithful round trips."""
+"""AIOS import: the four released configs, their quirks, the newer workflow/tools format,
+and faithful round trips."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import duckdb
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from flowengine.agentfile.diagnostics import Reporter
+from flowengine.agentfile.templates import compiled_template
 from flowengine.graph import validate_file, validate_text
 from flowengine.importers.aios import import_config, output_filename
 
-from .conftest import AGENTS, run_cli
+from .conftest import AGENTS, AIOS, run_cli
+
+NEWER = AIOS / "newer"
 
 
 def labelled_edges(graph) -> set[tuple[str, str, str]]:  # type: ignore[no-untyped-def]
@@ -170,11 +176,28 @@ def test_any_texts_survive_the_round_trip(
     agent = validate_text(result.yaml).agent
     assert agent is not None, result.yaml
     norm = lambda s: " ".join(s.split())  # noqa: E731 - the importer folds white space
+    # Texts are templates: any '{{', '{%' or '{#' is escaped, so each renders as written.
+    rendered = lambda s: compiled_template(s).render()  # noqa: E731
     assert agent.name == name.strip()
     step1 = agent.steps["Step 1"]
-    assert step1.question == norm(question)
+    assert rendered(step1.question) == norm(question)
     assert list(step1.branches) == labels
-    assert agent.steps["Step 2"].instruction == norm(instruction)
+    assert rendered(agent.steps["Step 2"].instruction) == norm(instruction)
+    assert rendered(agent.description) == norm(instruction)
+
+
+def test_texts_that_look_like_templates_are_kept_as_text(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path,
+        {"name": "J", "workflow": ["Reply {{ like this }} or {% if %} or {# not #}"]},
+    )
+    text, report = imported(config)
+    result = validate_text(text)
+    assert report.diagnostics == [] and result.diagnostics == []
+    instruction = result.agent.steps["Step 1"].instruction
+    assert (
+        compiled_template(instruction).render() == "Reply {{ like this }} or {% if %} or {# not #}"
+    )
 
 
 def test_a_refused_import_writes_nothing(aios_dir: Path, tmp_path: Path) -> None:
@@ -190,3 +213,321 @@ def test_import_to_stdout_prints_valid_yaml(aios_dir: Path) -> None:
     done = run_cli("import-aios", str(aios_dir / "TravelAgent.json"), "-o", "-")
     assert done.returncode == 0, done.stderr
     assert validate_text(done.stdout).errors == []
+
+
+def write_config(folder: Path, config: dict | str, name: str = "config.json") -> Path:
+    path = folder / name
+    path.write_text(config if isinstance(config, str) else json.dumps(config, indent=2))
+    return path
+
+
+def test_an_unknown_step_type_fails_the_import_and_stays_in_the_written_file(
+    tmp_path: Path,
+) -> None:
+    config = write_config(
+        tmp_path,
+        '{\n  "name": "Wanderer",\n  "flow": [\n'
+        '    "Step 1:::Process:::Start.:::next::Step 2",\n'
+        '    "Step 2:::Wander:::Look around.:::next::Step 3",\n'
+        '    "Step 3:::Terminal:::Done.:::"\n  ]\n}\n',
+    )
+    out = tmp_path / "out"
+    done = run_cli("import-aios", str(config), "-o", str(out))
+    assert done.returncode == 1, done.stderr
+    assert f"{config}:5:5: error: step 'Step 2' has the unknown step type 'Wander'" in done.stderr
+    written = out / "wanderer.yaml"
+    lines = written.read_text().splitlines()
+    # The step is kept with its type as written, so the file does not validate clean.
+    (diagnostic,) = validate_file(str(written)).errors
+    assert diagnostic.code == "invalid-value"
+    assert lines[diagnostic.line - 1].strip() == "type: Wander"
+    assert "'Wander'" in diagnostic.message
+    assert f"{written}:{diagnostic.line}:" in done.stderr
+    again = run_cli("validate", str(written))
+    assert again.returncode == 1
+
+
+def test_an_unknown_step_type_printed_to_stdout_also_fails(tmp_path: Path) -> None:
+    config = write_config(tmp_path, {"name": "W", "flow": ["Step 1:::Terminally:::Done.:::"]})
+    done = run_cli("import-aios", str(config), "-o", "-")
+    assert done.returncode == 1
+    assert "type: Terminally" in done.stdout
+    assert "[invalid-value]" in done.stderr and "[aios-flow]" in done.stderr
+
+
+@pytest.mark.parametrize(
+    "tool_info",
+    [
+        ["Avaiable tools: ", "google_search", "wolfram alpha ['question']. Parameter: 'question'"],
+        "Available tools:\ngoogle_search\nwolfram alpha ['question']",
+        ["Tools:", "google_search", "wolfram_alpha"],
+    ],
+)
+def test_a_tool_info_header_line_is_not_a_tool(tmp_path: Path, tool_info: list | str) -> None:
+    config = write_config(tmp_path, {"name": "T", "flow": [], "tool_info": tool_info})
+    text, report = imported(config)
+    assert report.diagnostics == []
+    assert validate_text(text).agent.tools == ["google_search", "wolfram_alpha"]
+
+
+def test_newer_configs_import_through_the_cli(tmp_path: Path) -> None:
+    configs = sorted(NEWER.glob("*.json"))
+    assert [p.name for p in configs] == [
+        "academic_agent.json",
+        "fitness_trainer.json",
+        "math_agent.json",
+    ]
+    done = run_cli("import-aios", *map(str, configs), "-o", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    # The only findings: AIOS tools that flowengine does not have (no step calls them).
+    findings = [line for line in done.stderr.splitlines() if not line.startswith("wrote ")]
+    assert findings and all("[unknown-declared-tool]" in line for line in findings), findings
+    agents = {}
+    for name in ("academic_agent", "fitness_trainer", "math_agent"):
+        result = validate_file(str(tmp_path / f"{name}.yaml"))
+        assert {d.code for d in result.diagnostics} <= {"unknown-declared-tool"}
+        assert not result.errors
+        agents[name] = result.agent
+    # Real configs: tools as author/name paths, as function objects, and no workflow.
+    assert agents["math_agent"].tools == ["wolfram_alpha", "currency_converter"]
+    assert agents["academic_agent"].tools == ["arxiv"]
+    assert agents["fitness_trainer"].tools == ["text_to_image", "text_to_speech"]
+    assert [s.kind for s in agents["fitness_trainer"].steps.values()] == ["terminal"]
+
+
+@pytest.mark.parametrize("name", ["math_agent", "academic_agent"])
+def test_a_workflow_becomes_process_steps_in_order_then_a_terminal_step(name: str) -> None:
+    config = json.loads((NEWER / f"{name}.json").read_text())
+    text, report = imported(NEWER / f"{name}.json")
+    assert report.diagnostics == []
+    result = validate_text(text)
+    assert {d.code for d in result.diagnostics} <= {"unknown-declared-tool"}
+    agent = result.agent
+    workflow = [" ".join(entry.split()) for entry in config["workflow"]]
+    ids = [f"Step {n}" for n in range(1, len(workflow) + 1)]
+    assert list(agent.steps) == [*ids, "answer"]
+    for step_id, message, following in zip(ids, workflow, [*ids[1:], "answer"], strict=True):
+        step = agent.steps[step_id]
+        assert (step.kind, step.instruction, step.next) == ("process", message, following)
+    answer = agent.steps["answer"]
+    # AIOS's answer is the reply to the last workflow step.
+    assert (answer.kind, answer.output) == ("terminal", "{{ last }}")
+    assert agent.description == " ".join(" ".join(config["description"]).split())
+
+
+def test_a_workflow_entry_naming_a_tool_calls_it_when_its_arguments_can_be_written(
+    tmp_path: Path,
+) -> None:
+    arxiv = {
+        "type": "function",
+        "function": {
+            "name": "arxiv",
+            "description": "Query articles or topics in arxiv",
+            "parameters": {
+                "type": "object",
+                "properties": {"query": {"type": "string"}},
+                "required": ["query"],
+            },
+        },
+    }
+    clock = {"type": "function", "function": {"name": "clock", "parameters": {}}}
+    config = write_config(
+        tmp_path,
+        {
+            "name": "Researcher",
+            "workflow": [
+                {"message": "Gather information from arxiv", "tool_use": ["arxiv"]},
+                {"message": "Note the time", "tool_use": ["clock"]},
+                {"message": "Pick a source", "tool_use": ["imdb_top_movies", "arxiv"]},
+                {"message": "Pre-calculate", "tool_use": ["wolfram_alpha"]},
+                {"message": "Search the web", "tool_use": ["bing"]},
+                {"message": "Write a summary", "tool_use": None},
+            ],
+            "tools": [arxiv, clock, "imdb/imdb_top_movies", "wolfram/wolfram_alpha"],
+        },
+    )
+    text, report = imported(config)
+    lines = config.read_text().splitlines()
+    warned = {}
+    for diagnostic in report.diagnostics:
+        assert (diagnostic.severity.value, diagnostic.code) == ("warning", "aios-workflow")
+        warned[diagnostic.message.split("'")[1]] = diagnostic
+        assert lines[diagnostic.line - 1][diagnostic.column - 1 :].startswith('"')
+    assert sorted(warned) == ["Step 3", "Step 4", "Step 5"]
+    assert "choose among tools 'imdb_top_movies', 'arxiv'" in warned["Step 3"].message
+    assert '"Pick a source"' in lines[warned["Step 3"].line - 1]
+    assert "does not say which arguments" in warned["Step 4"].message
+    assert "'bing', which the config's 'tools' does not list" in warned["Step 5"].message
+    agent = validate_text(text).agent
+    steps = agent.steps
+    assert (steps["Step 1"].tool, steps["Step 1"].args) == ("arxiv", {"query": "{{ task }}"})
+    assert steps["Step 1"].instruction == "Gather information from arxiv"
+    assert (steps["Step 2"].tool, steps["Step 2"].args) == ("clock", {})
+    assert [steps[f"Step {n}"].tool for n in range(3, 7)] == [None] * 4
+    # flowengine has neither tool: the import is faithful, and validate says what is missing.
+    errors = validate_text(text).errors
+    assert sorted((d.code, d.message.split("'")[3]) for d in errors) == [
+        ("unknown-tool", "arxiv"),
+        ("unknown-tool", "clock"),
+    ]
+
+
+def test_an_imported_workflow_tool_call_really_runs(tmp_path: Path) -> None:
+    calculator = {
+        "type": "function",
+        "function": {
+            "name": "calculator",
+            "description": "Evaluate an arithmetic expression",
+            "parameters": {
+                "type": "object",
+                "properties": {"expression": {"type": "string"}},
+            },
+        },
+    }
+    config = write_config(
+        tmp_path,
+        {
+            "name": "Calc",
+            "workflow": [
+                {"message": "Calculate the expression", "tool_use": ["calculator"]},
+                "Explain the result",
+            ],
+            "tools": [calculator],
+        },
+    )
+    assert run_cli("import-aios", str(config), "-o", str(tmp_path)).returncode == 0
+    script = write_config(tmp_path, {"default": "The result is 14."}, "script.json")
+    db = tmp_path / "runs.duckdb"
+    done = run_cli(
+        "run",
+        str(tmp_path / "calc.yaml"),
+        "--input",
+        "(3+4)*2",
+        "--backend",
+        "scripted",
+        "--script",
+        str(script),
+        "--db",
+        str(db),
+        "--json",
+    )
+    assert done.returncode == 0, done.stderr
+    [outcome] = json.loads(done.stdout)
+    assert outcome["path"] == ["Step 1", "Step 2", "answer"]
+    assert outcome["output"] == "The result is 14."
+    with duckdb.connect(str(db), read_only=True) as con:
+        calls = con.execute("SELECT tool, ok, result->>'value' FROM tool_calls").fetchall()
+    assert calls == [("calculator", True, "14")]
+
+
+def test_what_a_newer_config_cannot_keep_is_reported_where_it_is(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path,
+        {
+            "name": "Odd",
+            "flow": [],
+            "workflow": ["Never converted"],
+            "tools": ["/", 7, "local/wikipedia"],
+            "build": {"entry": "agent.py", "module": "OddAgent"},
+        },
+    )
+    text, report = imported(config)
+    lines = config.read_text().splitlines()
+    found = {(d.severity.value, d.code, lines[d.line - 1].strip()) for d in report.diagnostics}
+    assert found == {
+        ("warning", "aios-workflow", '"workflow": ['),
+        ("warning", "aios-tool", '"/",'),
+        ("warning", "aios-tool", "7,"),
+        ("warning", "aios-config", '"build": {'),
+    }
+    assert "'agent.py' (class OddAgent) is not converted" in " ".join(
+        d.message for d in report.diagnostics
+    )
+    assert validate_text(text).agent.tools == ["wikipedia"]
+
+
+def test_a_workflow_entry_that_is_not_a_step_fails_the_import(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path, {"name": "Bad", "workflow": ["First", {"tool_use": ["x"], "note": "?"}, 3]}
+    )
+    done = run_cli("import-aios", str(config), "-o", "-")
+    assert done.returncode == 1
+    errors = [line for line in done.stderr.splitlines() if "[aios-workflow]" in line]
+    assert len(errors) == 2
+    assert "workflow entry 2 is not a text" in errors[0] and ":9:15:" in errors[0]
+    assert "workflow entry 3" in errors[1] and ":11:5:" in errors[1]
+    workflow_not_a_list = write_config(tmp_path, {"name": "B", "workflow": "do it"}, "b.json")
+    report = Reporter(str(workflow_not_a_list))
+    assert import_config(str(workflow_not_a_list), "x", report).yaml is not None
+    assert [d.code for d in report.diagnostics] == ["aios-workflow"] and report.has_errors
+
+
+workflow_entries = st.one_of(
+    texts,
+    st.fixed_dictionaries(
+        {"message": texts},
+        optional={"tool_use": st.one_of(st.none(), st.lists(st.sampled_from(["a", "b", "zz"])))},
+    ),
+    st.integers(),
+    st.none(),
+)
+tool_entries = st.one_of(
+    st.text(max_size=20),
+    st.fixed_dictionaries(
+        {
+            "type": st.just("function"),
+            "function": st.fixed_dictionaries(
+                {"name": st.sampled_from(["a", "b", "1x", ""])},
+                optional={
+                    "parameters": st.fixed_dictionaries(
+                        {
+                            "properties": st.dictionaries(
+                                st.sampled_from(["q", "n"]),
+                                st.fixed_dictionaries(
+                                    {"type": st.sampled_from(["string", "integer"])}
+                                ),
+                            )
+                        }
+                    )
+                },
+            ),
+        }
+    ),
+    st.integers(),
+)
+
+
+@given(
+    workflow=st.one_of(st.lists(workflow_entries, max_size=6), st.text(max_size=5)),
+    tools=st.one_of(st.lists(tool_entries, max_size=5), st.none(), st.text(max_size=5)),
+)
+def test_any_newer_config_imports_to_yaml_that_loads_or_says_why(
+    tmp_path_factory, workflow: object, tools: object
+) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path_factory.mktemp("cfg") / "c.json"
+    path.write_text(json.dumps({"name": "N", "workflow": workflow, "tools": tools}))
+    report = Reporter(str(path))
+    result = import_config(str(path), "x", report)
+    assert result.yaml is not None
+    checked = validate_text(result.yaml)
+    assert checked.agent is not None, result.yaml
+    if not report.has_errors:
+        assert checked.errors == [], result.yaml
+
+
+def test_tool_names_that_yaml_reads_as_other_values_stay_text(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path,
+        {
+            "name": "Words",
+            "workflow": [{"message": "Check", "tool_use": ["true"]}],
+            "tools": [{"function": {"name": "true", "parameters": {}}}, "x/null", "on"],
+            "tool_info": ["yes: says yes"],
+        },
+    )
+    text, report = imported(config)
+    result = validate_text(text)
+    assert report.diagnostics == []
+    assert [(d.code, d.message.split("'")[3]) for d in result.errors] == [("unknown-tool", "true")]
+    assert result.agent.tools == ["yes", "true", "null", "on"]
+    assert result.agent.steps["Step 1"].tool == "true"

@@ -53,3 +53,13 @@ def test_no_raw_jsonschema_wording_reaches_the_user() -> None:
     for line in messages(broken):
         assert "is not of type" not in line
         assert "Additional properties" not in line
+
+
+def test_each_missing_required_field_is_reported_once() -> None:
+    # jsonschema raises one 'required' error per missing field; k fields once gave k*k lines.
+    assert messages("description: nothing else\n") == [
+        "agent.yaml:1:1: error: the agent is missing the required field 'name'; "
+        "add 'name: YourAgent' [missing-field]",
+        "agent.yaml:1:1: error: the agent is missing the required field 'steps'; "
+        "add 'steps:' with at least one step [missing-field]",
+    ]

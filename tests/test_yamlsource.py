@@ -157,3 +157,70 @@ def test_keys_after_a_merge_override_it_without_being_duplicates() -> None:
     doc = load("base: &b {type: process, next: x}\nstep:\n  <<: *b\n  next: y\n")
     assert doc.data["step"] == {"type": "process", "next": "y"}
     assert doc.duplicates == []
+
+
+@pytest.mark.parametrize(
+    ("text", "at", "quote"),
+    [
+        ('name: A\nsteps:\n  a:\n    instruction: "Say hello.\n    next: b\n', (4, 18), '"'),
+        ("name: 'A\nsteps: {}\n", (1, 7), "'"),
+        ("a:\n  - x\n  - 'open\n---\nb: 1\n", (3, 5), "'"),  # runs into a '---', not the end
+    ],
+)
+def test_an_unclosed_quote_is_reported_where_it_opens(
+    text: str, at: tuple[int, int], quote: str
+) -> None:
+    with pytest.raises(YamlLoadError) as caught:
+        load(text)
+    assert caught.value.code == "yaml-syntax"
+    assert caught.value.position == Position(*at)
+    assert f"starts here with {quote} is never closed" in caught.value.message
+    assert f"add the closing {quote}" in caught.value.message
+
+
+def test_other_errors_inside_a_quoted_string_keep_their_own_place() -> None:
+    with pytest.raises(YamlLoadError) as caught:
+        load('a: "x\\qy"\n')
+    assert "escape" in caught.value.message
+    assert caught.value.position == Position(1, 6)  # the bad escape, not the quote
+
+
+def test_an_anchor_on_a_key_can_be_used_by_a_later_alias() -> None:
+    doc = load("steps:\n  &first ask: {type: terminal}\nstart: *first\n")
+    assert doc.data == {"steps": {"ask": {"type": "terminal"}}, "start": "ask"}
+    assert doc.value_at(("start",)) == Position(3, 8)
+
+
+def test_an_alias_of_text_can_be_a_key_and_of_a_mapping_cannot() -> None:
+    assert load("&k a: 1\nb: {*k : 2}\n").data == {"a": 1, "b": {"a": 2}}
+    assert load("x: &n 12\ny: {*n : z}\n").data == {"x": 12, "y": {"12": "z"}}
+    with pytest.raises(YamlLoadError) as caught:
+        load("a: &m {b: 1}\n*m : 2\n")
+    assert caught.value.code == "yaml-syntax"
+    assert caught.value.position == Position(2, 1)
+    assert "cannot be a mapping key" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("text", "code", "at"),
+    [
+        ("!!python/object:os.system a: 1\n", "yaml-unsupported-tag", (1, 1)),
+        ("a:\n  !custom b: 1\n", "yaml-unsupported-tag", (2, 3)),
+        ("? !!binary aGk=\n: x\n", "yaml-unsupported-tag", (1, 3)),
+        ("!!int abc: x\n", "yaml-syntax", (1, 1)),
+    ],
+)
+def test_a_tag_on_a_key_is_checked_like_a_tag_on_a_value(
+    text: str, code: str, at: tuple[int, int]
+) -> None:
+    with pytest.raises(YamlLoadError) as caught:
+        load(text)
+    assert (caught.value.code, caught.value.position) == (code, Position(*at))
+
+
+def test_core_tags_on_keys_are_accepted_and_keys_stay_text() -> None:
+    assert load("!!str a: 1\n!!int 7: x\n!!bool true: y\n").data == {
+        "a": 1,
+        "7": "x",
+        "true": "y",
+    }

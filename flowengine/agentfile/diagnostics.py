@@ -58,9 +58,10 @@ CODES: dict[str, str] = {
     "schema-unsupported": "an output schema uses a feature constrained decoding cannot enforce",
     # import-aios
     "aios-json": "the AIOS config is not valid JSON",
-    "aios-config": "the AIOS config lacks what an agent needs (a name)",
+    "aios-config": "the AIOS config lacks a name, or has code ('build') that is not converted",
     "aios-flow": "a flow entry that cannot be converted as written",
-    "aios-tool": "a tool_info entry whose tool name cannot be read",
+    "aios-workflow": "a workflow entry, or its tool call, that cannot be converted as written",
+    "aios-tool": "a tool_info or tools entry whose tool name cannot be read",
 }
 """Every diagnostic code, with what it means. Codes are stable: tools may match on them."""
 

@@ -91,9 +91,17 @@ def check_schema(document: Document, report: Reporter) -> set[str]:
             allowed = _subschema(error).get("properties", {})
             unknown[path] = [k for k in error.instance if k not in allowed]
     broken_steps: set[str] = set()
+    # jsonschema gives one 'required' error per missing field, and each is translated
+    # into a line for every missing field of its rule: take one of them per rule.
+    required_rules: set[tuple[Path, tuple[str | int, ...]]] = set()
     for path, error in errors:
         if len(path) >= 2 and path[0] == "steps" and isinstance(path[1], str):
             broken_steps.add(path[1])
+        if error.validator == "required":
+            rule = (path, tuple(error.schema_path))
+            if rule in required_rules:
+                continue
+            required_rules.add(rule)
         for message, at in _translate(error, path, document, unknown):
             report.error(_code(error), message, at)
     return broken_steps

@@ -149,6 +149,9 @@ def load(text: str) -> Document:
 
 
 def _syntax_error(exc: yaml.YAMLError, text: str) -> YamlLoadError:
+    unclosed = _unclosed_quote(exc, text)
+    if unclosed is not None:
+        return unclosed
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
     if mark is not None:
         position = Position(mark.line + 1, mark.column + 1)
@@ -168,6 +171,34 @@ def _syntax_error(exc: yaml.YAMLError, text: str) -> YamlLoadError:
         context += f" that starts at line {context_mark.line + 1}, column {context_mark.column + 1}"
     message = f"YAML syntax error: {problem}" + (f" ({context})" if context else "")
     return YamlLoadError("yaml-syntax", message, position)
+
+
+def _unclosed_quote(exc: yaml.YAMLError, text: str) -> YamlLoadError | None:
+    """A quoted string that is never closed, located at its opening quote.
+
+    The parser notices only where the text runs out (the end of the file, or a ``---``),
+    which can be far below the mistake; the quote that opened the string is the place
+    to fix.
+    """
+    problem = str(getattr(exc, "problem", ""))
+    if getattr(exc, "context", None) != "while scanning a quoted scalar" or not (
+        problem.endswith("end of stream") or "unexpected document" in problem
+    ):
+        return None
+    opened = getattr(exc, "context_mark", None)
+    if opened is None:
+        return None
+    lines = text.splitlines()
+    line = lines[opened.line] if opened.line < len(lines) else ""
+    quote = line[opened.column] if opened.column < len(line) else '"'
+    if quote not in "'\"":
+        quote = '"'
+    return YamlLoadError(
+        "yaml-syntax",
+        f"YAML syntax error: the quoted text that starts here with {quote} is never closed; "
+        f"add the closing {quote} where the text ends",
+        Position(opened.line + 1, opened.column + 1),
+    )
 
 
 def _position(event: yaml.Event) -> Position:
@@ -197,6 +228,8 @@ class _Builder:
         self.nodes = 0
         self.stack: list[_Frame] = []
         self.anchors: dict[str, tuple[Any, int]] = {}
+        self.anchor_texts: dict[str, str] = {}
+        """The written text of each anchored scalar, for an alias used as a mapping key."""
         self.keys: dict[Path, Mark] = {}
         self.values: dict[Path, Mark] = {}
         self.duplicates: list[Duplicate] = []
@@ -213,8 +246,10 @@ class _Builder:
                 )
         elif isinstance(event, yaml.ScalarEvent):
             self._count(1, event)
+            if event.anchor:
+                self.anchor_texts[event.anchor] = event.value
             if self.stack and self._expects_key():
-                self._take_key(event)
+                self._key_scalar(event)
             else:
                 style = event.style or None
                 self._place(_scalar(event), 1, Mark(_position(event), style), event.anchor)
@@ -239,11 +274,20 @@ class _Builder:
         top = self.stack[-1]
         return isinstance(top.container, dict) and top.pending_key is None
 
-    def _take_key(self, event: yaml.ScalarEvent) -> None:
+    def _key_scalar(self, event: yaml.ScalarEvent) -> None:
+        """A key is always text, but its tag is checked as a value's would be, and its
+        anchor is registered (an alias to it stands for the key's text)."""
+        if event.tag is not None:
+            _scalar(event)  # refuses !!python/..., !custom and '!!int abc' as for a value
+        merge = event.value == "<<" and not event.style
+        self._take_key(event.value, _position(event), merge)
+        if event.anchor:
+            self.anchors[event.anchor] = (event.value, 1)
+
+    def _take_key(self, key: str, position: Position, merge: bool) -> None:
+        """Start a mapping entry; ``merge`` for a plain ``<<`` (a quoted "<<" is text)."""
         top = self.stack[-1]
-        key = event.value
-        mark = Mark(_position(event))
-        merge = key == "<<" and not event.style  # only a plain << merges; "<<" is text
+        mark = Mark(position)
         if key in top.explicit and not merge:
             first = self.keys.get((*top.path, key), mark).position
             self.duplicates.append(Duplicate(top.path, key, first, mark.position))
@@ -299,9 +343,16 @@ class _Builder:
         value, size = self.anchors[event.anchor]
         self._count(size, event)
         if self.stack and self._expects_key():
-            raise YamlLoadError(
-                "yaml-syntax", "an alias cannot be used as a mapping key", _position(event)
-            )
+            text = self.anchor_texts.get(event.anchor)
+            if text is None:
+                raise YamlLoadError(
+                    "yaml-syntax",
+                    f"alias '*{event.anchor}' stands for a list or mapping, which cannot be "
+                    "a mapping key; a key must be plain text",
+                    _position(event),
+                )
+            self._take_key(text, _position(event), merge=False)
+            return
         self._place(value, size, Mark(_position(event)), None)
 
     def _place(self, value: Any, size: int, mark: Mark, anchor: str | None) -> None:
