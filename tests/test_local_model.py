@@ -82,19 +82,32 @@ def test_travel_agent_reaches_its_terminal_step(tmp_path: Path) -> None:
     ]
     flights = _stored(db, "SELECT result FROM tool_calls WHERE tool = 'search_flights'")
     assert flights and all("SAMPLE" in json.loads(r)["source"] for (r,) in flights)
+    # The plan was constrained to its schema while it was written: it is valid, and every
+    # place name in it comes from the run's tool results.
+    assert outcome["output_valid"] is True and outcome["output_errors"] == []
+    assert _stored(db, "SELECT count(*) FROM errors WHERE code = 'output-invalid'") == [(0,)]
+    results = " ".join(r for (r,) in _stored(db, "SELECT result FROM tool_calls WHERE ok"))
+    places = ("breakfast", "lunch", "dinner", "attraction", "accommodation")
+    names = {day[k] for day in outcome["output"]["days"] for k in places} - {"-"}
+    assert all(json.dumps(name) in results for name in names), names
+    # Steps after the first found the start of their prompt in the run's KV cache.
+    [(reused,)] = _stored(db, "SELECT sum(reused_tokens) FROM llm_requests")
+    assert reused > 0
 
 
-def _three_runs(tmp_path: Path, policy: str) -> tuple[list[dict], Path]:
-    db = tmp_path / f"{policy}.duckdb"
+def _runs(tmp_path: Path, agents: list[str], policy: str, pool: int) -> tuple[list[dict], Path]:
+    db = tmp_path / f"{policy}-{len(agents)}-{pool}.duckdb"
     done = run_cli(
         "run",
-        *THREE,
+        *agents,
         "--input",
         "I want cheap Italian restaurants in Boston, 3 of them",
         "--scheduler",
         policy,
         "--quantum",
         "4",
+        "--pool",
+        str(pool),
         "--max-tokens",
         "20",
         "--db",
@@ -106,17 +119,30 @@ def _three_runs(tmp_path: Path, policy: str) -> tuple[list[dict], Path]:
     return json.loads(done.stdout), db
 
 
+def _what_happened(outcome: dict) -> tuple:
+    return (outcome["agent"], outcome["status"], outcome["path"], outcome["output"])
+
+
 def test_round_robin_interleaves_three_runs_and_matches_fifo(tmp_path: Path) -> None:
-    rr, rr_db = _three_runs(tmp_path, "rr")
-    fifo, fifo_db = _three_runs(tmp_path, "fifo")
-    # Greedy decoding: the same paths and outputs whatever the schedule.
+    """Each run keeps its KV cache between steps. With one cache for three runs under rr,
+    caches are taken from runs between steps and from preempted requests, and rebuilt by
+    replaying their evaluation logs; greedy output must not notice any of it: the same as
+    under fifo with a cache each, and the same as a run alone."""
+    rr, rr_db = _runs(tmp_path, THREE, "rr", pool=1)
+    fifo, fifo_db = _runs(tmp_path, THREE, "fifo", pool=4)
+    [alone], _ = _runs(tmp_path, THREE[:1], "fifo", pool=4)
     for a, b in zip(rr, fifo, strict=True):
-        assert (a["agent"], a["status"], a["path"], a["output"]) == (
-            b["agent"],
-            b["status"],
-            b["path"],
-            b["output"],
+        assert _what_happened(a) == _what_happened(b)
+    assert _what_happened(alone) == _what_happened(fifo[0])
+    assert _stored(rr_db, "SELECT sum(restores) > 0 FROM llm_requests") == [(True,)]
+    # Later steps of a run found their beginning in the run's cache.
+    for db in (rr_db, fifo_db):
+        [(reused, prompt, evaluated)] = _stored(
+            db,
+            "SELECT sum(reused_tokens), sum(prompt_tokens), sum(evaluated_tokens) "
+            "FROM llm_requests",
         )
+        assert 0 < reused < prompt
     order = [r for (r,) in _stored(rr_db, "SELECT run_id FROM llm_slices ORDER BY started_s")]
     switches = sum(1 for x, y in itertools.pairwise(order) if x != y)
     assert len(set(order)) == 3 and switches >= 10
