@@ -168,3 +168,67 @@ def test_a_broken_agent_is_not_run(tmp_path: Path) -> None:
     )
     assert done.returncode == 1
     assert f"{broken}:5:5" in done.stderr and "fix these errors before running" in done.stderr
+
+
+CHOOSER = """\
+name: Chooser
+tools: [search_restaurants]
+steps:
+  find:
+    type: process
+    tool: search_restaurants
+    args: {city: "{{ task }}"}
+    instruction: Pick a restaurant for lunch.
+    format: json
+    schema: {enum: "{{ tool_result.restaurants | map(attribute='name') | list }}"}
+    save_as: found
+    next: plan
+  plan:
+    type: terminal
+    instruction: Write the plan.
+    format: json
+    schema:
+      type: object
+      required: [lunch]
+      properties:
+        lunch: {enum: "{{ found.restaurants | map(attribute='name') | list + ['-'] }}"}
+"""
+
+
+def test_templated_enums_and_tool_result_checked_on_a_backend_without_grammar(
+    tmp_path: Path,
+) -> None:
+    """The scripted backend cannot constrain its replies, so JSON is checked after the
+    fact against the schema whose enum was computed from this run's tool result."""
+    agent = tmp_path / "chooser.yaml"
+    agent.write_text(CHOOSER)
+    assert run_cli("validate", str(agent)).returncode == 0
+    script = {
+        "rules": [
+            {"contains": "Pick a restaurant", "reply": '"Boston Grill 9"'},
+            {"contains": "Write the plan", "reply": '{"lunch": "Nowhere Diner"}'},
+        ]
+    }
+    db = tmp_path / "c.duckdb"
+    done = run_cli(
+        "run", str(agent), "--input", "Boston", "--backend", "scripted",
+        "--script", _script(tmp_path, script), "--db", str(db), "--json",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    [outcome] = json.loads(done.stdout)
+    assert outcome["output"] == {"lunch": "Nowhere Diner"} and outcome["output_valid"] is False
+    with duckdb.connect(str(db), read_only=True) as con:
+        [(names,)] = con.execute("SELECT result FROM tool_calls").fetchall()
+        errors = con.execute("SELECT step_id, message FROM errors ORDER BY occurred").fetchall()
+    real = [r["name"] for r in json.loads(names)["restaurants"]]
+    assert "Boston Grill 9" not in real and "Nowhere Diner" not in real
+    # Both replies are outside the choices the run's tool result gave, and both are said.
+    assert [step for step, _ in errors] == ["find", "plan"]
+    assert all("is not one of" in message and real[0] in message for _, message in errors)
+
+
+def test_tool_result_outside_a_tool_step_is_flagged(tmp_path: Path) -> None:
+    agent = tmp_path / "a.yaml"
+    agent.write_text(CHOOSER.replace("Write the plan.", "Write the plan from {{ tool_result }}."))
+    done = run_cli("validate", str(agent))
+    assert "uses 'tool_result', but it is set only in a step that calls a tool" in done.stdout

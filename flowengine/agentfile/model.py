@@ -23,6 +23,10 @@ BUILTIN_VARIABLES = frozenset({"task", "last", "progress", "visits"})
 """Variables every template can use: the user's request, the previous step's result,
 the list of what the run has done so far, and how many times each step has run."""
 
+TOOL_RESULT = "tool_result"
+"""In a step that calls a tool and then asks the model, the tool's result, for the step's
+own instruction and schema (e.g. an ``enum`` of the names it returned)."""
+
 
 @dataclass(frozen=True)
 class Input:

@@ -252,32 +252,42 @@ def unenforceable(schema: Any) -> list[str]:
 
 SchemaPath = tuple[str | int, ...]
 
+TEMPLATED_KEYWORDS: dict[str, Any] = {
+    "enum": ["a choice"],
+    "minItems": 1,
+    "maxItems": 1,
+    "minimum": 1,
+    "maximum": 1,
+}
+"""Output-schema keywords whose value may be a template (``"{{ expr }}"``) computed at run
+time, such as the names a tool returned (``enum``) or the days of a trip (``minItems``);
+with the stand-in value ``validate`` checks the rest of the schema with."""
 
-def enum_templates(schema: Any, path: SchemaPath = ()) -> list[tuple[SchemaPath, str]]:
-    """Every ``enum`` in an output schema given as a template (``"{{ expr }}"``), with its
-    path: the choices are computed at run time, e.g. the names a tool returned."""
+
+def schema_templates(schema: Any, path: SchemaPath = ()) -> list[tuple[SchemaPath, str]]:
+    """Every templated keyword value in an output schema, with its path."""
     found: list[tuple[SchemaPath, str]] = []
     if isinstance(schema, dict):
         for key, value in schema.items():
-            if key == "enum" and isinstance(value, str):
+            if key in TEMPLATED_KEYWORDS and isinstance(value, str):
                 found.append(((*path, key), value))
             else:
-                found += enum_templates(value, (*path, key))
+                found += schema_templates(value, (*path, key))
     elif isinstance(schema, list):
         for index, value in enumerate(schema):
-            found += enum_templates(value, (*path, index))
+            found += schema_templates(value, (*path, index))
     return found
 
 
-def with_enums(schema: Any, choose: Callable[[str], list[Any]]) -> Any:
-    """``schema`` with each templated ``enum`` replaced by ``choose(template)``."""
+def with_values(schema: Any, compute: Callable[[str, str], Any]) -> Any:
+    """``schema`` with each templated keyword value replaced by ``compute(key, template)``."""
     if isinstance(schema, dict):
         return {
-            key: choose(value)
-            if key == "enum" and isinstance(value, str)
-            else with_enums(value, choose)
+            key: compute(key, value)
+            if key in TEMPLATED_KEYWORDS and isinstance(value, str)
+            else with_values(value, compute)
             for key, value in schema.items()
         }
     if isinstance(schema, list):
-        return [with_enums(value, choose) for value in schema]
+        return [with_values(value, compute) for value in schema]
     return schema

@@ -16,8 +16,14 @@ from typing import Any
 import networkx as nx
 
 from flowengine.agentfile.diagnostics import Position, Reporter, Vocabulary, did_you_mean
-from flowengine.agentfile.model import BUILTIN_VARIABLES, Agent, Step
-from flowengine.agentfile.schema import enum_templates, schema_is_valid, unenforceable, with_enums
+from flowengine.agentfile.model import BUILTIN_VARIABLES, TOOL_RESULT, Agent, Step
+from flowengine.agentfile.schema import (
+    TEMPLATED_KEYWORDS,
+    schema_is_valid,
+    schema_templates,
+    unenforceable,
+    with_values,
+)
 from flowengine.agentfile.templates import TemplateProblem, expression_variables, template_variables
 from flowengine.agentfile.yamlsource import Path
 from flowengine.graph.tool_checks import check_tools
@@ -113,8 +119,8 @@ def _check_output_schema(agent: Agent, step: Step, report: Reporter) -> None:
             f"step '{step.id}' has an output 'schema' but its format is text; add 'format: json'",
             agent.key_at(*_step_path(step, "schema")),
         )
-    # Templated enums are computed at run time: check the rest with a stand-in list.
-    schema = with_enums(step.schema, lambda _: ["a choice"])
+    # Templated values are computed at run time: check the rest with stand-ins.
+    schema = with_values(step.schema, lambda key, _: TEMPLATED_KEYWORDS[key])
     problem = schema_is_valid(schema)
     if problem:
         report.error(
@@ -247,7 +253,7 @@ def _templates(agent: Agent) -> Iterator[tuple[Path, str, bool]]:
             if source:
                 yield _step_path(step, field), source, False
         yield from _arg_templates(_step_path(step, "args"), step.args)
-        for path, template in enum_templates(step.schema or {}):
+        for path, template in schema_templates(step.schema or {}):
             yield _step_path(step, "schema", *path), template, False
         for label, expression in step.when.items():
             yield _step_path(step, "when", label), expression, True
@@ -415,11 +421,11 @@ def _check_variables(
     for step in agent.steps.values():
         if step.save_as:
             providers.setdefault(step.save_as, []).append(step.id)
-            if step.save_as in always:
+            if step.save_as in always | {TOOL_RESULT}:
                 report.warning(
                     "shadowed-variable",
                     f"step '{step.id}' saves into '{step.save_as}', which hides the "
-                    f"{'built-in' if step.save_as in BUILTIN_VARIABLES else 'input'} "
+                    f"{'input' if step.save_as in agent.inputs else 'built-in'} "
                     "of that name; pick another name",
                     agent.value_at(*_step_path(step, "save_as")),
                 )
@@ -429,6 +435,8 @@ def _check_variables(
         for sid, names in uses.items()
         for name, at in names.items()
         if name not in always
+        # ``tool_result`` is set in a step that calls a tool, for that step's own templates.
+        and not (name == TOOL_RESULT and sid and agent.steps[sid].tool)
         # Most uses read what the step just before saved: settled without the analysis.
         and not (sid and any(saves[p] == name for p in graph.predecessors(sid)))
     ]
@@ -438,7 +446,9 @@ def _check_variables(
         if saved_before.get(sid, 0) & bits.get(name, 0):
             continue
         where = f"step '{sid}'" if sid else "'description'"
-        if name in providers:
+        if name == TOOL_RESULT:
+            reason = "it is set only in a step that calls a tool (that tool's result)"
+        elif name in providers:
             reason = "no earlier step saves it"
         else:
             reason = "no input, built-in or step's 'save_as' provides it"

@@ -64,7 +64,8 @@ class JsonConstraint:
         from llguidance import LLMatcher
 
         self._numpy = numpy
-        grammar = _grammar(json.dumps(bounded(schema), sort_keys=True))
+        # Not sorted: the order of properties is the order the model writes them in.
+        grammar = _grammar(json.dumps(bounded(schema)))
         self._matcher = LLMatcher(tokenizer, grammar, log_level=0)
         self.vocab_size = int(tokenizer.vocab_size)
         if self._matcher.is_error():

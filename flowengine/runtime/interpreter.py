@@ -16,8 +16,8 @@ from typing import Any
 import networkx as nx
 from jinja2 import Undefined
 
-from flowengine.agentfile.model import Agent, Step
-from flowengine.agentfile.schema import with_enums
+from flowengine.agentfile.model import TOOL_RESULT, Agent, Step
+from flowengine.agentfile.schema import with_values
 from flowengine.agentfile.templates import compiled_expression, compiled_template, render_bounded
 from flowengine.errors import AccessDenied, ContextOverflow, MemoryQuotaExceeded, StepError
 from flowengine.graph.compile import compile_agent, successor
@@ -117,6 +117,8 @@ class AgentRun:
         self.agent = setup.agent
         self.run_id = setup.run_id
         self.graph = setup.graph
+        self._tool_result: Any = None
+        """The tool's result while a tool step's own templates render (``tool_result``)."""
         self.on_step = on_step
         self.memory: RunMemory = kernel.register_run(self.run_id, self.agent.name, self.agent.tools)
         self.seq = 0
@@ -259,7 +261,11 @@ class AgentRun:
             value = called.value if called.ok else {"error": called.error}
             if not step.instruction:
                 return value, value
-            answer, _ = self._answer(step, data=(step.tool, value))
+            self._tool_result = value
+            try:
+                answer, _ = self._answer(step, data=(step.tool, value))
+            finally:
+                self._tool_result = None
             return answer, value
         answer, _ = self._answer(step)
         return answer, answer
@@ -302,25 +308,31 @@ class AgentRun:
         return self._checked_json(step, text)
 
     def _output_schema(self, step: Step) -> dict[str, Any] | None:
-        """The step's output schema, with each templated ``enum`` computed now."""
+        """The step's output schema, with each templated value (``enum: "{{ ... }}"``,
+        ``minItems``...) computed now."""
         if step.schema is None:
             return None
 
-        def choices(template: str) -> list[Any]:
+        def compute(key: str, template: str) -> Any:
             value = self._render_value(template, step)
-            if not (
-                isinstance(value, list)
-                and value
-                and all(isinstance(v, (str, int, float, bool)) or v is None for v in value)
-            ):
-                raise StepError(
-                    f"step '{step.id}': the schema's enum {template!r} gave {value!r}; it must "
-                    "give a non-empty list of strings or numbers",
-                    "template-failed",
-                )
-            return list(dict.fromkeys(value))
+            if key == "enum":
+                scalars = (str, int, float, bool, type(None))
+                if isinstance(value, list) and value and all(isinstance(v, scalars) for v in value):
+                    return list(dict.fromkeys(value))
+                wanted = "a non-empty list of strings or numbers"
+            else:
+                bound = key in ("minimum", "maximum")
+                number = isinstance(value, (int, float)) and not isinstance(value, bool)
+                if number and (bound or (isinstance(value, int) and value >= 0)):
+                    return value
+                wanted = "a number" if bound else "a whole number >= 0"
+            raise StepError(
+                f"step '{step.id}': the schema's {key} {template!r} gave {value!r}; it must "
+                f"give {wanted}",
+                "template-failed",
+            )
 
-        return dict(with_enums(step.schema, choices))
+        return dict(with_values(step.schema, compute))
 
     def _checked_json(self, step: Step, text: str) -> tuple[Any, list[str]]:
         value, errors = parse_json_output(text, self._output_schema(step))
@@ -431,6 +443,8 @@ class AgentRun:
             progress=[dict(entry) for entry in memory.progress],
             visits=dict(memory.visits),
         )
+        if self._tool_result is not None:
+            values[TOOL_RESULT] = self._tool_result
         return values
 
     def _render(self, source: str, step: Step) -> str:
@@ -546,7 +560,9 @@ def json_prefill(schema: dict[str, Any] | None) -> str:
     Writing the start for the model keeps a small model from wandering into prose."""
     if schema and schema.get("type") == "object" and schema.get("required"):
         return '{"' + str(schema["required"][0]) + '": '
-    return "{"
+    if not schema or schema.get("type") == "object":
+        return "{"
+    return "[" if schema.get("type") == "array" else ""
 
 
 def parse_json_output(text: str, schema: dict[str, Any] | None) -> tuple[Any, list[str]]:
