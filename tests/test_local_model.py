@@ -137,10 +137,8 @@ def test_round_robin_interleaves_three_runs_and_matches_fifo(tmp_path: Path) -> 
     assert _stored(rr_db, "SELECT sum(restores) > 0 FROM llm_requests") == [(True,)]
     # Later steps of a run found their beginning in the run's cache.
     for db in (rr_db, fifo_db):
-        [(reused, prompt, evaluated)] = _stored(
-            db,
-            "SELECT sum(reused_tokens), sum(prompt_tokens), sum(evaluated_tokens) "
-            "FROM llm_requests",
+        [(reused, prompt)] = _stored(
+            db, "SELECT sum(reused_tokens), sum(prompt_tokens) FROM llm_requests"
         )
         assert 0 < reused < prompt
     order = [r for (r,) in _stored(rr_db, "SELECT run_id FROM llm_slices ORDER BY started_s")]
