@@ -244,7 +244,7 @@ class Database:
         self.label = label
         self._lock = threading.Lock()
         self._folder: tempfile.TemporaryDirectory[str] | None = None
-        self._copy: tuple[tuple[Any, ...], Path, float] | None = None  # signature, file, time
+        self._copy: tuple[str, Path, float] | None = None  # signature, file, time
         self._copies = 0
         self._state = ""  # the last problem or lock logged; "" when the file reads directly
 
@@ -314,22 +314,24 @@ class Database:
             "pass --db with another file",
         )
 
-    def _signature(self) -> tuple[Any, ...]:
-        parts: list[Any] = []
+    def signature(self) -> str:
+        """The sizes and times of the file and its write-ahead log: they change on every
+        commit. Reading them takes no lock, so a writer is never kept out by a poll."""
+        parts: list[str] = []
         for path in (self.path, _wal(self.path)):
             try:
                 stat = path.stat()
-                parts += [stat.st_mtime_ns, stat.st_size]
-            except FileNotFoundError:
-                parts += [None, None]
-        return tuple(parts)
+                parts.append(f"{stat.st_mtime_ns}:{stat.st_size}")
+            except OSError:
+                parts.append("-")
+        return "/".join(parts)
 
     def _connect_copy(self) -> tuple[Any, float]:
         """A read-only connection to a copy taken while a writer holds the file."""
         import duckdb
 
         with self._lock:
-            signature = self._signature()
+            signature = self.signature()
             if self._copy is None or self._copy[0] != signature:
                 self._copy = (signature, *self._take_copy())
             _, copy, copied_at = self._copy

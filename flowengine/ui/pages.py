@@ -10,9 +10,8 @@ import math
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Any
-from urllib.parse import quote
 
 from flowengine.ui import charts
 from flowengine.ui.data import (
@@ -68,11 +67,15 @@ class Site:
     def __init__(self, databases: list[Database]) -> None:
         self.databases = databases
 
+    def signature(self) -> str:
+        """What changes when any database file is written; open pages poll it. It only
+        looks at the files' sizes and times, so polling never opens, or locks, a file."""
+        return "|".join(database.signature() for database in self.databases)
+
     @contextmanager
     def reading(self, database: Database, reading: Reading) -> Iterator[RunRecords]:
         with database.open() as (records, copied_at):
             if copied_at is not None:
-                reading.live = True
                 reading.notices.append(
                     Notice(
                         f"{database.label} is being written by a running flowengine process, "
@@ -91,7 +94,6 @@ class Site:
                     yield database, records
             except DatabaseProblem as problem:
                 reading.notices.append(Notice(str(problem), "error"))
-                reading.live |= problem.kind in ("busy", "missing")
 
     @contextmanager
     def run_records(self, run_id: str, reading: Reading) -> Iterator[tuple[Database, RunRecords]]:
@@ -144,18 +146,24 @@ def whole(params: Mapping[str, str], name: str, default: int | None = None) -> i
     return int(text)
 
 
-def moment(params: Mapping[str, str], name: str) -> datetime | None:
+def moment(params: Mapping[str, str], name: str, end_of_day: bool = False) -> datetime | None:
+    """A time parameter as naive UTC (as stored); a bare date ``until`` means its whole day."""
     text = params.get(name, "").strip()
     if not text:
         return None
     try:
-        return datetime.fromisoformat(text)
+        value = datetime.fromisoformat(text)
     except ValueError:
         raise PageError(
             400,
             "Bad address",
             f"{name}={text!r} is not a time; write YYYY-MM-DD or YYYY-MM-DDTHH:MM (UTC).",
         ) from None
+    if value.tzinfo is not None:
+        value = value.astimezone(timezone.utc).replace(tzinfo=None)
+    if end_of_day and len(text) == len("YYYY-MM-DD"):
+        value += timedelta(days=1, microseconds=-1)
+    return value
 
 
 def pages(total: int, size: int) -> int:
@@ -170,9 +178,10 @@ def runs_page(site: Site, params: Mapping[str, str]) -> Page:
         agent=params.get("agent", ""),
         status=params.get("status", ""),
         since=moment(params, "since"),
-        until=moment(params, "until"),
+        until=moment(params, "until", end_of_day=True),
     )
     page = whole(params, "page", 1) or 1
+    signature = site.signature()  # before reading: a change in between reloads once more
     reading = Reading(live=True)  # new runs appear while the list is open
     rows: list[dict[str, Any]] = []
     total = 0
@@ -205,32 +214,15 @@ def runs_page(site: Site, params: Mapping[str, str]) -> Page:
             "agents": sorted(agents),
             "statuses": sorted(statuses),
             "reading": reading,
-            "poll": "/api/runs",
-            "signature": runs_signature(site),
+            "signature": signature,
             "several": len(site.databases) > 1,
         },
     )
 
 
-def runs_signature(site: Site) -> str:
-    """What changes when a run starts, moves on or ends: the runs list reloads on it."""
-    reading = Reading()
-    parts = []
-    for database, records in site.each(reading):
-        parts.append(
-            f"{database.label}:"
-            + str(
-                records.value(
-                    "SELECT count(*) || '/' || coalesce(max(updated)::VARCHAR, '') || '/' || "
-                    "(SELECT count(*) FROM steps) FROM runs"
-                )
-            )
-        )
-    return "|".join(parts + [n.text for n in reading.notices if n.level == "error"])
-
-
 def run_page(site: Site, run_id: str, params: Mapping[str, str]) -> Page:
     selected = whole(params, "step")
+    signature = site.signature()
     reading = Reading()
     with site.run_records(run_id, reading) as (database, records):
         run = records.run(run_id)
@@ -247,7 +239,6 @@ def run_page(site: Site, run_id: str, params: Mapping[str, str]) -> Page:
             )
         errors = records.run_errors(run_id)
         source = records.agent_source(run_id)
-        progress = records.progress(run_id) or {}
     if run["status"] == "running":
         reading.live = True
     for name in ("inputs", "output_errors"):
@@ -286,22 +277,10 @@ def run_page(site: Site, run_id: str, params: Mapping[str, str]) -> Page:
             "errors": errors,
             "has_source": bool(source and source[1]),
             "reading": reading,
-            "poll": f"/api/runs/{quote(run_id, safe='')}",
-            "signature": _run_signature(progress),
+            "signature": signature,
             "several": len(site.databases) > 1,
         },
     )
-
-
-def run_signature(site: Site, run_id: str) -> str:
-    reading = Reading()
-    with site.run_records(run_id, reading) as (_, records):
-        progress = records.progress(run_id) or {}
-    return _run_signature(progress)
-
-
-def _run_signature(progress: dict[str, Any]) -> str:
-    return f"{progress.get('status')}/{progress.get('steps')}"
 
 
 def run_graph(site: Site, run_id: str) -> bytes:
@@ -321,6 +300,7 @@ def run_graph(site: Site, run_id: str) -> bytes:
 def timeline_page(site: Site, params: Mapping[str, str]) -> Page:
     anchor = params.get("run", "").strip() or None
     page = whole(params, "page", 1) or 1
+    signature = site.signature()
     reading = Reading()
     runs: list[dict[str, Any]] = []
     requests: list[dict[str, Any]] = []
@@ -354,8 +334,7 @@ def timeline_page(site: Site, params: Mapping[str, str]) -> Page:
             "page": page,
             "pages": pages(total, REQUESTS_PER_PAGE),
             "reading": reading,
-            "poll": "/api/runs",
-            "signature": runs_signature(site),
+            "signature": signature,
         },
     )
 

@@ -226,11 +226,8 @@ def create_app(site: Site, loopback_only: bool = True) -> ASGIApp:
         svg = pages.agent_graph(site, request.path_params["db"], request.path_params["key"])
         return Response(svg, media_type="image/svg+xml")
 
-    def runs_signature(request: Request) -> Response:
-        return JSONResponse({"signature": pages.runs_signature(site)})
-
-    def run_signature(request: Request) -> Response:
-        return JSONResponse({"signature": pages.run_signature(site, request.path_params["run_id"])})
+    def changes(request: Request) -> Response:
+        return JSONResponse({"signature": site.signature()})
 
     def not_found(request: Request, exc: Exception) -> Response:
         status = getattr(exc, "status_code", 404)
@@ -250,8 +247,7 @@ def create_app(site: Site, loopback_only: bool = True) -> ASGIApp:
         Route("/stats", guarded(stats)),
         Route("/agents", guarded(agents)),
         Route("/agents/{db:int}/{key}.svg", guarded(agent_graph)),
-        Route("/api/runs", guarded(runs_signature)),
-        Route("/api/runs/{run_id}", guarded(run_signature)),
+        Route("/api/changes", guarded(changes)),
         Mount("/static", StaticFiles(directory=str(PACKAGE / "static")), name="static"),
     ]
     app = Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found})

@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import html
 import re
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 from urllib.parse import quote
 
 import duckdb
 import pytest
 
 from flowengine.ui.data import Database, DatabaseProblem
-from tests.conftest import ROOT, run_cli
+from tests.conftest import AGENTS, ROOT, run_cli
 from tests.ui.conftest import HOSTILE, HOSTILE_ID_RUN, HUGE_RUN, HUGE_STEPS, LiveRun, Server, UIData
 
 RAW_HOSTILE = (
@@ -60,6 +62,11 @@ def test_the_runs_list_shows_every_run_and_filters_them(server: Server, ui_data:
     assert _rows(future, "run-link") == [] and "0 runs match" in future
     _, _, past = server.get("/?until=2000-01-01")
     assert _rows(past, "run-link") == []
+    with duckdb.connect(str(ui_data.runs_db), read_only=True) as con:
+        found = con.execute("SELECT created FROM runs WHERE agent = 'MathAgent'").fetchone()
+    day = found[0].date().isoformat()  # a bare date as `until` means the whole day
+    _, _, that_day = server.get(f"/?since={day}&until={day}&agent=MathAgent")
+    assert len(_rows(that_day, "run-link")) == 1
 
 
 def test_a_step_shows_its_prompt_reply_scores_tool_call_and_variables(
@@ -154,7 +161,7 @@ def test_bad_addresses_and_unknown_runs_get_clear_pages(server: Server) -> None:
 
 def test_there_are_no_write_endpoints(server: Server) -> None:
     for method in ("POST", "PUT", "DELETE", "PATCH"):
-        for path in ("/", f"/runs/{HUGE_RUN}", "/static/app.css", "/api/runs"):
+        for path in ("/", f"/runs/{HUGE_RUN}", "/static/app.css", "/api/changes"):
             status, _, body = server.get(path, method=method)
             assert status == 405, (method, path)
             assert "only shows pages" in body or method in body
@@ -212,15 +219,51 @@ def test_a_locked_database_is_read_from_a_copy_and_updates(
     assert '<span class="badge running" id="run-status">running</span>' in page
     shown = int(re.search(r'<dd id="run-steps">(\d+)</dd>', page).group(1))  # type: ignore[union-attr]
     assert shown >= printed
-    _, _, before = viewer.get(f"/api/runs/{run.run_id}")
+    _, _, before = viewer.get("/api/changes")
 
     later = run.advance_to(shown + 20)
     _, _, page = viewer.get(f"/runs/{run.run_id}")
     now = int(re.search(r'<dd id="run-steps">(\d+)</dd>', page).group(1))  # type: ignore[union-attr]
     assert now >= later > shown
-    _, _, after = viewer.get(f"/api/runs/{run.run_id}")
+    _, _, after = viewer.get("/api/changes")
     assert after != before  # what the page polls changes, so the open page reloads
-    assert f"running/{now}" in after
+
+
+def test_polling_never_opens_a_database(ui_data: UIData, tmp_path: Path) -> None:
+    """DuckDB refuses a writer while any reader has the file open, and open pages poll
+    every 2 s: the poll must look at the file without opening it. Shown with a file
+    DuckDB cannot open at all, and with a run written while a page is open."""
+    broken = tmp_path / "broken.duckdb"
+    shutil.copyfile(ui_data.corrupt_db, broken)
+    db = tmp_path / "open.duckdb"
+    shutil.copyfile(ui_data.runs_db, db)
+    viewer = Server("--db", str(broken), str(db))
+    try:
+        status, _, first = viewer.get("/api/changes")
+        assert status == 200  # not the 500 that opening the broken file would give
+        with broken.open("ab") as grown:
+            grown.write(b"more")
+        assert viewer.get("/api/changes")[2] != first
+        assert viewer.get("/")[0] == 200  # a page view opens, reads and closes the file
+        script = tmp_path / "script.json"
+        script.write_text('{"default": "done"}')
+        done = run_cli(
+            "run",
+            str(AGENTS / "rec_agent.yaml"),
+            "--input",
+            "hotels",
+            "--backend",
+            "scripted",
+            "--script",
+            str(script),
+            "--db",
+            str(db),
+            "--quiet",
+        )
+        assert done.returncode == 0, done.stderr
+        assert viewer.get("/api/changes")[2] != first
+    finally:
+        viewer.stop()
 
 
 def test_a_copy_that_keeps_failing_gives_a_busy_page(
@@ -229,7 +272,6 @@ def test_a_copy_that_keeps_failing_gives_a_busy_page(
     """A copy torn by the writer every time is something a real run does only by chance;
     here the copy is made to fail on purpose."""
     run, _ = live
-    import shutil
 
     def torn(source: object, target: object) -> None:
         raise OSError("the file changed while it was copied")
