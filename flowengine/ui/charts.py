@@ -20,6 +20,7 @@ RESTORE_COLOUR = "#188038"
 LABEL_WIDTH = 230
 PLOT_WIDTH = 760
 ROW = 22
+LABEL_CHARS = 36  # what fits in LABEL_WIDTH at the charts' font size
 
 
 def _e(value: Any) -> str:
@@ -29,6 +30,16 @@ def _e(value: Any) -> str:
 def _text(x: float, y: float, text: Any, anchor: str = "start", css: str = "") -> str:
     extra = f' class="{css}"' if css else ""
     return f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}"{extra}>{_e(text)}</text>'
+
+
+def _label(x: float, y: float, text: Any) -> str:
+    """A row's name, right-aligned before the plot; cut to fit, whole on hover."""
+    whole = str(text)
+    shown = whole if len(whole) <= LABEL_CHARS else whole[: LABEL_CHARS - 1] + "…"
+    return (
+        f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="end" class="lane-label">'
+        f"<title>{_e(whole)}</title>{_e(shown)}</text>"
+    )
 
 
 def _svg(width: float, height: float, body: list[str], label: str) -> str:
@@ -79,7 +90,7 @@ def step_timeline(steps: Sequence[dict[str, Any]], link: str, selected: int | No
             f'<rect x="0" y="{y}" width="{LABEL_WIDTH + PLOT_WIDTH}" height="{ROW}" '
             f'class="lane{lane % 2}"/>'
         )
-        body.append(_text(LABEL_WIDTH - 8, y + 15, name, "end", "lane-label"))
+        body.append(_label(LABEL_WIDTH - 8, y + 15, name))
     for step in timed:
         y = 20 + lanes[str(step["step_id"])] * ROW + 3
         x = LABEL_WIDTH + (step["started_s"] - start) * scale
@@ -121,9 +132,7 @@ def gantt(requests: Sequence[dict[str, Any]], run_colours: dict[str, str]) -> st
         )
         label = f"{request['agent']} · {request['step_id']} #{request['seq']}"
         href = f"/runs/{quote(str(request['run_id']), safe='')}?step={int(request['seq'])}#step"
-        body.append(
-            f'<a href="{_e(href)}">{_text(LABEL_WIDTH - 8, y + 15, label, "end", "lane-label")}</a>'
-        )
+        body.append(f'<a href="{_e(href)}">{_label(LABEL_WIDTH - 8, y + 15, label)}</a>')
         x = LABEL_WIDTH + (request["created_s"] - start) * scale
         cursor = request["created_s"]
         title = (
@@ -180,7 +189,7 @@ def bar_chart(title: str, items: Sequence[tuple[str, float | None]], unit: str) 
     body = [_text(0, 16, title, css="chart-title")]
     for row, (label, value) in enumerate(items):
         y = 28 + row * ROW
-        body.append(_text(LABEL_WIDTH - 8, y + 15, label, "end", "lane-label"))
+        body.append(_label(LABEL_WIDTH - 8, y + 15, label))
         if value is None:
             body.append(_text(LABEL_WIDTH, y + 15, "no data", css="tick"))
             continue
