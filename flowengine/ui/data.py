@@ -330,15 +330,15 @@ class Database:
         """A read-only connection to a copy taken while a writer holds the file."""
         import duckdb
 
-        with self._lock:
+        with self._lock:  # connect before another page can replace (and delete) the copy
             signature = self.signature()
             if self._copy is None or self._copy[0] != signature:
                 self._copy = (signature, *self._take_copy())
             _, copy, copied_at = self._copy
-        try:
-            return duckdb.connect(str(copy), read_only=True), copied_at
-        except duckdb.Error as exc:
-            raise self._corrupt(exc) from None
+            try:
+                return duckdb.connect(str(copy), read_only=True), copied_at
+            except duckdb.Error as exc:
+                raise self._corrupt(exc) from None
 
     def _take_copy(self) -> tuple[Path, float]:
         """Copy the file and its log, retrying when the writer changed it mid-copy."""

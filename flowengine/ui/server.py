@@ -92,6 +92,11 @@ def _host_name(scope: Scope) -> str:
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
+def _one_line(text: str) -> str:
+    """Text from the request, made unable to forge extra lines in the log."""
+    return " ".join(text.split())
+
+
 def _environment() -> Environment:
     environment = Environment(
         loader=FileSystemLoader(str(PACKAGE / "templates")),
@@ -147,10 +152,10 @@ def create_app(site: Site, loopback_only: bool = True) -> ASGIApp:
         log.warning(
             "%s %s: %d %s: %s",
             request.method,
-            request.url.path,
+            _one_line(request.url.path),
             error.status,
             error.title,
-            error.message,
+            _one_line(error.message),
         )
         body = environment.get_template("problem.html").render(
             title=error.title, error=error, params={}, path=request.url.path
