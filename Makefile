@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup browser demo test lint bench clean
 
 # The virtual environment, re-installed only when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -20,6 +20,10 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 	@command -v dot >/dev/null || scripts/install-graphviz.sh
 
+# Headless Chromium from Debian's packages, for the browser tests of `flowengine ui`.
+browser:
+	@test -x /usr/bin/chromium || scripts/install-chromium.sh
+
 DEMO_DB := out/demo.duckdb
 DEMO_TASK := Plan a 3-day trip from Seattle to California
 
@@ -32,7 +36,7 @@ demo: setup
 	@echo "the run's path: out/travel_agent_run.png; see also: .venv/bin/flowengine logs --db $(DEMO_DB)"
 
 # The whole test suite; pytest's "no tests collected" (exit 5) counts as a failure.
-test: setup
+test: setup browser
 	$(BIN)/python -m ruff check flowengine tests bench cli.py
 	$(BIN)/python -m mypy
 	$(BIN)/python -m pytest; status=$$?; \

@@ -1,7 +1,8 @@
 """The ``flowengine`` command line: the parser, and errors turned into one-line messages.
 
 Commands live in topic modules (``authoring``: validate, viz, import-aios, tools;
-``running``: run, resume; ``inspecting``: logs, stats), each adding its own subparsers.
+``running``: run, resume; ``inspecting``: logs, stats; ``viewing``: ui), each adding its own
+subparsers.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from flowengine import __version__
-from flowengine.cli import authoring, inspecting, running
+from flowengine.cli import authoring, inspecting, running, viewing
 from flowengine.cli.common import EXIT_ERRORS, EXIT_OK, EXIT_USAGE
 from flowengine.errors import FlowengineError
 
@@ -28,14 +29,15 @@ def build_parser() -> argparse.ArgumentParser:
         "  flowengine import-aios ../shared/aios/TravelAgent.json -o imported/\n"
         '  flowengine run agents/travel_agent.yaml --input "Plan a 3-day trip from Seattle '
         'to California"\n'
-        "  flowengine logs; flowengine stats\n\n"
+        "  flowengine logs; flowengine stats\n"
+        "  flowengine ui --db out/demo.duckdb     # the runs in a local web page\n\n"
         "Run 'flowengine COMMAND --help' for a command's options.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"flowengine {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    for topic in (authoring, running, inspecting):
+    for topic in (authoring, running, inspecting, viewing):
         topic.add_parsers(commands)
     return parser
 

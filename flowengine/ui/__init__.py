@@ -1,0 +1,1 @@
+"""``flowengine ui``: a local, read-only web page over the runs stored in DuckDB."""
