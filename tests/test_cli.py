@@ -139,8 +139,11 @@ def test_viz_mermaid_draws_shapes_and_branch_labels() -> None:
     nodes = re.findall(r"^  (s\d+)(\[\"|\{\"|\(\[\")", text, re.M)
     shapes = [shape for _, shape in nodes]
     assert (shapes.count('["'), shapes.count('{"'), shapes.count('(["')) == (17, 6, 1)
+    # A branch label, then what chooses it: '#58;' (':') and a when condition, or '(default)'.
     labels = re.findall(r"-->\|([^|]+)\|", text)
-    assert sorted(labels) == sorted(["city", "state", "yes", "no"] + ["yes", "no"] * 4)
+    branches = [re.split(r" |#58;", label)[0] for label in labels]
+    assert sorted(branches) == sorted(["city", "state", "yes", "no"] + ["yes", "no"] * 4)
+    assert sum(label.endswith("#40;default#41;") for label in labels) == 4
 
 
 def test_viz_json_is_the_node_link_form_of_the_compiled_graph() -> None:

@@ -191,6 +191,11 @@ def cmd_viz(args: argparse.Namespace) -> int:
     except GraphvizError as exc:
         print(f"flowengine viz: {exc}", file=sys.stderr)
         return EXIT_ERRORS
+    if fmt == "mermaid":
+        from flowengine.viz.mermaid import mermaid_warnings
+
+        for warning in mermaid_warnings(drawing.decode(), graph):
+            print(f"flowengine viz: warning: {warning}", file=sys.stderr)
     output = args.output
     if output is None and fmt not in TEXT_FORMATS:
         output = f"{path.stem}.{fmt}"

@@ -30,7 +30,7 @@ def draw(graph: nx.DiGraph, fmt: str, problems: frozenset[str] = frozenset()) ->
         return to_dot(graph, problems).encode()
     if fmt == "json":
         data = nx.node_link_data(graph, edges="edges")
-        return (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode()
+        return (json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n").encode()
     if fmt in ("svg", "png"):
         return run_dot(to_dot(graph, problems), fmt)
     if fmt == "html":
