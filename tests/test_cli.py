@@ -213,14 +213,14 @@ def test_viz_of_an_unloadable_file_exits_1() -> None:
     assert "yaml-too-complex" in done.stderr
 
 
-def test_validate_and_viz_do_not_import_a_model_runtime_or_database() -> None:
+def test_validate_and_viz_do_not_import_a_model_runtime_database_or_language_server() -> None:
     probe = (
         "import sys\n"
         "from flowengine.cli import main\n"
         "main(['validate', 'agents/'])\n"
         "main(['viz', 'agents/travel_agent.yaml', '--format', 'json', '-o', '/dev/null'])\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
-        "{'duckdb', 'ctransformers', 'llama_cpp', 'torch', 'tokenizers'})\n"
+        "{'duckdb', 'ctransformers', 'llama_cpp', 'torch', 'tokenizers', 'pygls', 'lsprotocol'})\n"
         "print(heavy)\n"
     )
     done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True)
