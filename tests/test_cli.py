@@ -188,7 +188,7 @@ def test_viz_png_svg_and_html_are_real_renderings(tmp_path: Path) -> None:
             for i in range(1, 25):
                 assert f">Step {i}<" in text
             if fmt == "html":
-                assert text.startswith("<!doctype html>") and "<table>" in text
+                assert text.startswith("<!doctype html>") and '<table id="steps">' in text
 
 
 @needs_graphviz
