@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from .clients.lsp import LspClient
 from .conftest import AGENTS, ROOT, flowengine_command, run_cli
@@ -118,6 +120,18 @@ def test_diagnostics_follow_each_edit_as_you_type(lsp, tmp_path: Path) -> None:
     assert lsp.wait_for_diagnostics(uri) == []
 
 
+def test_keystrokes_sent_as_incremental_edits_update_the_diagnostics(lsp, tmp_path) -> None:
+    uri = _open_good(lsp, tmp_path)
+    line, column = _position(GOOD, "next: choose", len("next: choose"))
+    for index, char in enumerate("_now"):  # 'choose' becomes 'choose_now', one key at a time
+        lsp.edit(uri, line, column + index, column + index, char)
+        found = lsp.wait_for_diagnostics(uri)
+    [typo] = [d for d in found if d["code"] == "unknown-target"]
+    assert "'choose_now'" in typo["message"] and "did you mean 'choose'" in typo["message"]
+    lsp.edit(uri, line, column, column + 4, "")
+    assert lsp.wait_for_diagnostics(uri) == []
+
+
 def _open_good(lsp: LspClient, tmp_path: Path, text: str = GOOD) -> str:
     path = tmp_path / "good.yaml"
     uri = lsp.open(path, text)
@@ -198,7 +212,7 @@ def test_hover_summarises_a_step_and_a_tools_arguments(lsp, tmp_path) -> None:
 
 
 def test_a_file_that_is_not_an_agent_gets_one_diagnostic_and_no_crash(lsp, tmp_path) -> None:
-    for text in ("", "- a\n- b\n", "name: [\n", "\ufeffname: X\n", "a: *b\n"):
+    for text in ("", "- a\n- b\n", "name: [\n", "\ufeffname: X\n", "a: *b\n", "a\0b", "\t- x"):
         diagnostics = _diagnostics(lsp, tmp_path / "odd.yaml", text)
         assert diagnostics and all(d["source"] == "flowengine" for d in diagnostics), text
     uri = (tmp_path / "odd.yaml").resolve().as_uri()
@@ -209,3 +223,58 @@ def test_a_file_that_is_not_an_agent_gets_one_diagnostic_and_no_crash(lsp, tmp_p
 def test_lsp_help_names_the_editors_set_up() -> None:
     done = run_cli("lsp", "--help")
     assert done.returncode == 0 and "VS Code" in done.stdout
+
+
+_yaml_bits = st.sampled_from(
+    [
+        "name: X\n",
+        "steps:\n",
+        "  a:\n",
+        "    type: process\n",
+        "    next: ",
+        "    branches:\n",
+        "      yes: a\n",
+        "{{ ",
+        "}}",
+        "tool: ",
+        "tools: [",
+        "- ",
+        ": ",
+        "'",
+        '"',
+        "\t",
+        "#",
+        "\n",
+        "&x ",
+        "*x",
+    ]
+)
+
+
+@settings(
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    text=st.lists(st.one_of(_yaml_bits, st.text(max_size=8)), max_size=12).map("".join),
+    line=st.integers(0, 12),
+    character=st.integers(0, 40),
+)
+def test_any_text_gets_diagnostics_and_answers_never_errors(lsp, tmp_path, text, line, character):
+    uri = lsp.open(tmp_path / "fuzz.yaml", text)
+    diagnostics = lsp.wait_for_diagnostics(uri)
+    assert all(d["source"] == "flowengine" and d["code"] for d in diagnostics)
+    for method in ("textDocument/completion", "textDocument/hover", "textDocument/definition"):
+        lsp.at(method, uri, line, character)  # an error reply fails the request
+
+
+def test_columns_after_an_emoji_are_counted_in_utf16_as_lsp_clients_expect(lsp, tmp_path) -> None:
+    text = (
+        "name: Emoji\nsteps:\n"
+        '  a: {type: process, instruction: "🙂 hi", next: nowhere}\n'
+        "  b: {type: terminal, output: ok}\n"
+    )
+    [typo] = [
+        d for d in _diagnostics(lsp, tmp_path / "emoji.yaml", text) if d["code"] == "unknown-target"
+    ]
+    line = text.splitlines()[2]
+    assert typo["range"]["start"] == {"line": 2, "character": line.index("nowhere") + 1}

@@ -287,3 +287,19 @@ def test_mermaid_cli_renders_every_agent_and_a_run_in_one_start(tmp_path: Path) 
         assert svg.startswith("<svg") and "Syntax error" not in svg
         for step in graph.nodes:
             assert f"<b>{step}</b>" in svg
+
+
+def test_viz_of_a_stored_run_as_mermaid_renders_with_its_colon_title(mermaid, tmp_path) -> None:
+    from .test_run import _run
+
+    [outcome], db = _run(tmp_path, str(AGENTS / "math_agent.yaml"), "--input", "(3+4)*2?")
+    done = run_cli(
+        "viz", str(AGENTS / "math_agent.yaml"), "--run", "latest", "--db", db, "--format", "mermaid"
+    )
+    assert done.returncode == 0, done.stderr
+    result = mermaid.render(done.stdout)
+    assert result["ok"], result.get("error")
+    assert result["title"] == f"MathAgent (run {outcome['run_id']}: completed after 6 steps)"
+    visited = [n for n in _nodes(result).values() if "visited" in n["classes"]]
+    assert len(visited) == len(set(outcome["path"]))
+    assert all(n["stroke"] == BLUE for n in visited)

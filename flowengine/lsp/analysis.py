@@ -81,7 +81,8 @@ def analyse(text: str, file: str) -> Analysis:
 def context_at(text: str, line: int, character: int) -> Context:
     """The YAML context of a 0-based position, read from the lines (works on broken YAML)."""
     lines = text.splitlines() or [""]
-    current = lines[line] if line < len(lines) else ""
+    current = lines[line] if 0 <= line < len(lines) else ""
+    character = max(0, min(character, len(current)))
     before = current[:character]
     match = _KEY_LINE.match(current)
     key = _unquote(match.group("key")) if match else None

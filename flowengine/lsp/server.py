@@ -14,7 +14,7 @@ from pygls.lsp.server import LanguageServer
 
 from flowengine import __version__
 from flowengine.agentfile.diagnostics import Diagnostic, Severity
-from flowengine.lsp.analysis import Analysis, Span, analyse, completions, context_at
+from flowengine.lsp.analysis import Analysis, Context, Span, analyse, completions, context_at
 from flowengine.lsp.analysis import definition as find_definition
 from flowengine.lsp.analysis import hover as hover_text
 
@@ -42,13 +42,34 @@ class AgentServer(LanguageServer):
         self.latest[uri] = analysis
         if analysis.agent is not None:
             self.loaded[uri] = analysis
+        codec = document.position_codec
         lines = document.source.splitlines()
-        self.text_document_publish_diagnostics(
-            types.PublishDiagnosticsParams(
-                uri=uri,
-                version=version,
-                diagnostics=[to_lsp(d, lines) for d in analysis.diagnostics],
+        found = []
+        for diagnostic in analysis.diagnostics:
+            converted = to_lsp(diagnostic, lines)
+            # validate counts columns in characters; LSP clients in UTF-16 units (by default).
+            converted.range = types.Range(
+                start=codec.position_to_client_units(lines, converted.range.start),
+                end=codec.position_to_client_units(lines, converted.range.end),
             )
+            found.append(converted)
+        self.text_document_publish_diagnostics(
+            types.PublishDiagnosticsParams(uri=uri, version=version, diagnostics=found)
+        )
+
+    def context(self, uri: str, position: types.Position) -> tuple[Context, list[str]]:
+        """The cursor's context, with the client's position turned into characters."""
+        document = self.workspace.get_text_document(uri)
+        at = document.position_from_client_units(position)
+        text = document.source
+        return context_at(text, at.line, at.character), text.splitlines()
+
+    def client_range(self, uri: str, span: Span) -> types.Range:
+        lines = self.workspace.get_text_document(uri).source.splitlines()
+        codec = self.workspace.get_text_document(uri).position_codec
+        return types.Range(
+            start=codec.position_to_client_units(lines, types.Position(span.line, span.start)),
+            end=codec.position_to_client_units(lines, types.Position(span.line, span.end)),
         )
 
     def best(self, uri: str) -> Analysis | None:
@@ -81,13 +102,6 @@ def to_lsp(diagnostic: Diagnostic, lines: list[str]) -> types.Diagnostic:
         ),
         code=diagnostic.code,
         source="flowengine",
-    )
-
-
-def _range(span: Span) -> types.Range:
-    return types.Range(
-        start=types.Position(line=span.line, character=span.start),
-        end=types.Position(line=span.line, character=span.end),
     )
 
 
@@ -125,14 +139,14 @@ def build_server() -> AgentServer:
         analysis = ls.best(uri)
         if analysis is None:
             return types.CompletionList(is_incomplete=False, items=[])
-        text = ls.workspace.get_text_document(uri).source
-        context = context_at(text, params.position.line, params.position.character)
+        context, _ = ls.context(uri, params.position)
+        replaced = ls.client_range(uri, context.span)
         items = [
             types.CompletionItem(
                 label=item.label,
                 kind=_KINDS.get(item.kind, types.CompletionItemKind.Text),
                 detail=item.detail or None,
-                text_edit=types.TextEdit(range=_range(context.span), new_text=item.label)
+                text_edit=types.TextEdit(range=replaced, new_text=item.label)
                 if context.word
                 else None,
             )
@@ -146,11 +160,8 @@ def build_server() -> AgentServer:
         analysis = ls.best(uri)
         if analysis is None:
             return None
-        text = ls.workspace.get_text_document(uri).source
-        span = find_definition(
-            analysis, context_at(text, params.position.line, params.position.character)
-        )
-        return types.Location(uri=uri, range=_range(span)) if span else None
+        span = find_definition(analysis, ls.context(uri, params.position)[0])
+        return types.Location(uri=uri, range=ls.client_range(uri, span)) if span else None
 
     @server.feature(types.TEXT_DOCUMENT_HOVER)
     def hover(ls: AgentServer, params: types.HoverParams) -> types.Hover | None:
@@ -158,10 +169,7 @@ def build_server() -> AgentServer:
         analysis = ls.best(uri)
         if analysis is None:
             return None
-        text = ls.workspace.get_text_document(uri).source
-        found = hover_text(
-            analysis, context_at(text, params.position.line, params.position.character)
-        )
+        found = hover_text(analysis, ls.context(uri, params.position)[0])
         if found is None:
             return None
         return types.Hover(

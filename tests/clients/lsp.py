@@ -129,6 +129,23 @@ class LspClient:
             },
         )
 
+    def edit(self, uri: str, line: int, start: int, end: int, text: str) -> None:
+        """Replace characters ``start:end`` of one 0-based line, as a keystroke does."""
+        self._versions[uri] += 1
+        with self._published:
+            self.diagnostics.pop(uri, None)
+        span = {
+            "start": {"line": line, "character": start},
+            "end": {"line": line, "character": end},
+        }
+        self.notify(
+            "textDocument/didChange",
+            {
+                "textDocument": {"uri": uri, "version": self._versions[uri]},
+                "contentChanges": [{"range": span, "text": text}],
+            },
+        )
+
     def close(self, uri: str) -> None:
         del self._versions[uri]
         self.notify("textDocument/didClose", {"textDocument": {"uri": uri}})
