@@ -278,3 +278,38 @@ def test_columns_after_an_emoji_are_counted_in_utf16_as_lsp_clients_expect(lsp, 
     ]
     line = text.splitlines()[2]
     assert typo["range"]["start"] == {"line": 2, "character": line.index("nowhere") + 1}
+
+
+SPACED = """\
+name: Spaced
+steps:
+  Step 1:
+    type: process
+    instruction: Go.
+    next: Step
+  "Step 2: check":
+    type: terminal
+    output: ok
+"""
+
+
+def test_completing_a_spaced_step_id_replaces_the_whole_value_and_quotes_when_needed(
+    lsp, tmp_path
+) -> None:
+    uri = _open_good(lsp, tmp_path, SPACED)
+    line, column = _position(SPACED, "next: Step", len("next: Step"))
+    items = lsp.at("textDocument/completion", uri, line, column)["items"]
+    edits = {item["label"]: item["textEdit"] for item in items}
+    assert edits["Step 1"]["newText"] == "Step 1"
+    assert edits["Step 2: check"]["newText"] == '"Step 2: check"'
+    assert edits["Step 1"]["range"] == {
+        "start": {"line": line, "character": column - 4},
+        "end": {"line": line, "character": column},
+    }
+    lsp.change(uri, SPACED.replace("next: Step", 'next: "Step 2: check"  # quoted'))
+    lsp.wait_for_diagnostics(uri)
+    found = lsp.at("textDocument/definition", uri, line, column + 2)
+    assert found["range"] == {
+        "start": {"line": 6, "character": 2},
+        "end": {"line": 6, "character": 2 + len("Step 2: check")},
+    }

@@ -7,17 +7,17 @@ of the file that loaded, so that they keep working while a line is half typed.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 
 from flowengine.agentfile.diagnostics import Diagnostic
 from flowengine.agentfile.model import BUILTIN_VARIABLES, STEP_KINDS, Agent, Step
 from flowengine.graph import validate_text
-from flowengine.lsp.catalog import ToolInfo, tool_catalog
+from flowengine.lsp.catalog import tool_catalog
 
 TARGET_KEYS = frozenset({"next", "on_error", "start"})
 ERROR_POLICIES = ("fail", "continue")
-TEMPLATE_KEYS = frozenset({"instruction", "question", "output"})
 _KEY_LINE = re.compile(
     r"^(?P<indent>\s*)(?:-\s+)?(?P<key>[^#:\s][^#:]*?)\s*:(?:\s+|$)(?P<value>.*)$"
 )
@@ -63,6 +63,15 @@ class Context:
     """The cursor is in the value, after the line's ``key:``."""
     value: str = ""
     """The whole value of the line's ``key:``, unquoted, without a trailing comment."""
+    value_span: Span | None = None
+
+    @property
+    def replaced(self) -> Span:
+        """What a completion replaces: the whole value after ``key:`` (step ids may hold
+        spaces), or the word at the cursor inside a template or a ``[...]`` list."""
+        if self.value_span and not _in_template(self.before) and "[" not in self.before:
+            return self.value_span
+        return self.span
 
     @property
     def step(self) -> str | None:
@@ -97,8 +106,14 @@ def context_at(text: str, line: int, character: int) -> Context:
     while end < len(current) and _word_char(current[end]):
         end += 1
     word = current[start:end].strip().strip("'\"")
-    value = _unquote(re.split(r"\s#", match.group("value"))[0]) if match else ""
-    return Context(key, parents, before, word, Span(line, start, end), value_part, value)
+    value, value_span = "", None
+    if match:
+        raw = re.split(r"\s#", match.group("value"))[0].rstrip()
+        value = _unquote(raw)
+        value_span = Span(line, match.start("value"), match.start("value") + len(raw))
+    return Context(
+        key, parents, before, word, Span(line, start, end), value_part, value, value_span
+    )
 
 
 def completions(analysis: Analysis, context: Context) -> list[Completion]:
@@ -208,6 +223,13 @@ def _step_id_at(agent: Agent, context: Context) -> str | None:
     return None
 
 
+def yaml_scalar(text: str) -> str:
+    """``text`` as a YAML value: as it is when plain YAML reads it back the same, else quoted."""
+    plain = re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_ .-]*", text) and text == text.strip()
+    reserved = text.lower() in {"true", "false", "null", "~", "yes", "no", "on", "off"}
+    return text if plain and not reserved and not text[0].isdigit() else json.dumps(text)
+
+
 def _variables(agent: Agent | None) -> list[Completion]:
     names: dict[str, str] = {name: "built-in" for name in sorted(BUILTIN_VARIABLES)}
     if agent is not None:
@@ -279,11 +301,11 @@ __all__ = [
     "Completion",
     "Context",
     "Span",
-    "ToolInfo",
     "analyse",
     "completions",
     "context_at",
     "definition",
     "hover",
     "step_summary",
+    "yaml_scalar",
 ]

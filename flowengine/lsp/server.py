@@ -14,7 +14,15 @@ from pygls.lsp.server import LanguageServer
 
 from flowengine import __version__
 from flowengine.agentfile.diagnostics import Diagnostic, Severity
-from flowengine.lsp.analysis import Analysis, Context, Span, analyse, completions, context_at
+from flowengine.lsp.analysis import (
+    Analysis,
+    Context,
+    Span,
+    analyse,
+    completions,
+    context_at,
+    yaml_scalar,
+)
 from flowengine.lsp.analysis import definition as find_definition
 from flowengine.lsp.analysis import hover as hover_text
 
@@ -140,15 +148,17 @@ def build_server() -> AgentServer:
         if analysis is None:
             return types.CompletionList(is_incomplete=False, items=[])
         context, _ = ls.context(uri, params.position)
-        replaced = ls.client_range(uri, context.span)
+        replaced = ls.client_range(uri, context.replaced)
+        as_value = context.replaced is not context.span
         items = [
             types.CompletionItem(
                 label=item.label,
                 kind=_KINDS.get(item.kind, types.CompletionItemKind.Text),
                 detail=item.detail or None,
-                text_edit=types.TextEdit(range=replaced, new_text=item.label)
-                if context.word
-                else None,
+                text_edit=types.TextEdit(
+                    range=replaced,
+                    new_text=yaml_scalar(item.label) if as_value else item.label,
+                ),
             )
             for item in completions(analysis, context)
         ]
