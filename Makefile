@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup browser demo test lint bench clean
+.PHONY: setup browser clients demo test lint bench clean
 
 # The virtual environment, re-installed only when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -36,11 +36,21 @@ demo: setup
 	@echo "the run's path: out/travel_agent_run.png; see also: .venv/bin/flowengine logs --db $(DEMO_DB)"
 
 # The whole test suite; pytest's "no tests collected" (exit 5) counts as a failure.
-test: setup browser
+test: setup browser clients
 	$(BIN)/python -m ruff check flowengine tests bench cli.py
 	$(BIN)/python -m mypy
 	$(BIN)/python -m pytest; status=$$?; \
 	  if [ $$status -eq 5 ]; then echo "no tests ran: failing" >&2; exit 1; fi; exit $$status
+
+# The real clients the tests drive: Debian's chromium (Mermaid renders in it), and the
+# npm packages pinned in package.json/package-lock.json (mermaid-cli, yaml-language-server)
+# installed into ./node_modules. Puppeteer's own browser download is skipped: no internet.
+CLIENTS_STAMP := node_modules/.installed
+clients: browser $(CLIENTS_STAMP)
+
+$(CLIENTS_STAMP): package.json package-lock.json
+	PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error
+	touch $(CLIENTS_STAMP)
 
 lint: setup
 	$(BIN)/python -m ruff check flowengine tests bench cli.py
@@ -61,4 +71,4 @@ bench: setup $(BENCH_STAMP)
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) out .pytest_cache .hypothesis
+	rm -rf $(VENV) out .pytest_cache .hypothesis node_modules

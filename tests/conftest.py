@@ -6,10 +6,14 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+from .clients import MermaidRenderer, yaml_language_server
+from .clients.lsp import LspClient
 
 # Fuzzing depth: 400 examples a property by default (2,000 over the loader, validator and
 # import-aios); HYPOTHESIS_PROFILE=thorough for 3,000.
@@ -56,3 +60,19 @@ def run_cli(
 def aios_dir() -> Path:
     """The four agent configs of the AIOS release (MIT licence beside them)."""
     return AIOS
+
+
+@pytest.fixture(scope="session")
+def mermaid() -> Iterator[MermaidRenderer]:
+    """The real Mermaid in Debian's Chromium, started once for the session."""
+    renderer = MermaidRenderer()
+    yield renderer
+    renderer.close()
+
+
+@pytest.fixture(scope="session")
+def yaml_ls() -> Iterator[LspClient]:
+    """The real yaml-language-server with the shipped schema, started once."""
+    client = yaml_language_server(ROOT)
+    yield client
+    client.shutdown()

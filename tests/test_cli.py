@@ -139,8 +139,11 @@ def test_viz_mermaid_draws_shapes_and_branch_labels() -> None:
     nodes = re.findall(r"^  (s\d+)(\[\"|\{\"|\(\[\")", text, re.M)
     shapes = [shape for _, shape in nodes]
     assert (shapes.count('["'), shapes.count('{"'), shapes.count('(["')) == (17, 6, 1)
+    # A branch label, then what chooses it: '#58;' (':') and a when condition, or '(default)'.
     labels = re.findall(r"-->\|([^|]+)\|", text)
-    assert sorted(labels) == sorted(["city", "state", "yes", "no"] + ["yes", "no"] * 4)
+    branches = [re.split(r" |#58;", label)[0] for label in labels]
+    assert sorted(branches) == sorted(["city", "state", "yes", "no"] + ["yes", "no"] * 4)
+    assert sum(label.endswith("#40;default#41;") for label in labels) == 4
 
 
 def test_viz_json_is_the_node_link_form_of_the_compiled_graph() -> None:
@@ -185,7 +188,7 @@ def test_viz_png_svg_and_html_are_real_renderings(tmp_path: Path) -> None:
             for i in range(1, 25):
                 assert f">Step {i}<" in text
             if fmt == "html":
-                assert text.startswith("<!doctype html>") and "<table>" in text
+                assert text.startswith("<!doctype html>") and '<table id="steps">' in text
 
 
 @needs_graphviz
@@ -210,14 +213,14 @@ def test_viz_of_an_unloadable_file_exits_1() -> None:
     assert "yaml-too-complex" in done.stderr
 
 
-def test_validate_and_viz_do_not_import_a_model_runtime_or_database() -> None:
+def test_validate_and_viz_do_not_import_a_model_runtime_database_or_language_server() -> None:
     probe = (
         "import sys\n"
         "from flowengine.cli import main\n"
         "main(['validate', 'agents/'])\n"
         "main(['viz', 'agents/travel_agent.yaml', '--format', 'json', '-o', '/dev/null'])\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
-        "{'duckdb', 'ctransformers', 'llama_cpp', 'torch', 'tokenizers'})\n"
+        "{'duckdb', 'ctransformers', 'llama_cpp', 'torch', 'tokenizers', 'pygls', 'lsprotocol'})\n"
         "print(heavy)\n"
     )
     done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True)

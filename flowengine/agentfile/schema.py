@@ -69,9 +69,15 @@ def _validators() -> tuple[
 
 def schema_errors(data: Any) -> Iterator[tuple[Path, ValidationError]]:
     """Every violation of the agent schema in ``data``, with its path in the document."""
+    for path, error, _ in _located_errors(data):
+        yield path, error
+
+
+def _located_errors(data: Any) -> Iterator[tuple[Path, ValidationError, Any]]:
+    """Violations with their document path and the schema the validator started from."""
     top, any_step, kinds = _validators()
     for error in top.iter_errors(data):
-        yield tuple(error.absolute_path), error
+        yield tuple(error.absolute_path), error, top.schema
     steps = data.get("steps") if isinstance(data, dict) else None
     if not isinstance(steps, dict):
         return
@@ -79,14 +85,14 @@ def schema_errors(data: Any) -> Iterator[tuple[Path, ValidationError]]:
         kind = step.get("type") if isinstance(step, dict) else None
         validator = kinds.get(kind, any_step) if isinstance(kind, str) else any_step
         for error in validator.iter_errors(step):
-            yield ("steps", sid, *error.absolute_path), error
+            yield ("steps", sid, *error.absolute_path), error, validator.schema
 
 
 def check_schema(document: Document, report: Reporter) -> set[str]:
     """Report every schema violation; return the ids of steps that have one."""
-    errors = list(schema_errors(document.data))
+    errors = list(_located_errors(document.data))
     unknown: dict[Path, list[str]] = {}
-    for path, error in errors:
+    for path, error, _ in errors:
         if error.validator == "additionalProperties" and isinstance(error.instance, dict):
             allowed = _subschema(error).get("properties", {})
             unknown[path] = [k for k in error.instance if k not in allowed]
@@ -94,7 +100,7 @@ def check_schema(document: Document, report: Reporter) -> set[str]:
     # jsonschema gives one 'required' error per missing field, and each is translated
     # into a line for every missing field of its rule: take one of them per rule.
     required_rules: set[tuple[Path, tuple[str | int, ...]]] = set()
-    for path, error in errors:
+    for path, error, root in errors:
         if len(path) >= 2 and path[0] == "steps" and isinstance(path[1], str):
             broken_steps.add(path[1])
         if error.validator == "required":
@@ -102,9 +108,68 @@ def check_schema(document: Document, report: Reporter) -> set[str]:
             if rule in required_rules:
                 continue
             required_rules.add(rule)
-        for message, at in _translate(error, path, document, unknown):
-            report.error(_code(error), message, at)
+        custom = _custom_message(error, root)
+        if error.schema is False:  # a field forbidden by another: point at the field
+            forbidden = _walk(root, error)[1]
+            instance = _value_at(document.data, path)
+            fields = [
+                k for k in instance if isinstance(forbidden, dict) and forbidden.get(k) is False
+            ]
+            path = (*path, *fields[:1])
+        for code, message, at in _translate(error, path, document, unknown, custom):
+            report.error(code, message, at)
     return broken_steps
+
+
+def _custom_message(error: ValidationError, root: Any) -> str | None:
+    """The schema's own words for this error: ``patternErrorMessage`` for a pattern, else
+    the ``errorMessage`` nearest the failed rule, or the first alternative's for ``anyOf``.
+
+    The schema keeps these as plain strings on small subschemas, because editors
+    (yaml-language-server) show ``errorMessage`` as it is for any error under it.
+    """
+    here = _subschema(error)
+    if error.validator == "pattern" and isinstance(here.get("patternErrorMessage"), str):
+        return str(here["patternErrorMessage"])
+    if error.validator == "anyOf":
+        alternatives: Any = error.validator_value
+        first = alternatives[0] if alternatives else {}
+        message = first.get("errorMessage") if isinstance(first, dict) else None
+        return message if isinstance(message, str) else None
+    return _walk(root, error)[0]
+
+
+def _walk(root: Any, error: ValidationError) -> tuple[str | None, Any]:
+    """Follow the failed rule's schema path: the nearest ``errorMessage`` on the way, and
+    the schema object the path ends in."""
+    found = None
+    node: Any = root
+    for key in error.schema_path:
+        if isinstance(node, dict) and isinstance(node.get("errorMessage"), str):
+            found = node["errorMessage"]
+        if isinstance(node, dict) and isinstance(node.get("$ref"), str) and key not in node:
+            node = _resolve(root, node["$ref"])
+        try:
+            node = node[key]
+        except (KeyError, IndexError, TypeError):
+            return found, None
+    if isinstance(node, dict) and isinstance(node.get("errorMessage"), str):
+        found = node["errorMessage"]
+    return found, node
+
+
+def _value_at(data: Any, path: Path) -> dict[str, Any]:
+    """The mapping at ``path`` in the document's data (empty if there is none)."""
+    for part in path:
+        data = data.get(part) if isinstance(data, dict) else None
+    return data if isinstance(data, dict) else {}
+
+
+def _resolve(root: Any, ref: str) -> Any:
+    node: Any = root
+    for part in ref.removeprefix("#/").split("/"):
+        node = node.get(part, {}) if isinstance(node, dict) else {}
+    return node
 
 
 def _subschema(error: ValidationError) -> dict[str, Any]:
@@ -119,17 +184,52 @@ def _code(error: ValidationError) -> str:
         "type": "wrong-type",
         "anyOf": "missing-field",
         "not": "conflicting-fields",
+        "False": "conflicting-fields",  # a field the schema forbids once another is there
         "dependentRequired": "missing-field",
-    }.get(str(error.validator), "invalid-value")
+    }.get(str(error.validator) if error.validator else str(error.schema), "invalid-value")
 
 
 def _translate(
-    error: ValidationError, path: Path, document: Document, unknown: dict[Path, list[str]]
+    error: ValidationError,
+    path: Path,
+    document: Document,
+    unknown: dict[Path, list[str]],
+    custom: str | None,
+) -> Iterator[tuple[str, str, Position]]:
+    code = _code(error)
+    for message, at in _words(error, path, document, unknown, custom):
+        if _is_about_branches(error, path, message):
+            yield "few-branches", _few_branches(path, error), document.key_at(path)
+        else:
+            yield code, message, at
+
+
+def _is_about_branches(error: ValidationError, path: Path, message: str) -> bool:
+    """A decision without branches, or with one: the graph check's code, from the schema."""
+    if error.validator == "required":
+        return "'branches'" in message
+    return error.validator == "minProperties" and path[-1:] == ("branches",)
+
+
+def _few_branches(path: Path, error: ValidationError) -> str:
+    instance: Any = error.instance
+    count = len(instance) if error.validator == "minProperties" else 0
+    return (
+        f"decision step '{path[1]}' has {count or 'no'} branch{'' if count == 1 else 'es'}; "
+        "a decision needs at least two (for a single way on, use a process step with 'next')"
+    )
+
+
+def _words(
+    error: ValidationError,
+    path: Path,
+    document: Document,
+    unknown: dict[Path, list[str]],
+    custom: str | None,
 ) -> Iterator[tuple[str, Position]]:
     where = describe(path)
     kind = error.validator
     rule: Any = error.validator_value
-    custom = _subschema(error).get("errorMessage", {})
     if kind == "additionalProperties":
         allowed = list(_subschema(error).get("properties", {}))
         for key in unknown.get(path, []):
@@ -143,12 +243,23 @@ def _translate(
                 continue  # the unknown-field error already suggests it
             hint = _REQUIRED_HINTS.get(field, "")
             yield f"{where} is missing the required field '{field}'{hint}", document.key_at(path)
-    elif isinstance(custom, dict) and kind in custom:
-        text = str(custom[kind]).replace("{value}", repr(error.instance))
+    elif kind == "pattern" and custom:
+        text = f"{error.instance!r} is {custom}"
         if "propertyNames" in error.schema_path:
             yield f"in {where}: {text}", document.key_at((*path, str(error.instance)))
         else:
             yield f"in {where}: {text}", document.key_at(path)
+    elif custom:
+        yield f"in {where}: {custom}", document.key_at(path)
+    elif kind == "dependentRequired":
+        present: Any = error.instance
+        for field, needs in rule.items():
+            for needed in needs:
+                if field in present and needed not in present:
+                    yield (
+                        f"in {where}: {_DEPENDENT_HINTS.get(field, f'{field!r} needs {needed!r}')}",
+                        document.key_at(path),
+                    )
     elif kind == "type":
         names = [rule] if isinstance(rule, str) else list(rule)
         wanted = " or ".join(_TYPE_WORDS.get(n, n) for n in names)
@@ -173,6 +284,12 @@ def _translate(
     else:
         yield f"{where}: {error.message}", document.value_at(path)
 
+
+_DEPENDENT_HINTS = {
+    "args": "'args' only goes with 'tool'",
+    "default": "'default' only goes with 'when'",
+    "schema": "'schema' needs 'format: json'",
+}
 
 _REQUIRED_HINTS = {
     "type": "; add 'type: process', 'type: decision' or 'type: terminal'",

@@ -1,4 +1,5 @@
-"""``validate``, ``viz``, ``import-aios`` and ``tools``: agent files, no model or database.
+"""``validate``, ``viz``, ``import-aios``, ``tools`` and ``lsp``: agent files, no model or
+database.
 
 Each command imports only what it uses, so ``validate`` and ``viz`` start fast and never
 load a model runtime, a web stack or DuckDB (``viz --run`` reads DuckDB, and only then).
@@ -119,6 +120,21 @@ def add_parsers(commands: Any) -> None:
     imp.set_defaults(handler=cmd_import_aios)
     _add_tools_parser(commands)
 
+    lsp = commands.add_parser(
+        "lsp",
+        help="language server for editors (stdio)",
+        description="A Language Server Protocol server over stdin/stdout for agent files: "
+        "every 'validate' diagnostic as you type (same codes and positions), completion of "
+        "step ids, template variables and tool names, go to a step's definition, and hover "
+        "for steps and tools. Editors start it; README.md shows the VS Code and Neovim set-up.",
+        epilog="Example (what an editor runs):\n  flowengine lsp",
+        formatter_class=FORMATTER,
+    )
+    lsp.add_argument(
+        "--stdio", action="store_true", help="talk over stdin/stdout (the default and only way)"
+    )
+    lsp.set_defaults(handler=cmd_lsp)
+
 
 def _agent_files(paths: Sequence[str]) -> Iterator[Path]:
     for raw in paths:
@@ -192,6 +208,11 @@ def cmd_viz(args: argparse.Namespace) -> int:
     except GraphvizError as exc:
         print(f"flowengine viz: {exc}", file=sys.stderr)
         return EXIT_ERRORS
+    if fmt == "mermaid":
+        from flowengine.viz.mermaid import mermaid_warnings
+
+        for warning in mermaid_warnings(drawing.decode(), graph):
+            print(f"flowengine viz: warning: {warning}", file=sys.stderr)
     output = args.output
     if output is None and fmt not in TEXT_FORMATS:
         output = f"{path.stem}.{fmt}"
@@ -245,6 +266,13 @@ def _steps_with_errors(validated: Validated) -> frozenset[str]:
         if index >= 0:
             found.add(starts[index][1])
     return frozenset(found)
+
+
+def cmd_lsp(args: argparse.Namespace) -> int:
+    # Imported here: pygls stays out of the start-up of every other command.
+    from flowengine.lsp.server import main as serve
+
+    return serve()
 
 
 def cmd_import_aios(args: argparse.Namespace) -> int:

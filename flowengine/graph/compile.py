@@ -10,7 +10,8 @@ from flowengine.agentfile.model import Agent
 def compile_agent(agent: Agent) -> nx.DiGraph:
     """The agent's flow as a graph.
 
-    Nodes are step ids with ``kind``, ``text``, ``line`` and the step's settings.
+    Nodes are step ids with ``kind``, ``text``, ``line`` and the step's settings (tool and
+    args, save_as, loop guard, when conditions and default, retry and error route).
     Edges carry ``label`` (the branch label, or ``next``); two labels of one decision that
     lead to the same step share an edge, listed in ``labels``. Transitions to steps that
     do not exist are left out (the checks report them).
@@ -34,6 +35,12 @@ def compile_agent(agent: Agent) -> nx.DiGraph:
             max_visits=step.max_visits,
             format=step.format if step.kind == "terminal" else None,
             deterministic=bool(step.when),
+            when=dict(step.when),
+            default=step.default,
+            args=dict(step.args),
+            retry=step.retry,
+            on_error=step.on_error,
+            error_policy=step.error_policy,
         )
     for step in agent.steps.values():
         for label, target in step.transitions:

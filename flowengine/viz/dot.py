@@ -6,7 +6,7 @@ import html
 
 import networkx as nx
 
-from flowengine.viz.labels import footnote, wrapped_text
+from flowengine.viz.labels import edge_caption, footnote, one_line, wrapped_text
 
 _STYLE = {
     "process": 'shape=box, style="filled", fillcolor="#e8f0fe", color="#4a6fa5"',
@@ -17,12 +17,13 @@ _STYLE = {
 _PROBLEM = 'color="#d93025", penwidth=2.5'
 _VISITED = 'color="#1a73e8", penwidth=3'
 _NOT_VISITED = 'fontcolor="#9aa0a6", color="#bdc1c6"'
+_ERROR_EDGE = 'style=dashed, color="#d93025", fontcolor="#d93025"'
 
 
 def to_dot(graph: nx.DiGraph, problems: frozenset[str] = frozenset()) -> str:
     """The graph as a DOT digraph; steps in ``problems`` get a red outline."""
-    name = graph.graph.get("name") or "agent"
-    run = graph.graph.get("run")
+    name = one_line(graph.graph.get("name") or "agent")
+    run = one_line(graph.graph.get("run") or "")
     title = f"<B>{_html(name)}</B>" + (f"<BR/>{_html(run)}" if run else "")
     out = [
         f"digraph {_quote(name)} {{",
@@ -37,17 +38,19 @@ def to_dot(graph: nx.DiGraph, problems: frozenset[str] = frozenset()) -> str:
         style = _STYLE.get(kind, _STYLE["unknown"])
         if node in problems:
             style += ", " + _PROBLEM
-        if run is not None:
+        if graph.graph.get("run") is not None:
             style += ", " + (_VISITED if attrs.get("visits") else _NOT_VISITED)
         out.append(f"  {_quote(node)} [{style}, label=<{_label(str(node), attrs)}>];")
     start = graph.graph.get("start")
     if start in graph:
         out.append(f'  "__start__" -> {_quote(start)};')
     for source, target, attrs in graph.edges(data=True):
-        label = attrs.get("label", "")
+        caption = edge_caption(graph, source, target)
         settings = []
-        if graph.nodes[source].get("kind") == "decision" and label:
-            settings += [f"label=<<B>{_html(label)}</B>>", 'fontcolor="#7a5c00"']
+        if caption.on_error_only:
+            settings += [_ERROR_EDGE, f"label=<<I>{_html(caption.text)}</I>>"]
+        elif caption.text:
+            settings += [f"label=<<B>{_html(caption.text)}</B>>", 'fontcolor="#7a5c00"']
         taken = attrs.get("traversals", 0)
         if taken:
             settings += ['color="#1a73e8"', "penwidth=2.5"]
@@ -60,7 +63,7 @@ def to_dot(graph: nx.DiGraph, problems: frozenset[str] = frozenset()) -> str:
 
 
 def _label(node: str, attrs: dict) -> str:
-    parts = [f"<B>{_html(node)}</B>", *(_html(line) for line in wrapped_text(attrs))]
+    parts = [f"<B>{_html(one_line(node))}</B>", *(_html(line) for line in wrapped_text(attrs))]
     note = footnote(attrs)
     if note:
         parts.append(f'<FONT POINT-SIZE="9" COLOR="#5f6368"><I>{_html(note)}</I></FONT>')

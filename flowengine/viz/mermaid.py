@@ -1,74 +1,136 @@
-"""Mermaid flowchart text: boxes for process steps, diamonds for decisions, stadiums for ends."""
+"""Mermaid flowchart text: boxes for process steps, diamonds for decisions, stadiums for ends.
+
+Every piece of user text (names, step ids, labels) is escaped so that Mermaid reads it as
+text: the title is a quoted YAML string in the front matter; labels use Mermaid's ``#code;``
+entities, ``#`` itself included so that literal ``#...;`` text is not decoded.
+"""
 
 from __future__ import annotations
 
+import json
+
 import networkx as nx
 
-from flowengine.viz.labels import footnote, wrapped_text
+from flowengine.viz.labels import edge_caption, footnote, one_line, wrapped_text
 
 _SHAPES = {"process": ('["', '"]'), "decision": ('{"', '"}'), "terminal": ('(["', '"])')}
 
+MAX_TEXT_SIZE = 50_000
+"""Mermaid's default ``maxTextSize``: longer diagrams are refused by Mermaid itself."""
+MAX_EDGES = 500
+"""Mermaid's default ``maxEdges``."""
+WRAPPING_WIDTH = 400
+"""Pixels before Mermaid wraps a label line; wider than our own wrapped lines, so that
+labels are wrapped once (by us), not twice."""
+
+_CLASSES = (
+    "  classDef process fill:#e8f0fe,stroke:#4a6fa5",
+    "  classDef decision fill:#fff4d6,stroke:#c9a227",
+    "  classDef terminal fill:#e3f4e1,stroke:#3c8d40",
+    # Defined after the kinds so that their stroke wins and the fill of the kind stays.
+    "  classDef problem stroke:#d93025,stroke-width:3px,stroke-dasharray:5 3",
+    "  classDef visited stroke:#1a73e8,stroke-width:3px",
+)
+_ERROR_EDGE = "stroke:#d93025,color:#d93025"
+_TAKEN_EDGE = "stroke:#1a73e8,stroke-width:3px"
+
 
 def to_mermaid(graph: nx.DiGraph, problems: frozenset[str] = frozenset()) -> str:
-    """The graph as a Mermaid ``flowchart TD``; steps in ``problems`` are outlined in red."""
+    """The graph as a Mermaid ``flowchart TD``; steps in ``problems`` are outlined in red,
+    error routes are dotted red arrows, and a run's path is drawn in blue."""
     ids = {node: f"s{i}" for i, node in enumerate(graph.nodes)}
     lines = [
         "---",
-        f"title: {_escape(graph.graph.get('name') or 'agent')}"
-        + (f" ({_escape(graph.graph['run'])})" if graph.graph.get("run") else ""),
+        f"title: {json.dumps(mermaid_title(graph), ensure_ascii=False)}",
+        "config:",
+        "  flowchart:",
+        f"    wrappingWidth: {WRAPPING_WIDTH}",
         "---",
         "flowchart TD",
-        "  classDef process fill:#e8f0fe,stroke:#4a6fa5",
-        "  classDef decision fill:#fff4d6,stroke:#c9a227",
-        "  classDef terminal fill:#e3f4e1,stroke:#3c8d40",
-        "  classDef problem stroke:#d93025,stroke-width:3px,stroke-dasharray:5 3",
-        "  classDef visited stroke:#1a73e8,stroke-width:3px",
+        *_CLASSES,
         "  start((start)):::terminal",
     ]
     for node, attrs in graph.nodes(data=True):
         kind = attrs.get("kind", "process")
         left, right = _SHAPES.get(kind, _SHAPES["process"])
-        body = [f"<b>{_escape(str(node))}</b>", *map(_escape, wrapped_text(attrs))]
+        body = [f"<b>{escape(str(node))}</b>", *map(escape, wrapped_text(attrs))]
         note = footnote(attrs)
         if note:
-            body.append(f"<i>{_escape(note)}</i>")
-        classes = kind if kind in _SHAPES else "process"
-        if node in problems:
-            classes += ",problem"
-        if attrs.get("visits"):
-            classes += ",visited"
-        lines.append(f"  {ids[node]}{left}{'<br/>'.join(body)}{right}:::{classes}")
+            body.append(f"<i>{escape(note)}</i>")
+        kind_class = kind if kind in _SHAPES else "process"
+        lines.append(f"  {ids[node]}{left}{'<br/>'.join(body)}{right}:::{kind_class}")
+    for name, members in (
+        ("problem", [ids[n] for n in graph.nodes if n in problems]),
+        ("visited", [ids[n] for n, visits in graph.nodes(data="visits") if visits]),
+    ):
+        if members:
+            lines.append(f"  class {','.join(members)} {name}")
     start = graph.graph.get("start")
     links = 0
     if start in ids:
         lines.append(f"  start --> {ids[start]}")
         links += 1
-    traversed = []
+    taken, errors = [], []
     for source, target, attrs in graph.edges(data=True):
-        kind = graph.nodes[source].get("kind")
-        label = attrs.get("label", "")
-        arrow = f"-->|{_escape(label)}|" if kind == "decision" and label else "-->"
-        lines.append(f"  {ids[source]} {arrow} {ids[target]}")
+        caption = edge_caption(graph, source, target)
+        arrow = "-.->" if caption.on_error_only else "-->"
+        label = f"|{escape(caption.text)}|" if caption.text else ""
+        lines.append(f"  {ids[source]} {arrow}{label} {ids[target]}")
         if attrs.get("traversals"):
-            traversed.append(str(links))
+            taken.append(str(links))
+        elif caption.on_error_only:
+            errors.append(str(links))
         links += 1
-    if traversed:
-        lines.append(f"  linkStyle {','.join(traversed)} stroke:#1a73e8,stroke-width:3px")
+    if errors:
+        lines.append(f"  linkStyle {','.join(errors)} {_ERROR_EDGE}")
+    if taken:
+        lines.append(f"  linkStyle {','.join(taken)} {_TAKEN_EDGE}")
     return "\n".join(lines) + "\n"
 
 
-def _escape(text: str) -> str:
-    """Mermaid entity codes, so quotes, brackets and pipes cannot end a label early."""
-    for char, code in (
-        ("&", "#amp;"),
-        ('"', "#quot;"),
-        ("<", "#lt;"),
-        (">", "#gt;"),
-        ("|", "#124;"),
-        ("[", "#91;"),
-        ("]", "#93;"),
-        ("{", "#123;"),
-        ("}", "#125;"),
-    ):
-        text = text.replace(char, code)
-    return text
+def mermaid_warnings(text: str, graph: nx.DiGraph) -> list[str]:
+    """Why Mermaid with its default settings would refuse ``text``, in words."""
+    found = []
+    if len(text) > MAX_TEXT_SIZE:
+        found.append(
+            f"the diagram is {len(text):,} characters, over Mermaid's default limit of "
+            f"{MAX_TEXT_SIZE:,} (maxTextSize); raise maxTextSize in the Mermaid set-up "
+            "that shows it, or draw with --format svg or html"
+        )
+    edges = graph.number_of_edges() + (1 if graph.graph.get("start") in graph else 0)
+    if edges > MAX_EDGES:
+        found.append(
+            f"the diagram has {edges} arrows, over Mermaid's default limit of {MAX_EDGES} "
+            "(maxEdges); raise maxEdges in the Mermaid set-up that shows it, or draw with "
+            "--format svg or html"
+        )
+    return found
+
+
+def mermaid_title(graph: nx.DiGraph) -> str:
+    """The diagram's title: the agent's name, and the run's when one is drawn.
+
+    It goes into the front matter as a quoted YAML string (no Mermaid entities there).
+    Mermaid reads titles as HTML, so '<' and '>' are shown as single angle quotation marks
+    (U+2039, U+203A).
+    """
+    title = one_line(graph.graph.get("name") or "agent")
+    if graph.graph.get("run"):
+        title += f" ({one_line(graph.graph['run'])})"
+    return title.replace("<", "‹").replace(">", "›")  # noqa: RUF001
+
+
+_PLAIN = frozenset(" .,'?!/_+*=")
+"""Punctuation Mermaid reads as text inside a label; everything else but letters and digits
+is written as a numeric entity. A whitelist, because the list of characters with a meaning
+somewhere in Mermaid keeps growing ('@' became edge-id syntax in Mermaid 11); '#' is
+escaped too, so that literal '#name;' text is not decoded, and ':' because Mermaid drops the
+last ';' of a line matching 'style...:...#...;', which would break an entity."""
+
+
+def escape(text: str) -> str:
+    """Label text on one line, as Mermaid reads it: letters, digits, spaces and plain
+    punctuation as they are, every other character as a ``#code;`` entity."""
+    return "".join(
+        char if char.isalnum() or char in _PLAIN else f"#{ord(char)};" for char in one_line(text)
+    )

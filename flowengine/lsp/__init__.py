@@ -1,0 +1,2 @@
+"""``flowengine lsp``: a language server for agent files (diagnostics, completion,
+definition, hover), built on pygls."""
