@@ -214,10 +214,7 @@ def test_a_nested_undefined_is_an_error_when_printed() -> None:
     ],
 )
 def test_a_pathological_template_fails_the_step_quickly(tmp_path: Path, template: str) -> None:
-    yaml = (
-        "name: Slow\nsteps:\n  Done:\n    type: terminal\n"
-        f"    output: {json.dumps(template)}\n"
-    )
+    yaml = f"name: Slow\nsteps:\n  Done:\n    type: terminal\n    output: {json.dumps(template)}\n"
     started = time.perf_counter()
     outcome, storage = _run(tmp_path, yaml)
     took = time.perf_counter() - started
@@ -237,7 +234,10 @@ def test_a_pathological_template_fails_the_step_quickly(tmp_path: Path, template
         ("{{ ['a', 'b']|join(', ') }}", "a, b"),
         ("{{ 'a-b'.replace('-', '+') }}", "a+b"),
         ("{{ 'x'|indent(2, true) }}", "  x"),
-        ("{% for x in [1, 2, 3] %}{{ loop.index }}{{ loop.cycle('a', 'b') }}{% endfor %}", "1a2b3a"),
+        (
+            "{% for x in [1, 2, 3] %}{{ loop.index }}{{ loop.cycle('a', 'b') }}{% endfor %}",
+            "1a2b3a",
+        ),
         ("{{ dict(a=1).items()|list }}", "[('a', 1)]"),
         ("{{ [3, 1, 2]|sort|map('string')|join }}", "123"),
         ("{{ 'x' * 99999 }}", "x" * 99999),

@@ -138,6 +138,12 @@ class AgentRun:
                     outcome.status, outcome.error = stop
                     break
                 current = self._run_step(step, outcome)
+            if outcome.status == "running":
+                # Resumed after its terminal step was stored but before its end was: the
+                # run had ended, with that step's result as its output.
+                outcome.status = "completed"
+                if self.memory.progress:
+                    outcome.output = self.memory.progress[-1]["result"]
         except Exception as exc:  # whatever it was, this run ends here, recorded
             failure = (
                 exc
