@@ -88,6 +88,8 @@ FORMAT_TRICKS = [
     "{{ '%r' % range }}",
     "{{ '{}'.format(range) }}",
     "{{ '{!r}'.format(dict) }}",
+    "{{ '{0.upper}'.format(task) }}",
+    "{{ '{0[a]}'.format(dict(a=range)) }}",
     "{{ '%(a)s' % dict(a=range) }}",
     "{{ '%s' % task.__class__ }}",
     "{{ '{0:{1}}'.format(1, 99999999) }}",

@@ -192,7 +192,16 @@ def _render(template: str, **context: Any) -> str:
 
 @pytest.mark.parametrize(
     "template",
-    ["{{ range }}", "{{ dict }}", "{{ [range] }}", "{{ 'x' ~ range }}", "{{ task.upper }}"],
+    [
+        "{{ range }}",
+        "{{ dict }}",
+        "{{ [range] }}",
+        "{{ 'x' ~ range }}",
+        "{{ task.upper }}",
+        "{{ '{0.upper}'.format(task) }}",
+        "{{ '%s' % task.upper }}",
+        "{{ task.upper|string }}",
+    ],
 )
 def test_printed_values_never_show_a_memory_address(template: str) -> None:
     with pytest.raises(Exception) as caught:

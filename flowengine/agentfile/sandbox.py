@@ -32,7 +32,7 @@ from jinja2 import Undefined, nodes
 from jinja2.compiler import CodeGenerator, Frame
 from jinja2.exceptions import SecurityError
 from jinja2.runtime import Context, LoopContext, TemplateReference
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedFormatter
 
 MAX_SIZE = 100_000
 """The longest text (in characters) or list any value in a render may have, and the
@@ -436,6 +436,15 @@ def bounded_filter(name: str, function: Callable[..., Any]) -> Callable[..., Any
 # -- the environment --------------------------------------------------------------------------
 
 
+class _DataFormatter(SandboxedFormatter):
+    """Jinja2's sandboxed ``str.format``, which also refuses to print what is not data
+    (``'{0.upper}'.format(x)`` would show a method and its memory address)."""
+
+    def format_field(self, value: Any, format_spec: str) -> Any:
+        text_size(value)
+        return super().format_field(value, format_spec)
+
+
 class BoundedSandbox(ImmutableSandboxedEnvironment):
     """Jinja2's immutable sandbox, with an allowlist of callables and limits on each render.
 
@@ -461,20 +470,27 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         return isinstance(obj, TemplateReference)
 
     def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
-        formatter = super().wrap_str_format(value)
-        if formatter is None:
+        if super().wrap_str_format(value) is None:  # not str.format or str.format_map
             if callable(value) and isinstance(getattr(value, "__self__", None), str):
                 return _bounded_str_method(value)
             return None
         text: str = value.__self__
         is_map = value.__name__ == "format_map"
+        formatter = _DataFormatter(self)
 
-        @functools.wraps(formatter)
+        @functools.wraps(value)
         def bounded(*args: Any, **kwargs: Any) -> str:
             _tick()
-            given = list(args[0].values()) if is_map and args else [*args, *kwargs.values()]
+            if is_map:
+                if kwargs or len(args) != 1:
+                    raise TypeError("format_map() takes exactly one argument")
+                positional: tuple[Any, ...] = ()
+                named: Mapping[str, Any] = args[0]
+            else:
+                positional, named = args, kwargs
+            given = [*positional, *named.values()]
             check_size(format_size(text, given), "the result of str.format")
-            return formatter(*args, **kwargs)
+            return type(text)(formatter.vformat(text, positional, named))
 
         return bounded
 
