@@ -21,7 +21,8 @@ RUN_CODES: dict[str, str] = {
     "memory-quota": "a run stored more variables and progress than its memory quota",
     "output-invalid": "a JSON output does not parse or does not match its schema",
     "step-recovered": "a failed step went on by its on_error policy (where it went)",
-    "run-crashed": "an unexpected error inside a step; the run failed and others went on",
+    "step-crashed": "an unexpected error inside a step; it follows the step's retry and on_error",
+    "run-crashed": "an unexpected error outside any step; the run failed and others went on",
 }
 """Codes of run-time errors, stored in the ``errors`` table. Stable: tools may match on them."""
 

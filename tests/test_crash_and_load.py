@@ -12,8 +12,11 @@ import os
 import random
 import re
 import resource
+import shutil
 import signal
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
@@ -21,6 +24,7 @@ import pytest
 
 from flowengine.graph.validate import validate_text
 from flowengine.runtime.interpreter import RunSetup
+from flowengine.runtime.prepare import resume_setup
 from flowengine.runtime.session import Session, SessionConfig
 from flowengine.storage.reader import Records
 from tests.conftest import ROOT, flowengine_command, run_cli
@@ -213,3 +217,86 @@ def test_8_concurrent_runs_on_the_real_model(tmp_path: Path) -> None:
             "WHERE error IS NULL), (SELECT count(DISTINCT run_id) FROM llm_slices)"
         )
     assert counts == [(16, 8, 8)]
+
+
+BATCH = 8
+BATCH_LOOPS = 10
+BATCH_STEPS = 2 * BATCH_LOOPS + 1
+
+
+@pytest.fixture
+def memory_dir(tmp_path: Path) -> Iterator[Path]:
+    """A folder on tmpfs when there is one: DuckDB syncs each commit to disk, which makes
+    hundreds of runs slow on a shared disk. A SIGKILL loses the same there: the process
+    dies, the kernel's page cache does not."""
+    shm = Path("/dev/shm")
+    if not (shm.is_dir() and os.access(shm, os.W_OK)):
+        yield tmp_path
+        return
+    folder = Path(tempfile.mkdtemp(prefix="flowengine-crash-", dir=shm))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_sigkill_during_a_batch_of_8_concurrent_runs_loses_no_acknowledged_step(
+    tmp_path: Path, memory_dir: Path
+) -> None:
+    """kill -9 while 8 runs write to one DuckDB file: the file opens, every printed step of
+    every run is stored, and each run resumes to its end (at every fourth point one by
+    `flowengine resume`; the others together through the same resume path in one session)."""
+    agent = tmp_path / "looper.yaml"
+    agent.write_text(LOOPER.replace(f">= {LOOPS}", f">= {BATCH_LOOPS}"))
+    script = tmp_path / "script.json"
+    script.write_text(json.dumps(SCRIPT))
+    batch = tmp_path / "batch.jsonl"
+    batch.write_text(
+        "".join(json.dumps({"agent": str(agent), "input": f"job {i}"}) + "\n" for i in range(BATCH))
+    )
+    points = random.Random(20261122).sample(range(1, BATCH * BATCH_STEPS - 1), KILL_POINTS)
+    for index, point in enumerate(points):
+        db = memory_dir / f"batch{point}.duckdb"
+        process = subprocess.Popen(
+            [*flowengine_command(), "run", "--batch", str(batch), *_scripted(script, db)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        acknowledged: dict[str, list[int]] = {}
+        printed = 0
+        assert process.stdout is not None
+        for line in process.stdout:
+            found = STEP_LINE.match(line)
+            if found:
+                acknowledged.setdefault(found.group(1), []).append(int(found.group(2)))
+                printed += 1
+                if printed >= point:
+                    break
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+        assert printed >= point, f"kill point {point}: the batch printed only {printed} steps"
+
+        with duckdb.connect(str(db), read_only=True) as con:  # the file opens after the kill
+            stored_runs = dict(con.execute("SELECT run_id, status FROM runs").fetchall())
+        for run_id, seqs in acknowledged.items():
+            stored = _stored_steps(db, run_id)
+            assert set(seqs) <= set(stored), f"kill point {point}: run {run_id} lost steps"
+            assert stored == list(range(1, len(stored) + 1))
+        unfinished = sorted(r for r, status in stored_runs.items() if status == "running")
+        assert set(acknowledged) <= set(stored_runs)
+        if unfinished and index % 4 == 0:  # the CLI at some points; it costs a process start
+            resumed = run_cli("resume", unfinished.pop(0), *_scripted(script, db), "--json")
+            assert resumed.returncode == 0, resumed.stderr
+            assert json.loads(resumed.stdout)[0]["status"] == "completed"
+        config = SessionConfig(db=db, backend="scripted", script=script)
+        with Session(config) as session:  # what `resume` does, for all of them at once
+            setups = [resume_setup(session.storage, r)[:2] for r in unfinished]
+            outcomes = session.run_all(setups)
+        assert [o.status for o in outcomes] == ["completed"] * len(outcomes)
+        for run_id in stored_runs:
+            assert _stored_steps(db, run_id) == list(range(1, BATCH_STEPS + 1)), run_id
+        with duckdb.connect(str(db), read_only=True) as con:
+            ended = con.execute("SELECT DISTINCT status, output FROM runs").fetchall()
+        assert ended == [("completed", f"finished after {BATCH_LOOPS} rounds: stop")]

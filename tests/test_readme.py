@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from flowengine.agentfile.diagnostics import CODES
+from flowengine.errors import RUN_CODES
 from flowengine.graph import validate_text
 
 from .conftest import ROOT
@@ -23,6 +24,11 @@ def test_the_example_agent_in_the_readme_is_valid() -> None:
 def test_every_diagnostic_code_is_documented() -> None:
     for code in CODES:
         assert f"`{code}`" in README, code
+
+
+def test_every_run_time_error_code_is_documented() -> None:
+    for code in RUN_CODES:
+        assert f"| `{code}` |" in README, code
 
 
 def test_readme_names_the_two_commands_that_ci_runs() -> None:

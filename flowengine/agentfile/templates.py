@@ -2,31 +2,48 @@
 
 from __future__ import annotations
 
-import contextvars
 import functools
-import operator
 import re
-from collections.abc import Callable
-from typing import Any
 
 from jinja2 import StrictUndefined, Template, TemplateSyntaxError, meta, nodes
+from jinja2.defaults import DEFAULT_NAMESPACE
 from jinja2.environment import TemplateExpression
-from jinja2.exceptions import SecurityError
 from jinja2.parser import Parser
-from jinja2.runtime import Context
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from flowengine.agentfile.sandbox import (
+    FILTER_RULES,
+    LOOP_BUDGET,
+    MAX_SIZE,
+    RENDER_SECONDS,
+    STEP_BUDGET,
+    BoundedSandbox,
+    bounded_filter,
+    bounded_range,
+    checked_text,
+    plain_data,
+    render_bounded,
+)
 from flowengine.errors import FlowengineError
 
-MAX_SIZE = 100_000
-"""The largest number a template may pass to a filter or ``range``, and the longest string
-or list its ``*``, ``**`` and ``%`` may build; a prompt never needs more."""
-LOOP_BUDGET = 100_000
-"""``range`` items one render may produce in all, so nested loops cannot multiply."""
+__all__ = [
+    "LOOP_BUDGET",
+    "MAX_SIZE",
+    "RENDER_SECONDS",
+    "STEP_BUDGET",
+    "TemplateProblem",
+    "compiled_expression",
+    "compiled_template",
+    "environment",
+    "expression_variables",
+    "parsed_template_variables",
+    "plain_data",
+    "render_bounded",
+    "template_variables",
+]
+
 # Globals that build objects (cycler, joiner, namespace) or text on demand (lipsum) are not
 # needed by prompts, so they are not offered at all.
 ALLOWED_GLOBALS = ("dict",)
-_loop_budget: contextvars.ContextVar[list[int]] = contextvars.ContextVar("loop_budget")
 
 
 class TemplateProblem(FlowengineError):
@@ -39,78 +56,25 @@ class TemplateProblem(FlowengineError):
         self.lineno = lineno
 
 
-class BoundedSandbox(ImmutableSandboxedEnvironment):
-    """Jinja2's immutable sandbox, with limits on what one render may compute.
-
-    The sandbox already refuses ``_``-attributes, ``str.format`` tricks and mutation; these
-    limits stop a template from hanging or filling memory (``range`` in nested loops,
-    ``"x" * 10**9``, ``9 ** 9 ** 9``, ``center(10**9)``)."""
-
-    intercepted_binops = frozenset({"*", "**", "%"})
-
-    def call_binop(self, context: Context, op: str, left: Any, right: Any) -> Any:
-        if op == "**":
-            if isinstance(left, int) and isinstance(right, int) and right > 0:
-                _check_size(left.bit_length() * right, "the power (in bits)")
-            return left**right
-        if op == "*":
-            for sequence, count in ((left, right), (right, left)):
-                if isinstance(sequence, (str, list, tuple)) and isinstance(count, int):
-                    _check_size(len(sequence) * count, "the repeated text or list")
-            return left * right
-        if isinstance(left, str):
-            _check_size(sum(int(n) for n in re.findall(r"\d+", left)), "the % format")
-        return operator.mod(left, right)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _check_size(size: int, what: str) -> None:
-    if size > MAX_SIZE:
-        raise SecurityError(f"{what} would be {size:,} long; templates are limited to {MAX_SIZE:,}")
-
-
-def _bounded_range(*args: int) -> range:
-    items = range(*args)
-    budget = _loop_budget.get(None) or [LOOP_BUDGET]
-    budget[0] -= len(items)
-    if len(items) > MAX_SIZE or budget[0] < 0:
-        raise SecurityError(
-            f"range() would loop more than {LOOP_BUDGET:,} times in one template; "
-            "templates are not for long computations"
-        )
-    return items
-
-
-def _bounded_filter(function: Callable[..., Any]) -> Callable[..., Any]:
-    # The filtered value comes first, after the context or environment if it takes one.
-    skip = 2 if getattr(function, "jinja_pass_arg", None) else 1
-
-    @functools.wraps(function)  # also copies jinja_pass_arg
-    def bounded(*args: Any, **kwargs: Any) -> Any:
-        for value in (*args[skip:], *kwargs.values()):
-            if _is_number(value) and abs(value) > MAX_SIZE:
-                raise SecurityError(
-                    f"filter '{function.__name__}' got {value}; numbers given to filters are "
-                    f"limited to {MAX_SIZE:,}"
-                )
-        return function(*args, **kwargs)
-
-    return bounded
-
-
 @functools.cache
 def environment() -> BoundedSandbox:
     """The one environment templates are parsed and rendered in: sandboxed, strict, bounded.
 
     Built once and shared (it is never changed after this, and Jinja2 environments are
     safe to use from several threads)."""
-    env = BoundedSandbox(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+    env = BoundedSandbox(
+        undefined=StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=True,
+        finalize=checked_text,
+    )
     env.globals = {name: env.globals[name] for name in ALLOWED_GLOBALS}
-    env.globals["range"] = _bounded_range
-    env.filters = {name: _bounded_filter(f) for name, f in env.filters.items()}
+    env.globals["range"] = bounded_range
+    env.filters = {
+        name: bounded_filter(name, function)
+        for name, function in env.filters.items()
+        if name in FILTER_RULES
+    }
     return env
 
 
@@ -124,15 +88,6 @@ def compiled_template(source: str) -> Template:
 def compiled_expression(source: str) -> TemplateExpression:
     """A ``when:`` expression or a lone ``{{ x }}`` tool argument, compiled once."""
     return environment().compile_expression(source, undefined_to_none=False)
-
-
-def render_bounded(render: Callable[[], Any]) -> Any:
-    """Run one render (or expression) with a fresh ``range`` budget."""
-    token = _loop_budget.set([LOOP_BUDGET])
-    try:
-        return render()
-    finally:
-        _loop_budget.reset(token)
 
 
 # ``{{ name }}`` or ``{{ name.attr }}``, not glued to another brace; ``_`` attributes go
@@ -156,7 +111,11 @@ def template_variables(source: str) -> frozenset[str]:
         return frozenset()
     names = _SIMPLE_SUBSTITUTION.findall(source)
     rest = _SIMPLE_SUBSTITUTION.sub("", source)
-    if not any(tag in rest for tag in ("{{", "{%", "{#")) and _EXPRESSION_WORDS.isdisjoint(names):
+    if (
+        not any(tag in rest for tag in ("{{", "{%", "{#"))
+        and _EXPRESSION_WORDS.isdisjoint(names)
+        and _REMOVED_GLOBALS.isdisjoint(names)  # refused below, with a line
+    ):
         return frozenset(names)
     return parsed_template_variables(source)
 
@@ -191,10 +150,21 @@ def expression_variables(source: str) -> frozenset[str]:
     return _checked_variables(tree)
 
 
-_REMOVED_GLOBALS = frozenset({"cycler", "joiner", "namespace", "lipsum"})
+# Every global Jinja2 offers except the ones kept (cycler, joiner, namespace, lipsum).
+_REMOVED_GLOBALS = frozenset(DEFAULT_NAMESPACE) - {"range", *ALLOWED_GLOBALS}
+_OTHER_TEMPLATES = (nodes.Include, nodes.Import, nodes.FromImport, nodes.Extends)
 
 
 def _checked_variables(tree: nodes.Template) -> frozenset[str]:
+    # A long chain such as 1 + 1 + ... parses in a loop but makes a deep tree, which
+    # Jinja2 walks recursively.
+    try:
+        return _walk_checked(tree)
+    except RecursionError:
+        raise TemplateProblem("the template is nested too deeply") from None
+
+
+def _walk_checked(tree: nodes.Template) -> frozenset[str]:
     env = environment()
     for found in tree.find_all((nodes.Getattr, nodes.Getitem)):
         if isinstance(found, nodes.Getattr):
@@ -215,6 +185,12 @@ def _checked_variables(tree: nodes.Template) -> frozenset[str]:
                 f"'{named.value}' is not allowed: names starting with '_' are private to Python",
                 filtered.lineno,
             )
+    for keyword in tree.find_all(nodes.Keyword):  # dict(__class__=1)|first spells a name
+        if keyword.key.startswith("_"):
+            raise TemplateProblem(
+                f"'{keyword.key}' is not allowed: names starting with '_' are private to Python",
+                keyword.lineno,
+            )
     for constant in tree.find_all(nodes.Const):
         if isinstance(constant.value, str) and "__" in constant.value:
             raise TemplateProblem(
@@ -228,6 +204,11 @@ def _checked_variables(tree: nodes.Template) -> frozenset[str]:
                 f"'{used.name}' is not available in templates; use plain loops and variables",
                 used.lineno,
             )
+    for other in tree.find_all(_OTHER_TEMPLATES):
+        raise TemplateProblem(
+            "templates cannot include, import or extend other templates; put the text in this one",
+            other.lineno,
+        )
     for node in tree.find_all((nodes.Filter, nodes.Test)):
         known = env.filters if isinstance(node, nodes.Filter) else env.tests
         if node.name not in known:

@@ -6,6 +6,7 @@ before the next begins, so a run whose process dies can be resumed from its last
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import uuid
@@ -18,7 +19,12 @@ from jinja2 import Undefined
 
 from flowengine.agentfile.model import TOOL_RESULT, Agent, Step
 from flowengine.agentfile.schema import with_values
-from flowengine.agentfile.templates import compiled_expression, compiled_template, render_bounded
+from flowengine.agentfile.templates import (
+    compiled_expression,
+    compiled_template,
+    plain_data,
+    render_bounded,
+)
 from flowengine.errors import AccessDenied, ContextOverflow, MemoryQuotaExceeded, StepError
 from flowengine.graph.compile import compile_agent, successor
 from flowengine.kernel import defaults
@@ -33,7 +39,7 @@ from flowengine.storage.schema import to_json
 FINAL_STATUSES = ("completed", "max_steps", "max_visits", "failed")
 
 
-RECOVERABLE = ("tool-failed", "llm-failed")
+RECOVERABLE = ("tool-failed", "llm-failed", "step-crashed")
 """Failures a step's ``retry`` and ``on_error`` apply to; the others are mistakes in the
 agent file or limits, which retrying cannot mend."""
 
@@ -144,18 +150,63 @@ class AgentRun:
                     outcome.status, outcome.error = stop
                     break
                 current = self._run_step(step, outcome)
-        except StepError as failure:
+            if outcome.status == "running":
+                # Resumed after its terminal step was stored but before its end was: the
+                # run had ended, with that step's result as its output.
+                outcome.status = "completed"
+                if self.memory.progress:
+                    outcome.output = self.memory.progress[-1]["result"]
+        except Exception as exc:  # whatever it was, this run ends here, recorded
+            failure = (
+                exc
+                if isinstance(exc, StepError)
+                else StepError(
+                    f"run {self.run_id} crashed after step #{self.seq}: "
+                    f"{type(exc).__name__}: {exc}",
+                    "run-crashed",
+                )
+            )
             outcome.status = "failed"
             outcome.error = failure.message
-            self.kernel.record_error(
-                self.run_id, current or "", self.seq, failure.code, failure.message
-            )
+            # If the storage itself failed, the run's row below still says why.
+            with contextlib.suppress(Exception):
+                self.kernel.record_error(
+                    self.run_id, current or "", self.seq, failure.code, failure.message
+                )
         finally:
             outcome.steps = self.seq
             outcome.path = list(self.path)
-            self._save_run(outcome)
-            self.kernel.end_run(self.run_id)
+            try:
+                self._save_run(outcome)
+            finally:
+                self.kernel.end_run(self.run_id)
         return outcome
+
+    def _attempt(self, step: Step, outcome: RunOutcome) -> tuple[Any, Any, str | None, str | None]:
+        """Run one step: (result, value saved, decision label, next step id).
+
+        An unexpected exception is the step's failure (``step-crashed``), never the
+        process's; like a tool failure it is stored and retried ``retry`` times."""
+        for attempt in range(step.retry + 1):
+            try:
+                if step.kind == "process":
+                    result, saved = self._process(step)
+                    return result, saved, None, successor(self.graph, step.id, "next")
+                if step.kind == "decision":
+                    label = self._decide(step)
+                    return label, label, label, successor(self.graph, step.id, label)
+                result = self._terminal(step, outcome)
+                return result, result, None, None
+            except StepError:
+                raise
+            except Exception as exc:  # isolated to this step, and stored
+                message = f"step '{step.id}' crashed: {type(exc).__name__}: {exc}"
+                # Each attempt is stored, as each failed tool call is.
+                self.kernel.record_error(self.run_id, step.id, self.seq, "step-crashed", message)
+                if attempt < step.retry:
+                    continue
+                raise StepError(message, "step-crashed") from exc
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _recover(self, step: Step, failure: StepError) -> str | None:
         """Where a step goes when its failure is to be lived with; recorded as such."""
@@ -196,16 +247,7 @@ class AgentRun:
         result: Any
         saved: Any
         try:
-            if step.kind == "process":
-                result, saved = self._process(step)
-                following = successor(self.graph, step.id, "next")
-            elif step.kind == "decision":
-                label = self._decide(step)
-                result = saved = label
-                following = successor(self.graph, step.id, label)
-            else:
-                result = saved = self._terminal(step, outcome)
-                following = None
+            result, saved, label, following = self._attempt(step, outcome)
         except StepError as failure:
             if failure.code not in RECOVERABLE or step.error_policy == "fail":
                 raise
@@ -245,7 +287,10 @@ class AgentRun:
 
     def _process(self, step: Step) -> tuple[Any, Any]:
         if step.tool:
-            args = {name: self._render_value(value, step) for name, value in step.args.items()}
+            args = {
+                name: self._render_value(value, step, f"tool argument '{name}'")
+                for name, value in step.args.items()
+            }
             for _attempt in range(step.retry + 1):
                 try:
                     called = self.kernel.call_tool(self.run_id, step.id, self.seq, step.tool, args)
@@ -314,7 +359,7 @@ class AgentRun:
             return None
 
         def compute(key: str, template: str) -> Any:
-            value = self._render_value(template, step)
+            value = self._render_value(template, step, f"the schema's {key}")
             if key == "enum":
                 scalars = (str, int, float, bool, type(None))
                 if isinstance(value, list) and value and all(isinstance(v, scalars) for v in value):
@@ -457,31 +502,34 @@ class AgentRun:
                 f"step '{step.id}': the template failed: {exc}", "template-failed"
             ) from None
 
-    def _render_value(self, value: Any, step: Step) -> Any:
-        """A tool argument: strings are templates; ``"{{ x }}"`` alone keeps x's type."""
+    def _render_value(self, value: Any, step: Step, name: str) -> Any:
+        """A tool argument or schema value (``name`` says which, for messages): strings are
+        templates; ``"{{ x }}"`` alone keeps x's type, which must be plain JSON data (a
+        nested undefined name or a function fails the step)."""
         if isinstance(value, dict):
-            return {key: self._render_value(item, step) for key, item in value.items()}
+            return {key: self._render_value(item, step, name) for key, item in value.items()}
         if isinstance(value, list):
-            return [self._render_value(item, step) for item in value]
+            return [self._render_value(item, step, name) for item in value]
         if not isinstance(value, str):
             return value
         stripped = value.strip()
         if stripped.startswith("{{") and stripped.endswith("}}") and stripped.count("{{") == 1:
-            return self._evaluate(stripped[2:-2], step)
+            return self._evaluate(stripped[2:-2], step, argument=name)
         return self._render(value, step)
 
-    def _evaluate(self, expression: str, step: Step) -> Any:
+    def _evaluate(self, expression: str, step: Step, argument: str | None = None) -> Any:
         try:
             compiled = compiled_expression(expression)
             context = self._context()
             value = render_bounded(lambda: compiled(**context))
             if isinstance(value, Undefined):  # an unsafe or missing name: raise here, not later
                 value._fail_with_undefined_error()
-            return value
+            return value if argument is None else plain_data(value)
         except Exception as exc:
-            raise StepError(
-                f"step '{step.id}': the expression {expression!r} failed: {exc}", "template-failed"
-            ) from None
+            what = f"the expression {expression!r}"
+            if argument is not None:
+                what = f"{argument} ({expression.strip()!r})"
+            raise StepError(f"step '{step.id}': {what} failed: {exc}", "template-failed") from None
 
     # -- storage --------------------------------------------------------------------
 

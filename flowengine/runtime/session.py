@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+from flowengine.errors import FlowengineError
 from flowengine.kernel import defaults
 from flowengine.kernel.backends.base import Backend, BackendError
 from flowengine.kernel.kernel import Kernel
@@ -98,15 +99,24 @@ class Session:
         runs: list[tuple[RunSetup, Checkpoint | None]],
         on_step: Callable[[StepEvent], None] | None = None,
     ) -> list[RunOutcome]:
-        """Run these concurrently (one thread each) and return their outcomes in order."""
+        """Run these concurrently (one thread each) and return every outcome, in order.
+
+        Runs are isolated: one that cannot even start, or breaks outside its steps, comes
+        back as ``failed`` with the reason, and the others go on to their end."""
         outcomes: list[RunOutcome | None] = [None] * len(runs)
-        failures: list[BaseException] = []
 
         def work(index: int, setup: RunSetup, checkpoint: Checkpoint | None) -> None:
             try:
                 outcomes[index] = AgentRun(self.kernel, setup, on_step).run(checkpoint)
-            except BaseException as exc:  # surfaced to the caller after join
-                failures.append(exc)
+            except BaseException as exc:  # reported as this run's failure
+                message = str(exc) if isinstance(exc, FlowengineError) else repr(exc)
+                outcomes[index] = RunOutcome(
+                    setup.run_id,
+                    setup.agent.name,
+                    "failed",
+                    checkpoint.seq if checkpoint else 0,
+                    error=f"run {setup.run_id} could not go on: {message}",
+                )
 
         threads = [
             threading.Thread(target=work, args=(i, setup, checkpoint), daemon=True)
@@ -117,8 +127,6 @@ class Session:
         for thread in threads:
             while thread.is_alive():
                 thread.join(0.2)  # short waits keep Ctrl-C responsive
-        if failures:
-            raise failures[0]
         return [outcome for outcome in outcomes if outcome is not None]
 
     def close(self) -> None:
