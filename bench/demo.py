@@ -58,7 +58,7 @@ def demo_run(agent: Path, folder: Path, name: str, *flags: str) -> dict[str, obj
         raise SystemExit(f"demo run {name} failed: {done.stderr[-2000:]}")
     [outcome] = json.loads(done.stdout)
     with duckdb.connect(str(db), read_only=True) as con:
-        prompt, evaluated, reused, output_tokens, requests = con.execute(
+        prompt, evaluated, reused, output_tokens, requests = con.execute(  # type: ignore[misc]
             "SELECT sum(prompt_tokens), sum(evaluated_tokens), sum(reused_tokens), "
             "sum(output_tokens), count(*) FROM llm_requests"
         ).fetchone()
@@ -68,9 +68,9 @@ def demo_run(agent: Path, folder: Path, name: str, *flags: str) -> dict[str, obj
                 "SELECT response FROM llm_requests WHERE kind = 'generate' ORDER BY created"
             ).fetchall()
         ]
-        invalid = con.execute(
+        [invalid] = con.execute(  # type: ignore[misc]
             "SELECT count(*) FROM errors WHERE code = 'output-invalid'"
-        ).fetchone()[0]
+        ).fetchone()
     return {
         "seconds": seconds,
         "status": outcome["status"],
@@ -136,6 +136,16 @@ def bench_threads() -> dict[str, dict[str, dict[str, float]]]:
 
 
 def main() -> None:
+    parts = sys.argv[1:] or ["runs", "threads"]
+    found: dict[str, object] = {}
+    if "threads" in parts:
+        found["threads"] = bench_threads()
+    if "runs" in parts:
+        found["runs"] = bench_runs()
+    print(json.dumps(found, indent=2))
+
+
+def bench_runs() -> dict[str, dict[str, object]]:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         all_progress = _agent_with_progress(folder, "all")
@@ -150,7 +160,7 @@ def main() -> None:
     for setting in ("none", "all"):
         on, off = runs[f"progress {setting}, reuse on"], runs[f"progress {setting}, reuse off"]
         on["same_as_reuse_off"] = all(on[key] == off[key] for key in ("status", "path", "output"))
-    print(json.dumps({"runs": runs, "threads": bench_threads()}, indent=2))
+    return runs
 
 
 if __name__ == "__main__":
