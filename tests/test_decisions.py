@@ -107,3 +107,47 @@ def test_an_example_label_that_is_not_a_branch_is_reported_where_it_is(tmp_path:
     [line] = [line for line in done.stdout.splitlines() if "unknown-example-label" in line]
     assert line.startswith(f"{agent}:9:16: error: example 2 of step 'kind' has label 'town'")
     assert "Traceback" not in done.stdout + done.stderr
+
+
+THREE_DECISIONS = """\
+name: Calibration
+steps:
+  plain:
+    type: decision
+    question: Is it raining?
+    branches: {"yes": asked, "no": asked}
+  asked:
+    type: decision
+    question: Is it cold?
+    calibrate: true
+    branches: {"yes": declined, "no": declined}
+  declined:
+    type: decision
+    question: Is it late?
+    calibrate: false
+    examples:
+      - {input: "It is midnight.", label: "yes"}
+    branches: {"yes": done, "no": done}
+  done:
+    type: terminal
+    output: ok
+"""
+
+
+def test_calibration_is_on_with_examples_by_default_and_can_be_set(tmp_path: Path) -> None:
+    agent = tmp_path / "calibration.yaml"
+    agent.write_text(THREE_DECISIONS)
+    script = tmp_path / "script.json"
+    script.write_text(json.dumps({"default": "yes"}))
+    db = tmp_path / "runs.duckdb"
+    scripted = ["--backend", "scripted", "--script", str(script), "--db", str(db), "--json"]
+    done = run_cli("run", str(agent), "-i", "now", *scripted)
+    assert done.returncode == 0, done.stderr
+    with duckdb.connect(str(db), read_only=True) as con:
+        rows = con.execute("SELECT step_id, label_scores FROM llm_requests").fetchall()
+    kept = {step: set(json.loads(scores)["yes"]) for step, scores in rows}
+    assert kept == {
+        "plain": {"raw"},
+        "asked": {"raw", "content_free", "calibrated"},
+        "declined": {"raw"},
+    }

@@ -137,6 +137,7 @@ def _step(sid: str, raw: Any, broken: bool) -> Step:
         when=_text_map(raw.get("when")),
         default=_text(raw.get("default")),
         examples=_examples(raw.get("examples")),
+        calibrate=raw["calibrate"] if isinstance(raw.get("calibrate"), bool) else None,
         output=_text(raw.get("output")),
         format="json" if fmt == "json" else "text",
         schema=raw["schema"] if isinstance(raw.get("schema"), dict) else None,

@@ -56,6 +56,8 @@ class Step:
     when: dict[str, str] = field(default_factory=dict)
     default: str | None = None
     examples: list[Example] = field(default_factory=list)
+    calibrate: bool | None = None
+    """None: calibrate a decision's label scores when it has examples."""
     output: str | None = None
     format: Literal["text", "json"] = "text"
     schema: dict[str, Any] | None = None

@@ -182,7 +182,7 @@ def _check_decision(agent: Agent, step: Step, report: Reporter) -> None:
                 agent.key_at(*_step_path(step, "branches", label)),
             )
         seen.setdefault(folded, label)
-    for index, example in enumerate(step.examples):
+    for index, example in enumerate(step.examples if labels else []):
         if example.label not in step.branches:
             report.error(
                 "unknown-example-label",

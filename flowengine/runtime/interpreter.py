@@ -278,13 +278,17 @@ class AgentRun:
         backend = self.kernel.backend
         request.labels = labels
         request.label_tokens = [backend.label_tokens(label) for label in labels]
-        # The kernel calibrates the labels' scores against this prompt with its content
-        # replaced by "N/A": the same description, examples and labels.
-        system = self._render(self.agent.description, step) if self.agent.description else ""
-        content_free = prompts.content_free_messages(
-            system, self.agent.progress_for(step) != "none", labels, examples
-        )
-        request.content_free_tokens = backend.encode(backend.chat_prompt(content_free))
+        # Calibration against this prompt with its content replaced by "N/A" (the same
+        # description, examples and labels) helped with worked examples, which bias a
+        # small model towards the labels they show, and hurt without them on the held-out
+        # decisions of bench/decisions.py; hence its default.
+        calibrate = step.calibrate if step.calibrate is not None else bool(examples)
+        if calibrate:
+            system = self._render(self.agent.description, step) if self.agent.description else ""
+            content_free = prompts.content_free_messages(
+                system, self.agent.progress_for(step) != "none", labels, examples
+            )
+            request.content_free_tokens = backend.encode(backend.chat_prompt(content_free))
         return self._submit(step, request).response
 
     def _terminal(self, step: Step, outcome: RunOutcome) -> Any:
