@@ -69,8 +69,8 @@ def messages(
 
 
 CONTENT_FREE = "N/A"
-"""What stands in for a decision's content (task, question, examples' inputs stay) in its
-content-free prompt, the one its label scores are calibrated against."""
+"""What stands in for a decision's content (the task and the question; its examples stay)
+in the content-free prompt its label scores are calibrated against."""
 
 
 def decision_ask(
