@@ -116,6 +116,9 @@ class InstantBackend:
     def encode(self, text: str) -> list[int]:
         return list(map(hash, text.split()))
 
+    def label_tokens(self, label: str) -> list[int]:
+        return self.encode(label)
+
     def decode(self, tokens: Sequence[int]) -> str:
         return REPLY if _OK in tokens else ""
 

@@ -324,10 +324,22 @@ class AgentRun:
             assert step.default is not None
             return step.default
         question = self._render(step.question or "", step)
-        request = self._request(step, "choose", prompts.decision_ask(question, labels))
-        encode = self.kernel.backend.encode
+        examples = [(example.input, example.label) for example in step.examples]
+        request = self._request(step, "choose", prompts.decision_ask(question, labels, examples))
+        backend = self.kernel.backend
         request.labels = labels
-        request.label_tokens = [encode(label) for label in labels]
+        request.label_tokens = [backend.label_tokens(label) for label in labels]
+        # Calibration against this prompt with its content replaced by "N/A" (the same
+        # description, examples and labels) helped with worked examples, which bias a
+        # small model towards the labels they show, and hurt without them on the held-out
+        # decisions of bench/decisions.py; hence its default.
+        calibrate = step.calibrate if step.calibrate is not None else bool(examples)
+        if calibrate:
+            system = self._render(self.agent.description, step) if self.agent.description else ""
+            content_free = prompts.content_free_messages(
+                system, self.agent.progress_for(step) != "none", labels, examples
+            )
+            request.content_free_tokens = backend.encode(backend.chat_prompt(content_free))
         return self._submit(step, request).response
 
     def _terminal(self, step: Step, outcome: RunOutcome) -> Any:

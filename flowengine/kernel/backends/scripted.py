@@ -141,6 +141,9 @@ class ScriptedBackend:
     def encode(self, text: str) -> list[int]:
         return [self._id(piece) for piece in _PIECES.findall(text)]
 
+    def label_tokens(self, label: str) -> list[int]:
+        return self.encode(label)
+
     def decode_all(self, tokens: Sequence[int]) -> str:
         return "".join(self._pieces[token] for token in tokens)
 
