@@ -504,7 +504,10 @@ def render_demo(d: dict) -> list[str]:
             "*progress* is what every prompt carries (`none`, the agent's default: only what",
             "a step's templates name; `all`: the task and every step so far, as prompts were",
             "before). The echo rate is the share of the model's text replies whose first 60",
-            "characters repeat an earlier reply's.",
+            "characters repeat an earlier reply's. *Evaluated* counts every token the model",
+            "read, generated tokens fed back included, so without reuse it exceeds the prompt",
+            "tokens. The machine was shared with other jobs during these runs (load 1 to 4):",
+            "compare the ratios, not the seconds.",
             "",
             "| run | wall time | requests | prompt tokens | evaluated | evaluated / prompt |"
             " reused | echo rate | plan valid | same output as reuse off |",
@@ -526,6 +529,16 @@ def render_demo(d: dict) -> list[str]:
                 f" {off['seconds'] / on['seconds']:.2f}x, evaluated tokens"
                 f" {off['evaluated_tokens'] / on['evaluated_tokens']:.2f}x."
             )
+        if any(r.get("same_as_reuse_off") is False for r in runs.values()):
+            lines += [
+                "",
+                "Where the output differs with reuse on and off, that is llama.cpp's arithmetic:",
+                "a prompt read in one piece and one read in pieces over several steps give",
+                "slightly different numbers, and greedy decoding can then pick another token.",
+                "Reuse itself is deterministic: a run gives the same output under `fifo` and",
+                "`rr`, alone or among others, with or without evictions (tests on the real",
+                "model), because a cache given up is rebuilt by replaying its pieces.",
+            ]
         lines.append("")
     threads = d.get("threads")
     if threads:
