@@ -135,9 +135,57 @@ def bench_threads() -> dict[str, dict[str, dict[str, float]]]:
     return found
 
 
+_MASK = """
+import json, statistics, time
+from flowengine.kernel.backends.local import LocalBackend
+from flowengine.kernel.constrain import JsonConstraint
+backend = LocalBackend(threads=None)
+names = [f"Boston Grill {i}" for i in range(1, 7)]
+schema = {"type": "object", "required": ["days"], "properties": {"days": {
+    "type": "array", "minItems": 3, "maxItems": 3, "items": {"type": "object",
+    "required": ["day", "breakfast", "transportation"], "properties": {
+        "day": {"type": "integer", "minimum": 1}, "breakfast": {"enum": names},
+        "transportation": {"type": "string", "maxLength": 80}}}}}}
+reply = json.dumps({"days": [{"day": d, "breakfast": names[d], "transportation": "Flight F0123"}
+                             for d in (1, 2, 3)]}, separators=(",", ":"))
+tokens = backend.encode(reply)
+tokenizer = backend.grammar_tokenizer()
+mask = []
+for _ in range(5):
+    constraint = JsonConstraint(tokenizer, schema)
+    start = time.perf_counter()
+    for token in tokens:
+        constraint.allowed()
+        constraint.consume(token)
+    mask.append((time.perf_counter() - start) / len(tokens))
+cache = backend.new_cache()
+cache.evaluate(backend.encode("Plan a trip to Boston. Reply with JSON."))
+step = []
+for token in tokens:
+    start = time.perf_counter()
+    cache.next_token()
+    cache.evaluate([token])
+    step.append(time.perf_counter() - start)
+print(json.dumps({"tokens": len(tokens), "mask_s": statistics.median(mask),
+                  "decode_step_s": statistics.median(step)}))
+"""
+
+
+def bench_mask() -> dict[str, float]:
+    """What masking costs a token, against what decoding one costs, on the same model."""
+    done = subprocess.run([sys.executable, "-c", _MASK], cwd=ROOT, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"mask cost failed: {done.stderr[-2000:]}")
+    found: dict[str, float] = json.loads(done.stdout)
+    found["share"] = found["mask_s"] / found["decode_step_s"]
+    return found
+
+
 def main() -> None:
-    parts = sys.argv[1:] or ["runs", "threads"]
+    parts = sys.argv[1:] or ["runs", "threads", "mask"]
     found: dict[str, object] = {}
+    if "mask" in parts:
+        found["mask"] = bench_mask()
     if "threads" in parts:
         found["threads"] = bench_threads()
     if "runs" in parts:
