@@ -1,8 +1,9 @@
 """The kernel: one per process; every run's LLM and tool calls go through it.
 
-A single worker thread owns the model contexts (ctransformers is not thread-safe) and
-serves the ready queue one slice at a time. Runs call ``generate``, ``choose`` and
-``call_tool`` from their own threads and block until the answer is ready.
+A single worker thread owns the KV caches (ctransformers is not thread-safe) and serves
+the ready queue one slice at a time (``_run_slice``). Runs call ``run_request`` (or
+``submit``) with an ``LLMRequest`` to generate or choose, and ``call_tool``, from their
+own threads, and block until the answer is ready.
 """
 
 from __future__ import annotations

@@ -489,7 +489,7 @@ class AgentRun:
 
     # -- templates ------------------------------------------------------------------
 
-    def _context(self) -> dict[str, Any]:
+    def _template_variables(self) -> dict[str, Any]:
         memory = self.memory
         values = {name: spec.default for name, spec in self.agent.inputs.items()}
         values.update(self.setup.inputs)
@@ -507,8 +507,8 @@ class AgentRun:
     def _render(self, source: str, step: Step) -> str:
         try:
             template = compiled_template(source)
-            context = self._context()
-            return render_bounded(lambda: template.render(context))
+            variables = self._template_variables()
+            return render_bounded(lambda: template.render(variables))
         except Exception as exc:  # sandbox violations, undefined names, type errors
             raise StepError(
                 f"step '{step.id}': the template failed: {exc}", "template-failed"
@@ -532,8 +532,8 @@ class AgentRun:
     def _evaluate(self, expression: str, step: Step, argument: str | None = None) -> Any:
         try:
             compiled = compiled_expression(expression)
-            context = self._context()
-            value = render_bounded(lambda: compiled(**context))
+            variables = self._template_variables()
+            value = render_bounded(lambda: compiled(**variables))
             if isinstance(value, Undefined):  # an unsafe or missing name: raise here, not later
                 value._fail_with_undefined_error()
             return value if argument is None else plain_data(value)
