@@ -48,7 +48,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(payload)
 
-    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_POST(self) -> None:  # http.server names it so
         behaviour = self.behaviour
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         behaviour.bodies.append(body)

@@ -56,8 +56,18 @@ def fake() -> tuple[FakeServer, Behaviour]:
 def _run(url: str, agent: str, db: Path, *extra: str, command: str = "run"):
     target = [agent, "--input", "rain"] if command == "run" else [agent]
     return run_cli(
-        command, *target, "--backend", "openai", "--base-url", url, "--db", str(db), "--json",
-        "--request-timeout", "2", *extra,
+        command,
+        *target,
+        "--backend",
+        "openai",
+        "--base-url",
+        url,
+        "--db",
+        str(db),
+        "--json",
+        "--request-timeout",
+        "2",
+        *extra,
     )
 
 
@@ -162,6 +172,7 @@ def test_json_output_falls_back_when_response_format_is_refused(tmp_path: Path) 
         encoding="utf-8",
     )
     behaviour = Behaviour(reply='{"city": "Paris"}', refuse_schema=True)
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
     server = FakeServer(behaviour)
     db = tmp_path / "runs.duckdb"
     try:
@@ -171,8 +182,10 @@ def test_json_output_falls_back_when_response_format_is_refused(tmp_path: Path) 
     assert result.returncode == 0, result.stderr
     [outcome] = json.loads(result.stdout)
     assert outcome["output"] == "Paris"
-    assert behaviour.bodies[0]["response_format"]["json_schema"]["schema"]["required"] == ["city"]
-    assert "response_format" not in behaviour.bodies[1]
+    first, second, third = behaviour.bodies
+    assert first["response_format"]["json_schema"]["schema"]["required"] == ["city"]
+    assert second["response_format"] == {"type": "json_object", "schema": schema}
+    assert "response_format" not in third
     [(code,)] = _rows(db, "SELECT code FROM errors")
     assert code == "json-unconstrained"
 
@@ -180,8 +193,16 @@ def test_json_output_falls_back_when_response_format_is_refused(tmp_path: Path) 
 def test_bad_server_settings_are_one_line(tmp_path: Path) -> None:
     agent = _agent(tmp_path)
     result = run_cli(
-        "run", agent, "-i", "x", "--backend", "openai", "--base-url", "ftp://nowhere",
-        "--db", str(tmp_path / "x.duckdb"),
+        "run",
+        agent,
+        "-i",
+        "x",
+        "--backend",
+        "openai",
+        "--base-url",
+        "ftp://nowhere",
+        "--db",
+        str(tmp_path / "x.duckdb"),
     )
     assert result.returncode != 0 and "http://HOST:PORT/v1" in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1

@@ -39,3 +39,10 @@ def test_every_registered_code_is_used_by_the_code() -> None:
             code.endswith("-syntax") and 'f"{kind}-syntax"' in sources
         )
         assert used, code
+
+
+def test_every_run_time_code_is_documented() -> None:
+    from flowengine.errors import RUN_CODES
+
+    for code in RUN_CODES:
+        assert f"| `{code}` |" in README, code

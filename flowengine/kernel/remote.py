@@ -61,6 +61,13 @@ def first_token_scores(logprobs: list[dict[str, Any]], labels: list[str]) -> dic
     return scores
 
 
+def _refused(exc: ServerError) -> bool:
+    """Whether the server refused the request as such (4xx other than 429), as servers do
+    for a parameter they do not take."""
+    status = exc.status or 0
+    return 400 <= status < 500 and status != 429
+
+
 class RemoteExecutor:
     """Admits requests in scheduler order and keeps up to ``max_inflight`` at the server."""
 
@@ -85,7 +92,9 @@ class RemoteExecutor:
         self._last_admitted: dict[str, int] = {}
         self._not_before = 0.0
         """Set by a server's Retry-After: nothing is sent before this time."""
-        self.json_schema_supported: bool | None = None
+        self.json_format: str | None = None
+        """How JSON output is constrained at this server, once known: ``json_schema``,
+        ``json_object`` (llama.cpp's, with a schema) or ``prompt`` (not at all)."""
         self.logprobs_supported: bool | None = None
         self.inflight = 0
         self.max_inflight_seen = 0
@@ -113,13 +122,12 @@ class RemoteExecutor:
             if not self._pending:
                 return None
             if self.scheduler.policy == "rr":
-                key: Callable[[LLMRequest], Any] = lambda r: (
-                    self._last_admitted.get(r.run_id, -1),
-                    r.arrival,
+                request = min(
+                    self._pending,
+                    key=lambda r: (self._last_admitted.get(r.run_id, -1), r.arrival),
                 )
             else:
-                key = lambda r: r.arrival  # noqa: E731
-            request = min(self._pending, key=key)
+                request = min(self._pending, key=lambda r: r.arrival)
             self._pending.remove(request)
             self._last_admitted[request.run_id] = next(self._admissions)
             self.inflight += 1
@@ -172,29 +180,40 @@ class RemoteExecutor:
 
     def _generate(self, request: LLMRequest) -> None:
         body = {**self._base(request), "max_tokens": request.max_tokens}
-        if request.schema is not None:
-            if self.json_schema_supported is not False:
-                body["response_format"] = {
-                    "type": "json_schema",
-                    "json_schema": {"name": "output", "schema": request.schema, "strict": True},
-                }
-            else:
-                self._report_unconstrained(request)
-        try:
-            completion = self._streamed(request, body)
-        except ServerError as exc:
-            if "response_format" not in body or "HTTP 4" not in str(exc) or "429" in str(exc):
-                raise
-            # The server refused the schema: ask by prompt alone and validate afterwards.
-            self.json_schema_supported = False
-            self._report_unconstrained(request)
-            del body["response_format"]
+        if request.schema is None:
             completion = self._streamed(request, body)
         else:
-            if "response_format" in body:
-                self.json_schema_supported = True
+            completion = self._generate_json(request, body, request.schema)
         request.response = request.prefill + completion.text
         self._count(request, completion)
+
+    def _generate_json(
+        self, request: LLMRequest, body: dict[str, Any], schema: dict[str, Any]
+    ) -> Completion:
+        """A reply constrained to ``schema``: OpenAI's ``json_schema`` response format, else
+        llama.cpp's ``json_object`` with a schema, else the prompt alone (reported)."""
+        formats = {
+            "json_schema": {
+                "type": "json_schema",
+                "json_schema": {"name": "output", "schema": schema, "strict": True},
+            },
+            "json_object": {"type": "json_object", "schema": schema},
+        }
+        tried = [self.json_format] if self.json_format else [*formats, "prompt"]
+        for name in tried:
+            if name == "prompt":
+                self.json_format = "prompt"
+                self._report_unconstrained(request)
+                return self._streamed(request, body)
+            try:
+                completion = self._streamed(request, {**body, "response_format": formats[name]})
+            except ServerError as exc:
+                if self.json_format or not _refused(exc):
+                    raise
+                continue  # the server refused this format: try the next
+            self.json_format = name
+            return completion
+        raise AssertionError("unreachable: 'prompt' is always the last format tried")
 
     def _report_unconstrained(self, request: LLMRequest) -> None:
         self._on_report(
@@ -289,7 +308,7 @@ class RemoteExecutor:
                     }
                 )
             except ServerError as exc:
-                if "HTTP 4" not in str(exc) or "429" in str(exc):
+                if not _refused(exc):
                     raise
                 completion = Completion(text=f"\0{exc}")
             self._count(request, completion)

@@ -422,7 +422,9 @@ class AgentRun:
             done = self.kernel.run_request(done.retry())
         if done.error is not None:
             tries = f" (tried {step.retry + 1} times)" if step.retry else ""
-            raise StepError(f"step '{step.id}': the model failed{tries}: {done.error}", done.error_code)
+            raise StepError(
+                f"step '{step.id}': the model failed{tries}: {done.error}", done.error_code
+            )
         return done
 
     # -- templates ------------------------------------------------------------------

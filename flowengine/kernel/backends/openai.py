@@ -66,8 +66,10 @@ def _file_settings() -> dict[str, Any]:
         if os.environ.get(ENV_CONFIG):
             raise BackendError(f"{ENV_CONFIG}={path}: no such file")
         return {}
-    import tomllib
-
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        raise BackendError(f"{path}: reading the config file needs Python 3.11") from None
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
@@ -79,7 +81,8 @@ def _file_settings() -> dict[str, Any]:
     unknown = sorted(set(section) - known)
     if unknown:
         raise BackendError(
-            f"{path}: unknown setting {unknown[0]!r} under [openai]; known: {', '.join(sorted(known))}"
+            f"{path}: unknown setting {unknown[0]!r} under [openai]; "
+            f"known: {', '.join(sorted(known))}"
         )
     return section
 
@@ -130,9 +133,12 @@ class ServerError(Exception):
 
     ``retry_after`` is the server's ``Retry-After`` in seconds when it sent one."""
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, retry_after: float | None = None, status: int | None = None
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.status = status
 
 
 @dataclass
@@ -242,6 +248,7 @@ class ChatClient:
             f"the server answered HTTP {status}: {_short(str(detail) or response.reason_phrase)}"
             f"{wait}",
             retry_after,
+            status,
         )
 
     def _parse_whole(self, content: bytes) -> Completion:
@@ -256,9 +263,8 @@ class ChatClient:
             logprobs = choice.get("logprobs") or {}
             completion.logprobs = list(logprobs.get("content") or [])
         except (ValueError, KeyError, IndexError, TypeError, AttributeError):
-            raise ServerError(
-                f"the server sent a malformed reply: {_short(content.decode('utf-8', 'replace'), 80)!r}"
-            ) from None
+            shown = _short(content.decode("utf-8", "replace"), 80)
+            raise ServerError(f"the server sent a malformed reply: {shown!r}") from None
         _usage(completion, data.get("usage"))
         return completion
 
