@@ -184,7 +184,7 @@ def test_a_server_stopped_mid_run_then_started_again_lets_the_run_resume(
                 run_id = line.split()[1]
                 break
         own.stop()  # the server dies while the run goes on to its next step
-        out, err = process.communicate(timeout=300)
+        _, err = process.communicate(timeout=300)
         assert run_id is not None, err
         assert process.returncode == 1
         message = err.strip().splitlines()
