@@ -71,6 +71,10 @@ def connect(path: Path, read_only: bool = False) -> Any:
 class Storage:
     """Long-term storage with a single batching writer thread."""
 
+    group_commit = True
+    """Commit the steps that finish during a transaction together in the next one (off
+    only to measure what grouping gains: bench/durable.py)."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
         self._connection = connect(path)
@@ -154,7 +158,7 @@ class Storage:
             # one transaction, and every commit waiting in it is acknowledged after it.
             waiting: list[threading.Event] = [target] if kind == "commit" else []
             stop = kind == "stop"
-            while not stop:
+            while not stop and self.group_commit:
                 try:
                     kind, target, row = self._queue.get_nowait()
                 except queue.Empty:
