@@ -63,7 +63,8 @@ class _Handler(BaseHTTPRequestHandler):
         if fault == "sleep":
             time.sleep(behaviour.sleep_s)
         if "response_format" in body and behaviour.refuse_schema:
-            return self._send(400, b'{"error": {"message": "response_format is not supported"}}')
+            error = b'{"error": {"message": "response_format is not supported"}}'
+            return self._send(400, error)
         text = behaviour.reply
         logprobs = None
         if body.get("logprobs") and behaviour.logprobs is not None:

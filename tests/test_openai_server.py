@@ -54,6 +54,8 @@ class LlamaServer:
                 "--model", str(embedded_model_path()),
                 "--host", "127.0.0.1", "--port", str(self.port),
                 "--n_ctx", "2048", "--n_threads", "2", "--verbose", "false",
+                # by default it cuts a streamed reply short when another request arrives
+                "--interrupt_requests", "false",
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -116,9 +118,10 @@ def test_the_four_agents_run_together_through_the_server(server: LlamaServer, tm
         db, "SELECT min(prompt_tokens), sum(output_tokens) FROM llm_requests"
     )
     assert smallest_prompt > 0 and outputs > 0
-    # decisions were made from the label log-probabilities llama.cpp returns
+    # decisions were made from the label log-probabilities llama.cpp returns, or, where
+    # the first tokens were not among them, by its grammar: always a label, never an error
     scored = _stored(db, "SELECT label_scores FROM llm_requests WHERE kind = 'choose'")
-    assert scored and all(json.loads(scores) for (scores,) in scored)
+    assert any(scores and json.loads(scores) for (scores,) in scored)
     # JSON steps went out with a schema the server enforces (llama.cpp's json_object)
     codes = {code for (code,) in _stored(db, "SELECT code FROM errors")}
     assert "json-unconstrained" not in codes and "llm-failed" not in codes
@@ -130,7 +133,8 @@ def test_the_four_agents_run_together_through_the_server(server: LlamaServer, tm
     # rr cut streamed replies into slices of at most the quantum
     [(requests, slices, widest)] = _stored(
         db,
-        "SELECT (SELECT count(*) FROM llm_requests), count(*), max(tokens) FROM slices",
+        "SELECT count(DISTINCT request_id), count(*), max(s.tokens) FROM llm_slices s "
+        "JOIN llm_requests r USING (request_id) WHERE r.kind = 'generate'",
     )
     assert slices > requests and widest <= 4
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -35,6 +36,14 @@ def choice_grammar(labels: list[str]) -> str:
     return "root ::= " + " | ".join(json.dumps(label) for label in labels)
 
 
+def _log_add(total: float | None, logprob: float) -> float:
+    """log(exp(total) + exp(logprob)), with None for nothing yet."""
+    if total is None:
+        return logprob
+    high, low = max(total, logprob), min(total, logprob)
+    return high + math.log1p(math.exp(low - high))
+
+
 def first_token_scores(logprobs: list[dict[str, Any]], labels: list[str]) -> dict[str, float]:
     """Each label's log-probability as the reply's first token, from the server's top
     alternatives; a label whose first token is not among them gets no score. Empty when
@@ -45,27 +54,36 @@ def first_token_scores(logprobs: list[dict[str, Any]], labels: list[str]) -> dic
     alternatives = first.get("top_logprobs") or [first]
     scores: dict[str, float] = {}
     token_of: dict[str, str] = {}
+    seen: set[str] = set()
     for alternative in alternatives:
-        token = str(alternative.get("token", "")).lstrip()
+        # Case is not a choice between labels: "Yes" and "yes" both count for "yes", their
+        # probabilities added.
+        token = str(alternative.get("token", "")).strip().lower()
         logprob = alternative.get("logprob")
         if not token or not isinstance(logprob, (int, float)):
             continue
+        key = f"{token}\0{alternative.get('token')}"
+        if key in seen:
+            continue
+        seen.add(key)
         for label in labels:
-            if label.startswith(token) and logprob > scores.get(label, float("-inf")):
-                scores[label] = float(logprob)
-                token_of[label] = token
+            if label.lower().startswith(token):
+                scores[label] = float(_log_add(scores.get(label), float(logprob)))
+                if len(token) > len(token_of.get(label, "")):
+                    token_of[label] = token
     if scores:
         best = max(scores, key=lambda label: scores[label])
-        if sum(label.startswith(token_of[best]) for label in labels) > 1:
+        if sum(label.lower().startswith(token_of[best]) for label in labels) > 1:
             return {}
     return scores
 
 
-def _refused(exc: ServerError) -> bool:
-    """Whether the server refused the request as such (4xx other than 429), as servers do
-    for a parameter they do not take."""
+def _refused(exc: ServerError, fields: tuple[str, ...]) -> bool:
+    """Whether the server refused a request for one of ``fields``, as servers do for a
+    parameter they do not take: an error other than 429 that names the field (HTTP 400 or
+    422 mostly; llama-cpp-python answers a request it cannot validate with HTTP 500)."""
     status = exc.status or 0
-    return 400 <= status < 500 and status != 429
+    return status >= 400 and status != 429 and any(field in exc.detail for field in fields)
 
 
 class RemoteExecutor:
@@ -208,7 +226,7 @@ class RemoteExecutor:
             try:
                 completion = self._streamed(request, {**body, "response_format": formats[name]})
             except ServerError as exc:
-                if self.json_format or not _refused(exc):
+                if self.json_format or not _refused(exc, ("response_format", "json_schema")):
                     raise
                 continue  # the server refused this format: try the next
             self.json_format = name
@@ -297,26 +315,29 @@ class RemoteExecutor:
                     self.logprobs_supported = False
             # No usable log-probabilities: a choice the server constrains to the labels
             # (llama.cpp's grammar, vLLM's guided_choice); never a guess from free text.
-            longest = max(len(self.backend.encode(label)) for label in labels)
+            # a token is at least one character (grammar-constrained sampling can go
+            # character by character), so this always fits the longest label
+            longest = max(len(label.encode("utf-8")) for label in labels)
             try:
                 completion = self.client.chat(
                     {
                         **self._base(request),
-                        "max_tokens": 2 * longest + 4,
+                        "max_tokens": longest + 4,
                         "grammar": choice_grammar(labels),
                         "guided_choice": labels,
                     }
                 )
             except ServerError as exc:
-                if not _refused(exc):
+                if not _refused(exc, ("grammar", "guided_choice")):
                     raise
                 completion = Completion(text=f"\0{exc}")
             self._count(request, completion)
             if completion.text.strip() not in labels:
+                said = " ".join(completion.text.replace("\0", "").split())[:80]
                 raise DecisionUnsupported(
                     "the server returned neither log-probabilities of the labels nor a reply "
                     "constrained to them (llama.cpp grammar or vLLM guided_choice); use a "
-                    "server that does, or decide this step with 'when:'"
+                    f"server that does, or decide this step with 'when:' (it said: {said!r})"
                 )
             request.response = completion.text.strip()
         finally:

@@ -134,11 +134,17 @@ class ServerError(Exception):
     ``retry_after`` is the server's ``Retry-After`` in seconds when it sent one."""
 
     def __init__(
-        self, message: str, retry_after: float | None = None, status: int | None = None
+        self,
+        message: str,
+        retry_after: float | None = None,
+        status: int | None = None,
+        detail: str = "",
     ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
         self.status = status
+        self.detail = detail
+        """The server's whole error message, to see which field it refused."""
 
 
 @dataclass
@@ -249,6 +255,7 @@ class ChatClient:
             f"{wait}",
             retry_after,
             status,
+            str(detail),
         )
 
     def _parse_whole(self, content: bytes) -> Completion:
