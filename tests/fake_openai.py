@@ -26,6 +26,7 @@ class Behaviour:
     refuse_schema: bool = False
     sleep_s: float = 3.0
     bodies: list[dict[str, Any]] = field(default_factory=list)
+    keys: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def next_fault(self) -> str | None:
@@ -52,6 +53,7 @@ class _Handler(BaseHTTPRequestHandler):
         behaviour = self.behaviour
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         behaviour.bodies.append(body)
+        behaviour.keys.add(self.headers.get("Authorization", ""))
         fault = behaviour.next_fault()
         if fault == "429":
             error = {"error": {"message": "slow down"}}

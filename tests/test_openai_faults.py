@@ -208,3 +208,24 @@ def test_bad_server_settings_are_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
     result = run_cli("run", agent, "-i", "x", "--base-url", "http://x/v1")
     assert result.returncode == 2 and "--base-url goes with --backend openai" in result.stderr
+
+
+def test_settings_come_from_the_environment_and_the_config_file(
+    tmp_path: Path, fake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, behaviour = fake
+    config = tmp_path / "flowengine.toml"
+    config.write_text(
+        f'[openai]\nbase_url = "{server.url}"\nmodel = "from-file"\napi_key_env = "MY_KEY"\n',
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("FLOWENGINE_CONFIG", str(config))
+    monkeypatch.setenv("FLOWENGINE_MODEL", "from-env")  # the environment beats the file
+    monkeypatch.setenv("MY_KEY", "sekrit")
+    result = run_cli(
+        "run", _agent(tmp_path), "-i", "x", "--backend", "openai", "--json",
+        "--db", str(tmp_path / "runs.duckdb"),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert {body["model"] for body in behaviour.bodies} == {"from-env"}
+    assert behaviour.keys == {"Bearer sekrit"}
