@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup browser clients demo test lint bench clean
+.PHONY: setup browser clients server demo test lint bench clean
 
 # The virtual environment, re-installed only when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -35,8 +35,18 @@ demo: setup
 	$(BIN)/flowengine viz agents/travel_agent.yaml --db $(DEMO_DB) --run latest -o out/travel_agent_run.png
 	@echo "the run's path: out/travel_agent_run.png; see also: .venv/bin/flowengine logs --db $(DEMO_DB)"
 
+# A real OpenAI-compatible server for the openai backend's tests: llama-cpp-python's, built
+# from source once (about 5 minutes; pip's wheel cache makes a second venv fast).
+SERVER_STAMP := $(VENV)/.server-installed
+$(SERVER_STAMP): $(STAMP)
+	$(BIN)/python -c 'import llama_cpp.server.app' 2>/dev/null || \
+	  CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/python -m pip install --quiet 'llama-cpp-python[server]==0.3.36'
+	touch $(SERVER_STAMP)
+
+server: $(SERVER_STAMP)
+
 # The whole test suite; pytest's "no tests collected" (exit 5) counts as a failure.
-test: setup browser clients
+test: setup browser clients server
 	$(BIN)/python -m ruff check flowengine tests bench cli.py
 	$(BIN)/python -m mypy
 	$(BIN)/python -m pytest; status=$$?; \
@@ -60,7 +70,7 @@ lint: setup
 # Benchmarks against peers. The peers are an optional extra; llama-cpp-python compiles
 # from source (about 5 minutes, once), and if that fails its column says so.
 BENCH_STAMP := $(VENV)/.bench-installed
-$(BENCH_STAMP): $(STAMP)
+$(BENCH_STAMP): $(SERVER_STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python -c 'import llama_cpp' 2>/dev/null || \
 	  CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/python -m pip install --quiet 'llama-cpp-python==0.3.36' || \

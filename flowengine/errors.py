@@ -15,6 +15,10 @@ RUN_CODES: dict[str, str] = {
     "tool-failed": "a tool raised, timed out, got bad arguments or returned something not JSON",
     "tool-denied": "a step called a tool its agent does not declare",
     "llm-failed": "the model backend failed to answer a request",
+    "decision-unsupported": "a model server gave neither label log-probabilities nor a "
+    "constrained choice for a decision",
+    "json-unconstrained": "a model server does not take response_format json_schema; the JSON "
+    "output was asked for in the prompt and validated afterwards",
     "template-failed": "a template or when-expression failed while rendering (sandbox, limits)",
     "context-overflow": "a prompt does not fit the model's window even without progress",
     "progress-shortened": "older progress was left out of a prompt to fit the window",

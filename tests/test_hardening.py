@@ -284,8 +284,10 @@ def test_a_failed_model_request_is_retried(tmp_path: Path) -> None:
 
 def test_a_model_that_keeps_failing_fails_the_step_by_default(tmp_path: Path) -> None:
     outcome, storage = _run(tmp_path, _llm_agent("retry: 1"), _failing_model(None))
-    assert outcome.status == "failed"
+    # the run stops, resumable once the model answers again (`flowengine resume`)
+    assert outcome.status == "interrupted"
     assert "the model failed (tried 2 times): BackendError: model crashed" in (outcome.error or "")
+    assert f"flowengine resume {outcome.run_id}" in (outcome.error or "")
     assert [c for _, c, _ in _errors(storage, outcome.run_id)] == ["llm-failed"]
     storage.close()
 

@@ -33,6 +33,40 @@ def add_db_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_dbs_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--db",
+        action="append",
+        metavar="PATH|GLOB",
+        help="the DuckDB file to read (default: flowengine.duckdb in your user data folder); "
+        "repeat it, or give a glob such as 'out/*.duckdb' (quoted), to read the files of "
+        "several processes together",
+    )
+
+
+def db_paths(args: argparse.Namespace) -> list[Path]:
+    """The database files a reading command reads: each ``--db`` (globs expanded)."""
+    if not args.db:
+        from flowengine.storage.location import default_db
+
+        return [default_db()]
+    import glob
+
+    paths: list[Path] = []
+    for given in args.db:
+        if glob.has_magic(given):
+            found = sorted(glob.glob(given))
+            if not found:
+                raise UsageError(f"--db {given}: no file matches")
+            paths += [Path(each) for each in found]
+        else:
+            paths.append(Path(given))
+    for path in paths:
+        if path.is_dir():
+            raise UsageError(f"--db {path} is a folder; give a file")
+    return list(dict.fromkeys(paths))
+
+
 def db_path(args: argparse.Namespace) -> Path:
     """The database file the command reads or writes: ``--db``, or the user's default."""
     if args.db:

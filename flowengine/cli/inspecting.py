@@ -10,8 +10,8 @@ from typing import Any
 from flowengine.cli.common import (
     EXIT_OK,
     FORMATTER,
-    add_db_option,
-    db_path,
+    add_dbs_option,
+    db_paths,
     json_default,
     table,
 )
@@ -30,7 +30,7 @@ def add_parsers(commands: Any) -> None:
     )
     logs.add_argument("run_id", nargs="?", metavar="RUN_ID")
     logs.add_argument("--format", choices=("table", "json"), default="table")
-    add_db_option(logs)
+    add_dbs_option(logs)
     logs.set_defaults(handler=cmd_logs)
 
     stats = commands.add_parser(
@@ -41,15 +41,16 @@ def add_parsers(commands: Any) -> None:
         formatter_class=formatter,
     )
     stats.add_argument("--format", choices=("table", "json"), default="table")
-    add_db_option(stats)
+    add_dbs_option(stats)
     stats.set_defaults(handler=cmd_stats)
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
     from flowengine.storage.reader import Records
 
-    path = db_path(args)
-    with Records(path) as records:
+    paths = db_paths(args)
+    path = ", ".join(map(str, paths))
+    with Records(paths) as records:
         if args.run_id is None:
             rows = records.runs()
             if args.format == "json":
@@ -106,7 +107,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
 def cmd_stats(args: argparse.Namespace) -> int:
     from flowengine.storage.reader import Records
 
-    with Records(db_path(args)) as records:
+    with Records(db_paths(args)) as records:
         rows = records.stats()
     if args.format == "json":
         print(json.dumps(rows, indent=2, default=json_default))

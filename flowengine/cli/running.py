@@ -25,12 +25,41 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model and kernel")
     group.add_argument(
         "--backend",
-        choices=("ctransformers", "scripted"),
+        choices=("ctransformers", "openai", "scripted"),
         default="ctransformers",
         help="ctransformers: a local GGUF model (default: the embedded SmolLM2-135M); "
+        "openai: an OpenAI-compatible server (--base-url, --model NAME); "
         "scripted: replies from --script FILE, for tests",
     )
-    group.add_argument("--model", metavar="PATH", help="a GGUF model file for ctransformers")
+    group.add_argument(
+        "--model",
+        metavar="PATH|NAME",
+        help="ctransformers: a GGUF model file; openai: the model name the server is asked "
+        "for (default: $FLOWENGINE_MODEL or the config file)",
+    )
+    group.add_argument(
+        "--base-url",
+        metavar="URL",
+        help="openai: the server, e.g. http://127.0.0.1:8080/v1 (default: "
+        "$FLOWENGINE_BASE_URL, the config file, or http://127.0.0.1:8080/v1); the key is "
+        "read from $FLOWENGINE_API_KEY",
+    )
+    group.add_argument(
+        "--max-inflight",
+        type=positive,
+        default=None,
+        metavar="N",
+        help="openai: requests sent to the server at once, since servers batch (default: "
+        "$FLOWENGINE_MAX_INFLIGHT, the config file, or 8)",
+    )
+    group.add_argument(
+        "--request-timeout",
+        type=_seconds,
+        default=None,
+        metavar="S",
+        help="openai: seconds one request may take (default: $FLOWENGINE_REQUEST_TIMEOUT, "
+        "the config file, or 120)",
+    )
     group.add_argument(
         "--script",
         metavar="FILE",
@@ -90,6 +119,16 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         "(slower; for measuring what reuse saves)",
     )
     add_db_option(parser)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text}: give more than 0 seconds")
+    return value
 
 
 def _threads(text: str) -> int | None:
@@ -164,16 +203,24 @@ def _session_config(args: argparse.Namespace) -> Any:
         raise UsageError("--backend scripted needs --script FILE or --replay RUN_ID")
     if args.script and args.backend != "scripted":
         raise UsageError("--script goes with --backend scripted")
-    if args.model and args.backend != "ctransformers":
-        raise UsageError("--model goes with --backend ctransformers")
+    remote = args.backend == "openai"
+    if args.model and args.backend == "scripted":
+        raise UsageError("--model goes with --backend ctransformers or openai")
+    for flag in ("base_url", "max_inflight", "request_timeout"):
+        if getattr(args, flag) is not None and not remote:
+            raise UsageError(f"--{flag.replace('_', '-')} goes with --backend openai")
     for flag in ("model", "script"):
         value = getattr(args, flag)
-        if value and not Path(value).is_file():
+        if value and not (remote and flag == "model") and not Path(value).is_file():
             raise UsageError(f"--{flag} {value}: no such file")
     return SessionConfig(
         db=db_path(args),
         backend=args.backend,
-        model=Path(args.model) if args.model else None,
+        model=Path(args.model) if args.model and not remote else None,
+        model_name=args.model if remote else None,
+        base_url=args.base_url,
+        max_inflight=args.max_inflight,
+        request_timeout=args.request_timeout,
         script=Path(args.script) if args.script else None,
         replay=args.replay,
         scheduler=SchedulerConfig(args.scheduler, args.quantum),

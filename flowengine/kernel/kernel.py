@@ -60,7 +60,22 @@ class Kernel:
         self._queue = ReadyQueue(self.scheduler)
         self._futures: dict[str, concurrent.futures.Future[LLMRequest]] = {}
         self._worker = threading.Thread(target=self._serve, name="kernel-llm", daemon=True)
-        self._worker.start()
+        # A model server gets the remote path (kernel/remote.py): many requests in flight.
+        self._remote: Any = None
+        if getattr(backend, "remote", False):
+            from flowengine.kernel.remote import RemoteExecutor
+
+            self._remote = RemoteExecutor(
+                backend,  # type: ignore[arg-type]
+                self.scheduler,
+                self._record_slice,
+                self._finish,
+                lambda r, code, message: self.record_error(
+                    r.run_id, r.step_id, r.step_seq, code, message
+                ),
+            )
+        else:
+            self._worker.start()
 
     # -- runs -------------------------------------------------------------------------
 
@@ -79,7 +94,7 @@ class Kernel:
     def submit(self, request: LLMRequest) -> concurrent.futures.Future[LLMRequest]:
         future: concurrent.futures.Future[LLMRequest] = concurrent.futures.Future()
         self._futures[request.id] = future
-        self._queue.put(request)
+        (self._remote or self._queue).put(request)
         return future
 
     def submit_all(self, requests: list[LLMRequest]) -> list[concurrent.futures.Future[LLMRequest]]:
@@ -88,7 +103,7 @@ class Kernel:
         for request in requests:
             futures.append(concurrent.futures.Future())
             self._futures[request.id] = futures[-1]
-        self._queue.put_all(requests)
+        (self._remote or self._queue).put_all(requests)
         return futures
 
     def run_request(self, request: LLMRequest) -> LLMRequest:
@@ -238,9 +253,10 @@ class Kernel:
 
     def _finish(self, request: LLMRequest) -> None:
         request.end = time.time()
-        if request.kind == "generate" and request.error is None:
+        if request.kind == "generate" and request.error is None and self._remote is None:
             request.response = request.prefill + self.backend.decode(request.output_tokens)
-        self.contexts.release(request)
+        if self._remote is None:
+            self.contexts.release(request)
         if self.storage is not None:
             self.storage.record_request(
                 LLMRequestRow(
@@ -253,8 +269,8 @@ class Kernel:
                     scheduler=self.scheduler.policy,
                     prompt=request.prompt,
                     response=request.response,
-                    prompt_tokens=len(request.prompt_tokens),
-                    output_tokens=len(request.output_tokens),
+                    prompt_tokens=_counted(request.counted_prompt_tokens, request.prompt_tokens),
+                    output_tokens=_counted(request.counted_output_tokens, request.output_tokens),
                     evaluated_tokens=request.evaluated_tokens,
                     progress_dropped=request.progress_dropped,
                     label_scores=request.scores_to_store(),
@@ -317,7 +333,15 @@ class Kernel:
             )
 
     def close(self) -> None:
+        if self._remote is not None:
+            self._remote.close()
         self._queue.close()
-        self._worker.join()
+        if self._worker.is_alive():
+            self._worker.join()
         self.tools.close()
         self.backend.close()
+
+
+def _counted(reported: int | None, tokens: list[int]) -> int:
+    """A server's own count where it gave one, else the tokens the kernel holds."""
+    return reported if reported is not None else len(tokens)

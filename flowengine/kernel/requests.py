@@ -62,6 +62,11 @@ class LLMRequest:
     label_content_free_scores: dict[str, float] = field(default_factory=dict)
     finished: bool = False
     error: str | None = None
+    error_code: str = "llm-failed"
+    """The run-time code a failure is stored under (``errors.RUN_CODES``)."""
+    counted_prompt_tokens: int | None = None
+    counted_output_tokens: int | None = None
+    """Token counts a model server reported (its tokenizer's); None for the local model."""
     constraint: Any = None
     """The grammar state while a constrained reply is generated (kernel/constrain.py)."""
 

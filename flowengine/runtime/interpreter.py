@@ -168,6 +168,11 @@ class AgentRun:
             )
             outcome.status = "failed"
             outcome.error = failure.message
+            if failure.code == "llm-failed":
+                # The model (often a server) did not answer: nothing after the last step is
+                # lost, and the run can go on from there once the model is back.
+                outcome.status = "interrupted"
+                outcome.error += f"; `flowengine resume {self.run_id}` continues once it answers"
             # If the storage itself failed, the run's row below still says why.
             with contextlib.suppress(Exception):
                 self.kernel.record_error(
@@ -459,7 +464,11 @@ class AgentRun:
     def _generate(
         self, step: Step, ask: str, data: tuple[str, Any] | None = None, json_mode: bool = False
     ) -> str:
-        constrained = json_mode and self.kernel.backend.grammar_tokenizer() is not None
+        backend = self.kernel.backend
+        # A model server is sent the schema and constrains the reply itself where it can.
+        constrained = json_mode and (
+            backend.grammar_tokenizer() is not None or getattr(backend, "remote", False)
+        )
         request = self._request(
             step,
             "generate",
@@ -483,7 +492,7 @@ class AgentRun:
         if done.error is not None:
             tries = f" (tried {step.retry + 1} times)" if step.retry else ""
             raise StepError(
-                f"step '{step.id}': the model failed{tries}: {done.error}", "llm-failed"
+                f"step '{step.id}': the model failed{tries}: {done.error}", done.error_code
             )
         return done
 

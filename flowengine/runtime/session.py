@@ -18,7 +18,7 @@ from flowengine.runtime.interpreter import AgentRun, Checkpoint, RunOutcome, Run
 from flowengine.storage.location import default_db
 from flowengine.storage.writer import Storage
 
-BACKENDS = ("ctransformers", "scripted")
+BACKENDS = ("ctransformers", "openai", "scripted")
 _USER_MESSAGE = re.compile(
     r"(?:<\|im_start\|>user\n|<\|user\|>)(.*?)(?:<\|im_end\|>|<\|end\|>)", re.S
 )
@@ -39,6 +39,14 @@ class SessionConfig:
     """Model threads; None adapts to how busy the machine is (``kernel/threads.py``)."""
     reuse_prefix: bool = True
     """Keep each run's KV cache between its steps (off only to measure what it saves)."""
+    base_url: str | None = None
+    """For ``openai``: the server (None: the environment, the config file, the default)."""
+    model_name: str | None = None
+    """For ``openai``: the model the server is asked for."""
+    max_inflight: int | None = None
+    """For ``openai``: requests sent to the server at once."""
+    request_timeout: float | None = None
+    """For ``openai``: seconds one request may take."""
 
 
 def replay_script(storage: Storage, run_id: str) -> object:
@@ -72,6 +80,17 @@ def open_backend(config: SessionConfig, storage: Storage) -> Backend:
             raise BackendError("--backend scripted needs --script FILE or --replay RUN_ID")
         assert isinstance(script, Script)
         return ScriptedBackend(script, config.context_length)
+    if config.backend == "openai":
+        from flowengine.kernel.backends.openai import OpenAIBackend, resolve_settings
+
+        settings = resolve_settings(
+            config.base_url,
+            config.model_name,
+            config.max_inflight,
+            config.request_timeout,
+            config.context_length,
+        )
+        return OpenAIBackend(settings)
     from flowengine.kernel.backends.local import LocalBackend
 
     return LocalBackend(config.model, config.context_length, config.threads)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from flowengine.errors import StorageError
+from flowengine.storage.schema import TABLES
 from flowengine.storage.writer import connect
 
 # A running run's row is written at its start and end only; its steps are counted live.
@@ -16,12 +18,38 @@ _STEP_COUNT = (
 
 
 class Records:
-    """One database file opened read-only once, for the several queries a command makes."""
+    """Database files opened read-only once, for the several queries a command makes.
 
-    def __init__(self, path: Path) -> None:
-        if not path.exists():
-            raise StorageError(f"{path}: no database yet; `flowengine run` creates it")
-        self._connection = connect(path, read_only=True)
+    Several files (one per flowengine process, say) are read together: each is attached
+    to an in-memory DuckDB and every table is a view over the union of theirs."""
+
+    def __init__(self, path: Path | Sequence[Path]) -> None:
+        paths = [path] if isinstance(path, Path) else list(path)
+        for each in paths:
+            if not each.exists():
+                raise StorageError(f"{each}: no database yet; `flowengine run` creates it")
+        if len(paths) == 1:
+            self._connection = connect(paths[0], read_only=True)
+            return
+        import duckdb
+
+        for each in paths:
+            connect(each, read_only=True).close()  # a clear error for a file we cannot read
+        self._connection = duckdb.connect(":memory:")
+        try:
+            for index, each in enumerate(paths):
+                quoted = str(each).replace("'", "''")
+                self._connection.execute(f"ATTACH '{quoted}' AS db{index} (READ_ONLY)")
+            for table in TABLES:
+                union = " UNION ALL BY NAME ".join(
+                    f"SELECT * FROM db{index}.{table}" for index in range(len(paths))
+                )
+                self._connection.execute(f"CREATE TEMP VIEW {table} AS {union}")
+        except duckdb.Error as exc:
+            self._connection.close()
+            raise StorageError(
+                f"cannot read {', '.join(map(str, paths))} together: {str(exc).splitlines()[0]}"
+            ) from None
 
     def __enter__(self) -> Records:
         return self
