@@ -13,7 +13,7 @@ def answer_problem(schema: dict[str, Any] | None, value: Any) -> str | None:
     """What is wrong with ``value`` as an answer, in words ("is empty"), or None.
 
     Without a schema an answer is text; with one, any JSON value the schema accepts."""
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
     size = len(text.encode("utf-8"))
     if size > MAX_ANSWER_BYTES:
         return f"is too large ({size} bytes; at most {MAX_ANSWER_BYTES})"
@@ -27,7 +27,12 @@ def answer_problem(schema: dict[str, Any] | None, value: Any) -> str | None:
         return "is empty"
     from jsonschema import Draft202012Validator
 
-    errors = sorted(Draft202012Validator(schema).iter_errors(value), key=lambda e: list(e.path))
+    try:
+        errors = sorted(
+            Draft202012Validator(schema).iter_errors(value), key=lambda e: [str(p) for p in e.path]
+        )
+    except Exception as exc:  # e.g. a 'pattern' that is not a regular expression
+        return f"cannot be checked: the step's schema is unusable ({type(exc).__name__}: {exc})"
     if errors:
         error = errors[0]
         where = "/".join(str(part) for part in error.absolute_path) or "(top level)"
@@ -35,7 +40,9 @@ def answer_problem(schema: dict[str, Any] | None, value: Any) -> str | None:
     return None
 
 
-def parse_answer(text: str, schema: dict[str, Any] | None, from_file: bool) -> tuple[Any, str | None]:
+def parse_answer(
+    text: str, schema: dict[str, Any] | None, from_file: bool
+) -> tuple[Any, str | None]:
     """The answer given as ``text`` (``--answer`` or the contents of ``--answer-file``) and
     what is wrong with it. A file, or any answer to a step with a schema, is JSON."""
     if len(text.encode("utf-8")) > MAX_ANSWER_BYTES:

@@ -310,9 +310,7 @@ def _report(outcomes: list[RunOutcome], as_json: bool) -> int:
     return EXIT_WAITING if statuses <= {"completed", "waiting"} else EXIT_ERRORS
 
 
-def _ask_on_terminal(
-    session: Session, outcomes: list[RunOutcome], show: Any
-) -> list[RunOutcome]:
+def _ask_on_terminal(session: Session, outcomes: list[RunOutcome], show: Any) -> list[RunOutcome]:
     """Ask each waiting run's question here, and go on with the answer, until the runs
     end or the person gives no answer (end of input leaves the run waiting)."""
     from flowengine.runtime.prepare import resume_setup, with_answer
