@@ -138,7 +138,7 @@ def test_validate_and_every_viz_format_carry_the_input_step(tmp_path: Path) -> N
     assert mermaid.returncode == 0, mermaid.stderr
     confirm = next(line for line in mermaid.stdout.splitlines() if "<b>Confirm</b>" in line)
     assert '[/"' in confirm and confirm.endswith('"/]:::input')
-    assert "a person answers #40;JSON#41;" in confirm
+    assert "asks a person #40;JSON#41; #183; timeout 86400 s" in confirm
     dot = run_cli("viz", path, "--format", "dot", "-o", "-")
     assert '"Confirm" [shape=parallelogram' in dot.stdout
     page = tmp_path / "travel.html"
@@ -329,35 +329,65 @@ def test_in_a_batch_the_other_runs_go_on_while_one_waits(tmp_path: Path) -> None
     assert mixed.returncode == 1
 
 
+def _read_until(leader: int, wanted: bytes, seen: bytearray) -> None:
+    """Read the terminal's output into ``seen`` until ``wanted`` has appeared (again)."""
+    count = seen.count(wanted) + 1
+    while seen.count(wanted) < count:
+        ready, _, _ = select.select([leader], [], [], 60)
+        assert ready, f"the terminal showed no {wanted!r}; it showed: {bytes(seen)!r}"
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # the other side closed: the process ended
+            chunk = b""
+        assert chunk, f"the process ended before {wanted!r}; it showed: {bytes(seen)!r}"
+        seen += chunk
+
+
 def test_on_a_terminal_run_asks_the_question_itself(tmp_path: Path) -> None:
     files, db = _files(tmp_path), tmp_path / "runs.duckdb"
     leader, follower = pty.openpty()
     process = subprocess.Popen(
         [*flowengine_command(), "run", files["ask_name"], "-i", "x", *_backend(files, db)],
         stdin=follower,
-        stdout=subprocess.PIPE,
+        stdout=follower,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    os.close(follower)
+    seen = bytearray()
+    try:
+        _read_until(leader, b"answer> ", seen)
+        assert b"asks: What is your name?" in seen
+        os.write(leader, b"\n")  # an empty answer is refused, and asked again
+        _read_until(leader, b"answer> ", seen)
+        os.write(leader, b"Grace\n")
+        _read_until(leader, b"Hello, Grace", seen)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        os.close(leader)
+    assert process.returncode == 0, stderr
+    assert "the answer for step 'name' is empty" in stderr
+    assert _query(db, "SELECT status, output FROM runs") == [("completed", "Hello, Grace")]
+    # End of input (Ctrl-D) leaves the run waiting, and the process exits 3.
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        [*flowengine_command(), "run", files["ask_name"], "-i", "y", *_backend(files, db)],
+        stdin=follower,
+        stdout=follower,
         stderr=subprocess.PIPE,
         text=True,
     )
     os.close(follower)
     try:
-        # An empty answer is refused and asked again; then the real one.
-        seen = b""
-        deadline = time.monotonic() + 60
-        while b"answer> " not in seen and time.monotonic() < deadline:
-            if select.select([leader], [], [], 1)[0]:
-                seen += os.read(leader, 1024)
-        os.write(leader, b"\n")
-        time.sleep(0.2)
-        os.write(leader, b"Grace\n")
-        stdout, stderr = process.communicate(timeout=60)
+        _read_until(leader, b"answer> ", seen)
+        os.write(leader, b"\x04")
+        _, stderr = process.communicate(timeout=60)
     finally:
         os.close(leader)
-    assert process.returncode == 0, stderr
-    assert "asks: What is your name?" in stdout
-    assert "the answer for step 'name' is empty" in stderr
-    assert "Hello, Grace" in stdout
-    assert _query(db, "SELECT status, output FROM runs") == [("completed", "Hello, Grace")]
+    assert process.returncode == 3, stderr
+    assert "waits at step 'name' for an answer: What is your name?" in stderr
+    statuses = _query(db, "SELECT status FROM runs ORDER BY created")
+    assert statuses == [("completed",), ("waiting",)]
 
 
 @pytest.mark.parametrize(

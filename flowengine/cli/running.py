@@ -319,11 +319,13 @@ def _ask_on_terminal(session: Session, outcomes: list[RunOutcome], show: Any) ->
     for outcome in outcomes:
         while outcome.status == "waiting":
             print(f"\n{outcome.agent} {outcome.run_id} asks: {outcome.question}", flush=True)
-            try:
-                text = input("answer> ")
-            except EOFError:
+            # Not input(): on a terminal it may write its prompt to stderr.
+            print("answer> ", end="", flush=True)
+            line = sys.stdin.readline()
+            if not line:  # end of input: the run keeps waiting
                 print(flush=True)
                 break
+            text = line.removesuffix("\n")
             setup, checkpoint, status = resume_setup(session.storage, outcome.run_id)
             try:
                 checkpoint = with_answer(session.storage, setup, checkpoint, status, (text, False))

@@ -43,9 +43,9 @@ def footnote(attrs: dict[str, Any]) -> str:
     if attrs.get("format") == "json":
         notes.append("JSON output")
     if attrs.get("kind") == "input":
-        notes.append("a person answers" + (" (JSON)" if attrs.get("structured") else ""))
+        notes.append("asks a person" + (" (JSON)" if attrs.get("structured") else ""))
         if attrs.get("timeout"):
-            notes.append(f"default after {attrs['timeout']:g} s")
+            notes.append(f"timeout {attrs['timeout']:g} s")
     if attrs.get("visits"):
         notes.append(f"ran {attrs['visits']}×")  # noqa: RUF001
     return " · ".join(notes)
