@@ -58,7 +58,7 @@ def demo_run(agent: Path, folder: Path, name: str, *flags: str) -> dict[str, obj
         raise SystemExit(f"demo run {name} failed: {done.stderr[-2000:]}")
     [outcome] = json.loads(done.stdout)
     with duckdb.connect(str(db), read_only=True) as con:
-        prompt, evaluated, reused, output_tokens, requests = con.execute(
+        prompt, evaluated, reused, output_tokens, requests = con.execute(  # type: ignore[misc]
             "SELECT sum(prompt_tokens), sum(evaluated_tokens), sum(reused_tokens), "
             "sum(output_tokens), count(*) FROM llm_requests"
         ).fetchone()
@@ -68,9 +68,9 @@ def demo_run(agent: Path, folder: Path, name: str, *flags: str) -> dict[str, obj
                 "SELECT response FROM llm_requests WHERE kind = 'generate' ORDER BY created"
             ).fetchall()
         ]
-        invalid = con.execute(
+        [invalid] = con.execute(  # type: ignore[misc]
             "SELECT count(*) FROM errors WHERE code = 'output-invalid'"
-        ).fetchone()[0]
+        ).fetchone()
     return {
         "seconds": seconds,
         "status": outcome["status"],
@@ -135,7 +135,65 @@ def bench_threads() -> dict[str, dict[str, dict[str, float]]]:
     return found
 
 
+_MASK = """
+import json, statistics, time
+from flowengine.kernel.backends.local import LocalBackend
+from flowengine.kernel.constrain import JsonConstraint
+backend = LocalBackend(threads=None)
+names = [f"Boston Grill {i}" for i in range(1, 7)]
+schema = {"type": "object", "required": ["days"], "properties": {"days": {
+    "type": "array", "minItems": 3, "maxItems": 3, "items": {"type": "object",
+    "required": ["day", "breakfast", "transportation"], "properties": {
+        "day": {"type": "integer", "minimum": 1}, "breakfast": {"enum": names},
+        "transportation": {"type": "string", "maxLength": 80}}}}}}
+reply = json.dumps({"days": [{"day": d, "breakfast": names[d], "transportation": "Flight F0123"}
+                             for d in (1, 2, 3)]}, separators=(",", ":"))
+tokens = backend.encode(reply)
+tokenizer = backend.grammar_tokenizer()
+mask = []
+for _ in range(5):
+    constraint = JsonConstraint(tokenizer, schema)
+    start = time.perf_counter()
+    for token in tokens:
+        constraint.allowed()
+        constraint.consume(token)
+    mask.append((time.perf_counter() - start) / len(tokens))
+cache = backend.new_cache()
+cache.evaluate(backend.encode("Plan a trip to Boston. Reply with JSON."))
+step = []
+for token in tokens:
+    start = time.perf_counter()
+    cache.next_token()
+    cache.evaluate([token])
+    step.append(time.perf_counter() - start)
+print(json.dumps({"tokens": len(tokens), "mask_s": statistics.median(mask),
+                  "decode_step_s": statistics.median(step)}))
+"""
+
+
+def bench_mask() -> dict[str, float]:
+    """What masking costs a token, against what decoding one costs, on the same model."""
+    done = subprocess.run([sys.executable, "-c", _MASK], cwd=ROOT, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"mask cost failed: {done.stderr[-2000:]}")
+    found: dict[str, float] = json.loads(done.stdout)
+    found["share"] = found["mask_s"] / found["decode_step_s"]
+    return found
+
+
 def main() -> None:
+    parts = sys.argv[1:] or ["runs", "threads", "mask"]
+    found: dict[str, object] = {}
+    if "mask" in parts:
+        found["mask"] = bench_mask()
+    if "threads" in parts:
+        found["threads"] = bench_threads()
+    if "runs" in parts:
+        found["runs"] = bench_runs()
+    print(json.dumps(found, indent=2))
+
+
+def bench_runs() -> dict[str, dict[str, object]]:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         all_progress = _agent_with_progress(folder, "all")
@@ -150,7 +208,7 @@ def main() -> None:
     for setting in ("none", "all"):
         on, off = runs[f"progress {setting}, reuse on"], runs[f"progress {setting}, reuse off"]
         on["same_as_reuse_off"] = all(on[key] == off[key] for key in ("status", "path", "output"))
-    print(json.dumps({"runs": runs, "threads": bench_threads()}, indent=2))
+    return runs
 
 
 if __name__ == "__main__":

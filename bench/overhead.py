@@ -82,14 +82,13 @@ class InstantContext:
         self.backend = backend
         self.tokens: list[int] = []
 
-    def feed(self, tokens: Sequence[int]) -> int:
-        self.tokens = list(tokens)
-        return len(tokens)
+    def evaluate(self, tokens: Sequence[int]) -> None:
+        self.tokens += tokens
 
-    def reset(self) -> None:
-        self.tokens = []
+    def truncate(self, length: int) -> None:
+        del self.tokens[length:]
 
-    def next_token(self) -> int:
+    def next_token(self, allowed: Any = None) -> int:
         return _EOS if self.tokens and self.tokens[-1] == _OK else _OK
 
     def log_prob(self, token: int) -> float:
@@ -116,6 +115,9 @@ class InstantBackend:
     def encode(self, text: str) -> list[int]:
         return list(map(hash, text.split()))
 
+    def label_tokens(self, label: str) -> list[int]:
+        return self.encode(label)
+
     def decode(self, tokens: Sequence[int]) -> str:
         return REPLY if _OK in tokens else ""
 
@@ -131,6 +133,9 @@ class InstantBackend:
             visit = user.count(f"\n- {step.id}: ")
             self._wanted = (user, hash(choose(step.id, visit, list(step.branches))))
         return self._wanted[1]
+
+    def grammar_tokenizer(self) -> Any:
+        return None
 
     def new_cache(self) -> InstantContext:
         return InstantContext(self)
@@ -228,12 +233,15 @@ def run_langgraph(app: Any, steps: int, thread: str) -> tuple[float, list[str]]:
 
 
 def imported_travel_agent(folder: Path) -> tuple[Agent, str]:
-    """AIOS TravelAgent through our importer, with a step limit that admits the long path."""
+    """AIOS TravelAgent through our importer, with a step limit that admits the long path,
+    and prompts that carry the run's progress (the stand-in model counts visits in it)."""
     reporter = Reporter(str(AIOS_TRAVEL))
     imported = import_config(str(AIOS_TRAVEL), "agent.schema.json", reporter)
     if imported.yaml is None:
         raise SystemExit("\n".join(d.format() for d in reporter.diagnostics))
-    text = re.sub(r"^name: .*$", r"\g<0>\nmax_steps: 1000", imported.yaml, count=1, flags=re.M)
+    text = re.sub(
+        r"^name: .*$", r"\g<0>\nmax_steps: 1000\nprogress: all", imported.yaml, count=1, flags=re.M
+    )
     path = folder / "travel_agent.yaml"
     path.write_text(text, encoding="utf-8")
     return load_agent(str(path))

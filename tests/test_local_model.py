@@ -273,3 +273,78 @@ def test_a_run_waits_for_a_person_and_resumes_with_the_answer(tmp_path: Path) ->
         ("done", json.dumps(final["output"], ensure_ascii=False)),
     ]
     assert _stored(db, "SELECT count(*) FROM llm_requests") == [(1,)]  # no model call after
+
+
+CALIBRATED_AGENT = """\
+name: Router
+description: You sort customer emails.
+steps:
+  route:
+    type: decision
+    question: "Which department should handle this email: {{ task }}"
+    examples:
+      - {input: "I was charged twice this month.", label: billing}
+      - {input: "The app crashes when I log in.", label: support}
+    branches:
+      billing: done
+      support: done
+    save_as: department
+  done:
+    type: terminal
+    output: "{{ department }}"
+"""
+
+
+def test_a_decision_is_calibrated_through_the_real_kernel_and_stored(tmp_path: Path) -> None:
+    agent = tmp_path / "router.yaml"
+    agent.write_text(CALIBRATED_AGENT)
+    db = tmp_path / "router.duckdb"
+    done = run_cli("run", str(agent), "--input", "My invoice is wrong.", "--db", str(db), "--json")
+    assert done.returncode == 0, done.stderr
+    [outcome] = json.loads(done.stdout)
+    assert outcome["status"] == "completed" and outcome["output"] in ("billing", "support")
+    [(prompt, response, stored)] = _stored(
+        db, "SELECT prompt, response, label_scores FROM llm_requests WHERE kind = 'choose'"
+    )
+    assert response == outcome["output"]
+    assert "Example: I was charged twice this month.\nAnswer: billing" in prompt
+    scores = json.loads(stored)
+    assert set(scores) == {"billing", "support"}
+    for label in scores:
+        raw, content_free = scores[label]["raw"], scores[label]["content_free"]
+        assert raw < 0 and content_free < 0
+        assert scores[label]["calibrated"] == pytest.approx(raw - content_free, abs=1e-3)
+    assert response == max(scores, key=lambda label: scores[label]["calibrated"])
+
+
+def test_content_free_scores_are_computed_once_per_prompt_and_labels(
+    backend: LocalBackend,
+) -> None:
+    from flowengine.runtime import prompts
+
+    labels = ["positive", "negative"]
+    content_free = prompts.content_free_messages("You read reviews.", True, labels)
+    kernel = Kernel(backend, SchedulerConfig("fifo"), pool_size=1)
+    done = []
+    for review in ("Lovely room, great staff.", "Dirty and loud."):
+        ask = prompts.decision_ask("What is the sentiment of the review?", labels)
+        request = LLMRequest.for_messages(
+            backend,
+            prompts.messages("You read reviews.", review, [], ask),
+            run_id=f"run {review}",
+            agent="A",
+            max_tokens=1,
+            labels=labels,
+            content_free=content_free,
+        )
+        done.append(kernel.run_request(request))
+    kernel._queue.close()  # keep the shared backend open for the other tests
+    kernel._worker.join()
+    assert all(request.response in labels for request in done)
+    first, second = done
+    assert first.label_content_free_scores == second.label_content_free_scores
+    assert len(kernel._content_free_scores) == 1
+    for request in done:
+        for label in labels:
+            calibrated = request.label_raw_scores[label] - request.label_content_free_scores[label]
+            assert request.label_scores[label] == pytest.approx(calibrated)

@@ -45,3 +45,16 @@ def test_every_registered_code_is_used_by_the_code() -> None:
             code.endswith("-syntax") and 'f"{kind}-syntax"' in sources
         )
         assert used, code
+
+
+def test_run_time_codes_are_used_and_the_readme_table_lists_only_them() -> None:
+    """Both directions, as for the validation codes: every registered run-time code is
+    raised or stored somewhere, and the README's table of them names no other."""
+    sources = "".join(
+        p.read_text() for p in (ROOT / "flowengine").rglob("*.py") if p.name != "errors.py"
+    )
+    for code in RUN_CODES:
+        assert f'"{code}"' in sources, code
+    table = README.split("these stable codes", 1)[1].split("\n\n", 2)[1]
+    listed = re.findall(r"^\| `([a-z-]+)` \|", table, re.M)
+    assert listed and set(listed) == set(RUN_CODES), set(listed) ^ set(RUN_CODES)

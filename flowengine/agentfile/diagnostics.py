@@ -42,6 +42,7 @@ CODES: dict[str, str] = {
     "unknown-branch": "'when' or 'default' names a label not in 'branches'",
     "missing-default": "'when' without a 'default' branch",
     "unused-branch": "a branch no 'when' or 'default' can choose (warning)",
+    "unknown-example-label": "a decision's example names a label not in 'branches'",
     # templates, variables, tools, output
     "template-syntax": "a Jinja2 template does not parse, or uses an unknown filter",
     "expression-syntax": "a 'when' expression does not parse",

@@ -6,7 +6,15 @@ from dataclasses import dataclass
 from typing import Any, TypeGuard
 
 from flowengine.agentfile.diagnostics import Diagnostic, Reporter
-from flowengine.agentfile.model import DEFAULT_PROGRESS, STEP_KINDS, Agent, Input, Progress, Step
+from flowengine.agentfile.model import (
+    DEFAULT_PROGRESS,
+    STEP_KINDS,
+    Agent,
+    Example,
+    Input,
+    Progress,
+    Step,
+)
 from flowengine.agentfile.schema import check_schema
 from flowengine.agentfile.yamlsource import Document, Duplicate, YamlLoadError, load, read_text
 
@@ -128,6 +136,8 @@ def _step(sid: str, raw: Any, broken: bool) -> Step:
         branches=_text_map(raw.get("branches")),
         when=_text_map(raw.get("when")),
         default=_text(raw.get("default")) if kind != "input" else None,
+        examples=_examples(raw.get("examples")),
+        calibrate=raw["calibrate"] if isinstance(raw.get("calibrate"), bool) else None,
         output=_text(raw.get("output")),
         # An input step with a schema takes a JSON answer.
         format="json" if fmt == "json" or (kind == "input" and "schema" in raw) else "text",
@@ -147,6 +157,18 @@ def _step(sid: str, raw: Any, broken: bool) -> Step:
 def _timeout(value: Any) -> float | None:
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
     return float(value) if number and value > 0 else None
+
+
+def _examples(value: Any) -> list[Example]:
+    if not isinstance(value, list):
+        return []
+    return [
+        Example(item["input"], item["label"])
+        for item in value
+        if isinstance(item, dict)
+        and isinstance(item.get("input"), str)
+        and isinstance(item.get("label"), str)
+    ]
 
 
 def _progress(value: Any) -> Progress | None:

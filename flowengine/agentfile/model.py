@@ -36,6 +36,14 @@ class Input:
     has_default: bool = False
 
 
+@dataclass(frozen=True)
+class Example:
+    """A worked example for a decision's prompt: a situation and the label right for it."""
+
+    input: str
+    label: str
+
+
 @dataclass
 class Step:
     """One state of the agent. Fields that do not apply to its kind stay empty."""
@@ -51,6 +59,9 @@ class Step:
     branches: dict[str, str] = field(default_factory=dict)
     when: dict[str, str] = field(default_factory=dict)
     default: str | None = None
+    examples: list[Example] = field(default_factory=list)
+    calibrate: bool | None = None
+    """None: calibrate a decision's label scores when it has examples."""
     output: str | None = None
     format: Literal["text", "json"] = "text"
     schema: dict[str, Any] | None = None

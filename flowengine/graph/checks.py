@@ -214,6 +214,16 @@ def _check_decision(agent: Agent, step: Step, report: Reporter) -> None:
                 agent.key_at(*_step_path(step, "branches", label)),
             )
         seen.setdefault(folded, label)
+    for index, example in enumerate(step.examples if labels else []):
+        if example.label not in step.branches:
+            report.error(
+                "unknown-example-label",
+                f"example {index + 1} of step '{step.id}' has label '{example.label}', which is "
+                "not in 'branches'"
+                + did_you_mean(example.label, labels)
+                + "; an example's label must be one of the branch labels",
+                agent.value_at(*_step_path(step, "examples", index, "label")),
+            )
     if not step.when:
         return
     for label in step.when:

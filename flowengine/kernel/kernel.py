@@ -1,8 +1,9 @@
 """The kernel: one per process; every run's LLM and tool calls go through it.
 
-A single worker thread owns the model contexts (ctransformers is not thread-safe) and
-serves the ready queue one slice at a time. Runs call ``generate``, ``choose`` and
-``call_tool`` from their own threads and block until the answer is ready.
+A single worker thread owns the KV caches (ctransformers is not thread-safe) and serves
+the ready queue one slice at a time (``_run_slice``). Runs call ``run_request`` (or
+``submit``) with an ``LLMRequest`` to generate or choose, and ``call_tool``, from their
+own threads, and block until the answer is ready.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ from flowengine.tools.base import ToolResult
 from flowengine.tools.catalog import available_tools
 from flowengine.tools.registry import ToolRegistry
 
+CONTENT_FREE_CACHE_SIZE = 1024
+"""Content-free prompts whose label scores are kept; the oldest goes first beyond this."""
+
 
 class Kernel:
     def __init__(
@@ -46,6 +50,11 @@ class Kernel:
         self.access = AccessManager()
         self.memory = MemoryManager(self.access, memory_quota)
         self.contexts = ContextPool(backend, pool_size, reuse_prefix)
+        self._content_free_scores: dict[
+            tuple[tuple[int, ...], tuple[tuple[int, ...], ...]], dict[str, float]
+        ] = {}
+        """Label scores after content-free prompts (see ``_score_labels``), kept per
+        prompt and labels; only the worker thread touches them."""
         self.slices: list[SliceRecord] = []
         self.on_slice: Callable[[SliceRecord], None] | None = None
         self._queue = ReadyQueue(self.scheduler)
@@ -169,14 +178,43 @@ class Kernel:
         return request.constraint
 
     def _score_labels(self, cache: RunCache, request: LLMRequest) -> None:
-        """Total log-probability of each label as the reply: one pass, always a label."""
+        """Score each label as the reply, always choosing one of them.
+
+        A label's score is the total log-probability of its tokens. With a content-free
+        prompt (contextual calibration, Zhao et al. 2021), the label's score after that
+        prompt is subtracted: what is left is how much this request's content moved the
+        model towards the label. The content-free scores depend only on that prompt and
+        the labels, so they are computed once per kernel and kept."""
+        raw = self._label_log_probs(cache, request, request.prompt_tokens)
+        request.label_raw_scores = raw
+        request.label_scores = dict(raw)
+        if request.content_free_tokens:
+            key = (
+                tuple(request.content_free_tokens),
+                tuple(tuple(tokens) for tokens in request.label_tokens),
+            )
+            baseline = self._content_free_scores.get(key)
+            if baseline is None:
+                baseline = self._label_log_probs(cache, request, request.content_free_tokens)
+                if len(self._content_free_scores) >= CONTENT_FREE_CACHE_SIZE:
+                    del self._content_free_scores[next(iter(self._content_free_scores))]
+                self._content_free_scores[key] = baseline
+            request.label_content_free_scores = dict(baseline)
+            request.label_scores = {label: raw[label] - baseline[label] for label in raw}
+        request.response = max(request.labels, key=lambda label: request.label_scores[label])
+
+    def _label_log_probs(
+        self, cache: RunCache, request: LLMRequest, prompt: list[int]
+    ) -> dict[str, float]:
+        """Each label's total log-probability as the reply to ``prompt``."""
+        scores: dict[str, float] = {}
         for label, tokens in zip(request.labels, request.label_tokens, strict=True):
             total = 0.0
             for index, token in enumerate(tokens):
-                request.evaluated_tokens += cache.feed(request.prompt_tokens + tokens[:index])
+                request.evaluated_tokens += cache.feed(prompt + tokens[:index])
                 total += cache.log_prob(token)
-            request.label_scores[label] = total
-        request.response = max(request.labels, key=lambda label: request.label_scores[label])
+            scores[label] = total
+        return scores
 
     def _record_slice(self, record: SliceRecord) -> None:
         self.slices.append(record)
@@ -219,7 +257,7 @@ class Kernel:
                     output_tokens=len(request.output_tokens),
                     evaluated_tokens=request.evaluated_tokens,
                     progress_dropped=request.progress_dropped,
-                    label_scores=request.label_scores or None,
+                    label_scores=request.scores_to_store(),
                     created=request.created,
                     first_start=request.first_start or request.end,
                     ended=request.end,

@@ -33,6 +33,11 @@ class LLMRequest:
     max_tokens: int = 128
     labels: list[str] = field(default_factory=list)
     label_tokens: list[list[int]] = field(default_factory=list)
+    content_free_tokens: list[int] = field(default_factory=list)
+    """For ``choose``: the same prompt with its content (task, question) replaced by "N/A".
+    The labels are scored after it too, and those scores subtracted from the real ones
+    (contextual calibration), so that a label the model prefers whatever the question does
+    not win by that alone. Empty: the raw scores decide."""
     prefill: str = ""
     schema: dict[str, Any] | None = None
     """For ``generate``: the JSON Schema the reply is constrained to, when the backend can."""
@@ -52,6 +57,9 @@ class LLMRequest:
     output_tokens: list[int] = field(default_factory=list)
     response: str = ""
     label_scores: dict[str, float] = field(default_factory=dict)
+    """The scores the choice was made on: calibrated when there is a content-free prompt."""
+    label_raw_scores: dict[str, float] = field(default_factory=dict)
+    label_content_free_scores: dict[str, float] = field(default_factory=dict)
     finished: bool = False
     error: str | None = None
     constraint: Any = None
@@ -68,9 +76,11 @@ class LLMRequest:
         max_tokens: int,
         labels: Sequence[str] = (),
         step_id: str = "s",
+        content_free: Sequence[Message] = (),
     ) -> LLMRequest:
         """One chat outside an agent's steps (benchmarks, tests), rendered and tokenized
-        by ``backend``; with ``labels`` it is a choice among them."""
+        by ``backend``; with ``labels`` it is a choice among them, calibrated against the
+        ``content_free`` chat when one is given."""
         prompt = backend.chat_prompt(messages)
         return cls(
             run_id=run_id,
@@ -82,7 +92,10 @@ class LLMRequest:
             prompt_tokens=backend.encode(prompt),
             max_tokens=max_tokens,
             labels=list(labels),
-            label_tokens=[backend.encode(label) for label in labels],
+            label_tokens=[backend.label_tokens(label) for label in labels],
+            content_free_tokens=(
+                backend.encode(backend.chat_prompt(content_free)) if content_free else []
+            ),
         )
 
     def retry(self) -> LLMRequest:
@@ -98,10 +111,24 @@ class LLMRequest:
             max_tokens=self.max_tokens,
             labels=list(self.labels),
             label_tokens=[list(t) for t in self.label_tokens],
+            content_free_tokens=list(self.content_free_tokens),
             prefill=self.prefill,
             schema=self.schema,
             progress_dropped=self.progress_dropped,
         )
+
+    def scores_to_store(self) -> dict[str, dict[str, float]] | None:
+        """Each label's scores for the ``label_scores`` column: ``raw``, and with
+        calibration also ``content_free`` and ``calibrated`` (the one the choice used)."""
+        if not self.label_raw_scores:
+            return None
+        stored: dict[str, dict[str, float]] = {}
+        for label, raw in self.label_raw_scores.items():
+            stored[label] = {"raw": round(raw, 4)}
+            if label in self.label_content_free_scores:
+                stored[label]["content_free"] = round(self.label_content_free_scores[label], 4)
+                stored[label]["calibrated"] = round(self.label_scores[label], 4)
+        return stored
 
     @property
     def tokens(self) -> list[int]:

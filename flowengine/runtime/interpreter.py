@@ -347,10 +347,22 @@ class AgentRun:
             assert step.default is not None
             return step.default
         question = self._render(step.question or "", step)
-        request = self._request(step, "choose", prompts.decision_ask(question, labels))
-        encode = self.kernel.backend.encode
+        examples = [(example.input, example.label) for example in step.examples]
+        request = self._request(step, "choose", prompts.decision_ask(question, labels, examples))
+        backend = self.kernel.backend
         request.labels = labels
-        request.label_tokens = [encode(label) for label in labels]
+        request.label_tokens = [backend.label_tokens(label) for label in labels]
+        # Calibration against this prompt with its content replaced by "N/A" (the same
+        # description, examples and labels) helped with worked examples, which bias a
+        # small model towards the labels they show, and hurt without them on the held-out
+        # decisions of bench/decisions.py; hence its default.
+        calibrate = step.calibrate if step.calibrate is not None else bool(examples)
+        if calibrate:
+            system = self._render(self.agent.description, step) if self.agent.description else ""
+            content_free = prompts.content_free_messages(
+                system, self.agent.progress_for(step) != "none", labels, examples
+            )
+            request.content_free_tokens = backend.encode(backend.chat_prompt(content_free))
         return self._submit(step, request).response
 
     def _terminal(self, step: Step, outcome: RunOutcome) -> Any:
@@ -500,7 +512,7 @@ class AgentRun:
 
     # -- templates ------------------------------------------------------------------
 
-    def _context(self) -> dict[str, Any]:
+    def _template_variables(self) -> dict[str, Any]:
         memory = self.memory
         values = {name: spec.default for name, spec in self.agent.inputs.items()}
         values.update(self.setup.inputs)
@@ -518,8 +530,8 @@ class AgentRun:
     def _render(self, source: str, step: Step) -> str:
         try:
             template = compiled_template(source)
-            context = self._context()
-            return render_bounded(lambda: template.render(context))
+            variables = self._template_variables()
+            return render_bounded(lambda: template.render(variables))
         except Exception as exc:  # sandbox violations, undefined names, type errors
             raise StepError(
                 f"step '{step.id}': the template failed: {exc}", "template-failed"
@@ -543,8 +555,8 @@ class AgentRun:
     def _evaluate(self, expression: str, step: Step, argument: str | None = None) -> Any:
         try:
             compiled = compiled_expression(expression)
-            context = self._context()
-            value = render_bounded(lambda: compiled(**context))
+            variables = self._template_variables()
+            value = render_bounded(lambda: compiled(**variables))
             if isinstance(value, Undefined):  # an unsafe or missing name: raise here, not later
                 value._fail_with_undefined_error()
             return value if argument is None else plain_data(value)

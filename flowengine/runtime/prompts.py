@@ -68,9 +68,32 @@ def messages(
     return [Message("system", system), Message("user", "\n\n".join(parts))]
 
 
-def decision_ask(question: str, labels: Sequence[str]) -> str:
+CONTENT_FREE = "N/A"
+"""What stands in for a decision's content (the task and the question; its examples stay)
+in the content-free prompt its label scores are calibrated against."""
+
+
+def decision_ask(
+    question: str, labels: Sequence[str], examples: Sequence[tuple[str, str]] = ()
+) -> str:
+    """The ask of a decision: worked examples (situation, label) if any, the question,
+    and the labels to answer with."""
     choices = " or ".join(labels)
-    return f"{question.strip()}\nAnswer with one word: {choices}."
+    shown = "".join(f"Example: {text.strip()}\nAnswer: {label}\n\n" for text, label in examples)
+    return f"{shown}{question.strip()}\nAnswer with one word: {choices}."
+
+
+def content_free_messages(
+    description: str,
+    with_task: bool,
+    labels: Sequence[str],
+    examples: Sequence[tuple[str, str]] = (),
+) -> list[Message]:
+    """A decision's prompt with its content replaced by "N/A": the same description,
+    examples, labels and layout, no progress and no data. The labels' scores after it are
+    the model's preference among them whatever the question (see ``Kernel._score_labels``)."""
+    ask = decision_ask(CONTENT_FREE, labels, examples)
+    return messages(description, CONTENT_FREE if with_task else None, [], ask)
 
 
 def json_ask(instruction: str, schema: dict[str, Any] | None) -> str:

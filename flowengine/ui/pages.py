@@ -257,9 +257,9 @@ def run_page(site: Site, run_id: str, params: Mapping[str, str]) -> Page:
         )
         chosen_label = step.get("label")
         for request in step["requests"]:
-            scores = request["label_scores"]
+            scores = _decisive_scores(request["label_scores"])
             request["score_chart"] = (
-                charts.score_bars(scores, request["response"]) if isinstance(scores, dict) else ""
+                charts.score_bars(scores, request["response"]) if scores else ""
             )
     return Page(
         "run.html",
@@ -423,3 +423,17 @@ def _source_key(source: str) -> str:
     import hashlib
 
     return hashlib.sha256(source.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def _decisive_scores(stored: Any) -> dict[str, float]:
+    """The score each label's choice was made on: stored as a number (files written before
+    calibration), or as ``{raw, content_free?, calibrated?}``, where calibrated decides."""
+    if not isinstance(stored, dict):
+        return {}
+    found: dict[str, float] = {}
+    for label, value in stored.items():
+        if isinstance(value, dict):
+            value = value.get("calibrated", value.get("raw"))
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            found[str(label)] = float(value)
+    return found

@@ -56,6 +56,9 @@ HOSTILE_SCRIPT = {
 LONG_REPLY = "Step done: " + " ".join(f"word{i}" for i in range(120))
 BATCH_SCRIPT = {
     "default": LONG_REPLY,
+    # Each generated token takes a millisecond, so the four runs' requests overlap and
+    # round-robin preempts some of them whatever the machine's speed.
+    "token_delay": 0.001,
     "rules": [
         {"contains": "Which kind of mathematics", "reply": "arithmetic"},
         {"contains": "single arithmetic expression", "reply": "(3 + 4) * 2"},
@@ -125,8 +128,8 @@ def _scripted_run(db: Path, script: Path, *args: str) -> list[dict]:
 def _preempted_batch(db: Path, script: Path, attempts: int = 3) -> list[dict]:
     """The four agents at once under round-robin, until the scheduler preempted some.
 
-    Whether requests overlap depends on the threads' timing; replies of 80 tokens in
-    slices of 4 make overlap all but certain, and a retry makes it sure."""
+    Replies of 80 tokens, a millisecond each, in slices of 4 make requests overlap; a
+    retry covers a machine so loaded that the runs' threads still start far apart."""
     import duckdb
 
     for _ in range(attempts):

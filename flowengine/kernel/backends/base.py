@@ -54,6 +54,10 @@ class Backend(Protocol):
 
     def decode(self, tokens: Sequence[int]) -> str: ...
 
+    def label_tokens(self, label: str) -> list[int]:
+        """The tokens a decision's label is scored as, when it is the reply."""
+        ...
+
     def chat_prompt(self, messages: Sequence[Message]) -> str:
         """The text the model expects for these messages, ending where the reply begins."""
         ...

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,8 @@ class Rule:
 class Script:
     rules: list[Rule] = field(default_factory=list)
     default: str = "OK"
+    token_delay: float = 0.0
+    """Seconds each generated token takes, so that tests can make requests overlap."""
 
     def reply_to(self, prompt: str) -> str:
         rule = self.rule_for(prompt)
@@ -86,7 +89,10 @@ class Script:
                     fail_times=fail_times,
                 )
             )
-        return cls(rules=rules, default=str(data.get("default", "OK")))
+        delay = data.get("token_delay", 0)
+        if not isinstance(delay, (int, float)) or isinstance(delay, bool) or not 0 <= delay <= 1:
+            raise BackendError(f'{path}: "token_delay" is seconds a token, from 0 to 1')
+        return cls(rules=rules, default=str(data.get("default", "OK")), token_delay=float(delay))
 
 
 class ScriptedCache:
@@ -111,6 +117,8 @@ class ScriptedCache:
         return [*reply, self._backend.eos_token_id], len(self.tokens) - last - 1
 
     def next_token(self, allowed: Any = None) -> int:
+        if self._backend.script.token_delay:
+            time.sleep(self._backend.script.token_delay)
         reply, produced = self._expected()
         return reply[min(produced, len(reply) - 1)]
 
@@ -140,6 +148,9 @@ class ScriptedBackend:
 
     def encode(self, text: str) -> list[int]:
         return [self._id(piece) for piece in _PIECES.findall(text)]
+
+    def label_tokens(self, label: str) -> list[int]:
+        return self.encode(label)
 
     def decode_all(self, tokens: Sequence[int]) -> str:
         return "".join(self._pieces[token] for token in tokens)
