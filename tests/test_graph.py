@@ -55,6 +55,7 @@ def test_every_shipped_agent_is_clean() -> None:
     files = sorted(AGENTS.glob("*.yaml"))
     assert [f.name for f in files] == [
         "math_agent.yaml", "narrative_agent.yaml", "rec_agent.yaml", "travel_agent.yaml",
+        "travel_agent_confirm.yaml",
     ]  # fmt: skip
     for path in files:
         result = validate_file(str(path))

@@ -1,5 +1,6 @@
 """The real model through ctransformers: TravelAgent end to end, concurrent runs under
-round-robin, greedy outputs equal under both schedulers, and a run killed mid-way resumed.
+round-robin, greedy outputs equal under both schedulers, a run killed mid-way resumed,
+and a run that waits at an input step resumed with the answer.
 These are the slow tests (minutes, on two cores)."""
 
 from __future__ import annotations
@@ -226,6 +227,52 @@ def test_a_killed_run_resumes_and_completes(tmp_path: Path) -> None:
     ]
     again = run_cli("resume", run_id, "--db", str(db))
     assert again.returncode == 1 and "nothing to resume" in again.stderr
+
+
+def test_a_run_waits_for_a_person_and_resumes_with_the_answer(tmp_path: Path) -> None:
+    """Input steps on the real model: the model writes, the run waits, the process exits 3,
+    and a resume with the answer completes with it stored."""
+    agent = tmp_path / "ask.yaml"
+    agent.write_text(
+        "name: AskFirst\n"
+        "steps:\n"
+        "  draft:\n"
+        "    type: process\n"
+        "    instruction: 'Name one city to visit for: {{ task }}'\n"
+        "    save_as: idea\n"
+        "    next: confirm\n"
+        "  confirm:\n"
+        "    type: input\n"
+        "    ask: 'The model suggests: {{ idea }}. Go there? (yes/no)'\n"
+        "    save_as: reply\n"
+        "    next: done\n"
+        "  done:\n"
+        "    type: terminal\n"
+        "    output: '{{ reply }}: {{ idea }}'\n"
+    )
+    db = tmp_path / "ask.duckdb"
+    done = run_cli(
+        "run", str(agent), "-i", TRIP, "--db", str(db), "--max-tokens", "8", "--json",
+        timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 3, done.stderr
+    [outcome] = json.loads(done.stdout)
+    assert outcome["status"] == "waiting"
+    [(idea,)] = _stored(db, "SELECT result FROM steps WHERE step_id = 'draft'")
+    assert outcome["question"] == f"The model suggests: {json.loads(idea)}. Go there? (yes/no)"
+    assert _stored(db, "SELECT count(*) FROM llm_requests") == [(1,)]
+    resumed = run_cli(
+        "resume", outcome["run_id"], "--answer", "yes", "--db", str(db), "--json", timeout=600
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    [final] = json.loads(resumed.stdout)
+    assert final["status"] == "completed" and final["output"] == f"yes: {json.loads(idea)}"
+    assert _stored(db, "SELECT step_id, result FROM steps ORDER BY seq") == [
+        ("draft", idea),
+        ("confirm", '"yes"'),
+        ("done", json.dumps(final["output"], ensure_ascii=False)),
+    ]
+    assert _stored(db, "SELECT count(*) FROM llm_requests") == [(1,)]  # no model call after
 
 
 CALIBRATED_AGENT = """\

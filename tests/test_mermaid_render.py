@@ -28,6 +28,7 @@ KIND_FILLS = {  # the classDef fills, as the browser computes them
     "process": "rgb(232, 240, 254)",
     "decision": "rgb(255, 244, 214)",
     "terminal": "rgb(227, 244, 225)",
+    "input": "rgb(252, 232, 243)",
 }
 RED = "rgb(217, 48, 37)"
 BLUE = "rgb(26, 115, 232)"
@@ -71,7 +72,7 @@ def _assert_drawn_faithfully(graph: nx.DiGraph, result: dict[str, Any]) -> None:
 
 def test_the_agents_and_the_aios_imports_render_with_every_step_and_label(mermaid) -> None:
     graphs = _graphs()
-    assert len(graphs) == 8
+    assert len(graphs) == 9
     for name, graph in graphs.items():
         result = mermaid.render(to_mermaid(graph))
         _assert_drawn_faithfully(graph, result)

@@ -57,6 +57,9 @@ CODES: dict[str, str] = {
     "schema-needs-json": "an output 'schema' on a step whose format is text",
     "invalid-output-schema": "a step's output schema is not valid JSON Schema",
     "schema-unsupported": "an output schema uses a feature constrained decoding cannot enforce",
+    # input steps
+    "invalid-answer-schema": "an input step's answer 'schema' is not valid JSON Schema",
+    "invalid-default-answer": "an input step's 'default' answer is empty or fails its schema",
     # import-aios
     "aios-json": "the AIOS config is not valid JSON",
     "aios-config": "the AIOS config lacks a name, or has code ('build') that is not converted",

@@ -135,18 +135,28 @@ def _step(sid: str, raw: Any, broken: bool) -> Step:
         question=_text(raw.get("question")),
         branches=_text_map(raw.get("branches")),
         when=_text_map(raw.get("when")),
-        default=_text(raw.get("default")),
+        default=_text(raw.get("default")) if kind != "input" else None,
         examples=_examples(raw.get("examples")),
         calibrate=raw["calibrate"] if isinstance(raw.get("calibrate"), bool) else None,
         output=_text(raw.get("output")),
-        format="json" if fmt == "json" else "text",
+        # An input step with a schema takes a JSON answer.
+        format="json" if fmt == "json" or (kind == "input" and "schema" in raw) else "text",
         schema=raw["schema"] if isinstance(raw.get("schema"), dict) else None,
         max_visits=max_visits if _is_int(max_visits) and max_visits >= 1 else None,
         progress=_progress(raw.get("progress")),
         retry=raw["retry"] if _is_int(raw.get("retry")) and 0 <= raw["retry"] <= 5 else 0,
         on_error=_text(raw.get("on_error")),
+        ask=_text(raw.get("ask")),
+        timeout=_timeout(raw.get("timeout")),
+        answer_default=raw.get("default") if kind == "input" else None,
+        has_answer_default=kind == "input" and "default" in raw,
         broken=broken,
     )
+
+
+def _timeout(value: Any) -> float | None:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return float(value) if number and value > 0 else None
 
 
 def _examples(value: Any) -> list[Example]:

@@ -8,8 +8,8 @@ from typing import Any, Literal
 from flowengine.agentfile.diagnostics import Position
 from flowengine.agentfile.yamlsource import Document
 
-StepKind = Literal["process", "decision", "terminal", ""]
-STEP_KINDS: tuple[str, ...] = ("process", "decision", "terminal")
+StepKind = Literal["process", "decision", "terminal", "input", ""]
+STEP_KINDS: tuple[str, ...] = ("process", "decision", "terminal", "input")
 
 Progress = str | int
 """How much of a run's progress a prompt carries: ``none``, ``all``, or the last N entries."""
@@ -71,6 +71,12 @@ class Step:
     retry: int = 0
     on_error: str | None = None
     """``fail``, ``continue`` or a step id; None means the default for the step's kind."""
+    ask: str | None = None
+    """An input step's question for a person (a template)."""
+    timeout: float | None = None
+    """An input step's seconds to wait before its ``answer_default`` is used."""
+    answer_default: Any = None
+    has_answer_default: bool = False
     broken: bool = False
     """The step failed the schema; checks that would only repeat that error skip it."""
 
@@ -81,7 +87,7 @@ class Step:
             return f"call {self.tool}, then: {self.instruction}"
         if self.tool:
             return f"call {self.tool}"
-        return self.instruction or self.question or self.output or ""
+        return self.instruction or self.question or self.ask or self.output or ""
 
     @property
     def transitions(self) -> list[tuple[str, str]]:

@@ -59,11 +59,15 @@ def _validators() -> tuple[
     def of(definition: dict[str, Any]) -> Draft202012Validator:
         return Draft202012Validator({**definition, "$defs": definitions})
 
-    kinds = definitions["step"]["properties"]["type"]["enum"]
+    # Each kind's rules are the definition its ``if type == kind`` clause refers to.
+    kinds = {
+        clause["if"]["properties"]["type"]["const"]: clause["then"]["$ref"].rsplit("/", 1)[1]
+        for clause in definitions["step"]["allOf"]
+    }
     return (
         Draft202012Validator(top),
         of(definitions["step"]),
-        {kind: of(definitions[kind]) for kind in kinds},
+        {kind: of(definitions[name]) for kind, name in kinds.items()},
     )
 
 

@@ -10,6 +10,8 @@ from typing import Any
 from flowengine.errors import UsageError
 
 EXIT_OK, EXIT_ERRORS, EXIT_USAGE = 0, 1, 2
+EXIT_WAITING = 3
+"""``run``/``resume``: no run failed, and at least one waits for a person's answer."""
 FORMATTER = argparse.RawDescriptionHelpFormatter
 
 

@@ -23,7 +23,8 @@ def add_parsers(commands: Any) -> None:
     logs = commands.add_parser(
         "logs",
         help="show stored runs, or one run's steps",
-        description="Without RUN_ID: the latest runs. With RUN_ID: that run's steps, LLM "
+        description="Without RUN_ID: the latest runs, then the waiting ones with their "
+        "questions. With RUN_ID: that run's steps, LLM "
         "requests (with decision label scores), tool calls and errors.",
         epilog="Examples:\n  flowengine logs\n  flowengine logs 3f2a9c1d5e7b --format json",
         formatter_class=formatter,
@@ -59,6 +60,10 @@ def cmd_logs(args: argparse.Namespace) -> int:
                 print(f"no runs stored in {path} yet", file=sys.stderr)
             else:
                 print(table(rows, ["run_id", "agent", "status", "steps", "scheduler", "created"]))
+                waiting = [row for row in rows if row["status"] == "waiting"]
+                if waiting:
+                    print("\nwaiting for an answer (flowengine resume RUN_ID --answer TEXT)")
+                    print(table(waiting, ["run_id", "agent", "question"]))
             return EXIT_OK
         run = records.run(args.run_id)
         if run is None:
@@ -77,6 +82,8 @@ def cmd_logs(args: argparse.Namespace) -> int:
         f"run {run['run_id']}: {run['agent']} {run['status']}, {run['steps']} steps "
         f"({run['backend']}, {run['scheduler']})"
     )
+    if run["status"] == "waiting":
+        print(f"waiting for an answer to: {run.get('question')}")
     print(
         "\nsteps\n" + table(detail["steps"], ["seq", "step_id", "kind", "label", "tool", "result"])
     )

@@ -11,12 +11,21 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flowengine.cli.common import EXIT_ERRORS, EXIT_OK, FORMATTER, add_db_option, db_path, positive
-from flowengine.errors import UsageError
+from flowengine.cli.common import (
+    EXIT_ERRORS,
+    EXIT_OK,
+    EXIT_WAITING,
+    FORMATTER,
+    add_db_option,
+    db_path,
+    positive,
+)
+from flowengine.errors import RunError, UsageError
 from flowengine.kernel import defaults
 
 if TYPE_CHECKING:
     from flowengine.runtime.interpreter import RunOutcome, StepEvent
+    from flowengine.runtime.session import Session
 
 PREVIEW = 100
 
@@ -151,7 +160,10 @@ def add_parsers(commands: Any) -> None:
         "Each step is shown as it finishes; the final output is printed at the end. "
         "Several agents run at once through one kernel, sharing the model under the "
         "chosen scheduler. Everything is stored in DuckDB (see 'logs' and 'stats'). "
-        "Exit status: 0 every run completed, 1 a run failed or hit a limit, 2 bad usage.",
+        "A run that reaches an input step stops with status 'waiting' and its question "
+        "(on a terminal, run asks it instead); `flowengine resume RUN_ID --answer TEXT` "
+        "goes on. Exit status: 0 every run completed, 1 a run failed or hit a limit, "
+        "2 bad usage, 3 no run failed and one or more wait for an answer.",
         epilog="Examples:\n"
         '  flowengine run agents/travel_agent.yaml --input "Plan a 3-day trip from '
         'Seattle to California"\n'
@@ -176,19 +188,40 @@ def add_parsers(commands: Any) -> None:
     )
     run.add_argument("--json", action="store_true", help="print the outcomes as JSON")
     run.add_argument("--quiet", "-q", action="store_true", help="do not show steps as they run")
+    run.add_argument(
+        "--no-ask",
+        dest="ask",
+        action="store_false",
+        help="on a terminal too, leave a run that reaches an input step waiting instead of "
+        "asking its question here",
+    )
     add_model_options(run)
     run.set_defaults(handler=cmd_run)
 
     resume = commands.add_parser(
         "resume",
-        help="continue a run whose process died",
+        help="continue a run whose process died, or answer a waiting run",
         description="Continue a stored run from its last completed step, with the memory "
         "it had then. Runs that ended (completed, failed, or stopped by a limit) cannot be "
-        "resumed.",
-        epilog="Example:\n  flowengine resume 3f2a9c1d5e7b",
+        "resumed. A run waiting at an input step needs its answer (--answer TEXT, or "
+        "--answer-file FILE holding JSON), checked against the step's schema; once the "
+        "step's timeout has passed, a resume without an answer takes the step's default. "
+        "A refused answer writes nothing and the run keeps waiting. Exit status as for run.",
+        epilog="Examples:\n  flowengine resume 3f2a9c1d5e7b\n"
+        "  flowengine resume 3f2a9c1d5e7b --answer yes\n"
+        "  flowengine resume 3f2a9c1d5e7b --answer-file answer.json",
         formatter_class=formatter,
     )
     resume.add_argument("run_id", metavar="RUN_ID")
+    answer = resume.add_mutually_exclusive_group()
+    answer.add_argument(
+        "--answer", metavar="TEXT", help="the answer to the question the run waits on"
+    )
+    answer.add_argument(
+        "--answer-file",
+        metavar="FILE",
+        help="the answer as JSON in a file (for a step with a schema: a structured answer)",
+    )
     resume.add_argument("--json", action="store_true", help="print the outcome as JSON")
     resume.add_argument("--quiet", "-q", action="store_true", help="do not show steps")
     add_model_options(resume)
@@ -311,7 +344,44 @@ def _report(outcomes: list[RunOutcome], as_json: bool) -> int:
                 )
                 for message in outcome.output_errors:
                     print(f"  {message}", file=sys.stderr)
-    return EXIT_OK if all(o.status == "completed" for o in outcomes) else EXIT_ERRORS
+            if outcome.status == "waiting":
+                print(
+                    f"flowengine run: run {outcome.run_id} waits at step "
+                    f"'{outcome.waiting_step}' for an answer: {outcome.question}\n"
+                    f"  answer with: flowengine resume {outcome.run_id} --answer TEXT",
+                    file=sys.stderr,
+                )
+    statuses = {o.status for o in outcomes}
+    if statuses <= {"completed"}:
+        return EXIT_OK
+    return EXIT_WAITING if statuses <= {"completed", "waiting"} else EXIT_ERRORS
+
+
+def _ask_on_terminal(session: Session, outcomes: list[RunOutcome], show: Any) -> list[RunOutcome]:
+    """Ask each waiting run's question here, and go on with the answer, until the runs
+    end or the person gives no answer (end of input leaves the run waiting)."""
+    from flowengine.runtime.prepare import resume_setup, with_answer
+
+    done: list[RunOutcome] = []
+    for outcome in outcomes:
+        while outcome.status == "waiting":
+            print(f"\n{outcome.agent} {outcome.run_id} asks: {outcome.question}", flush=True)
+            # Not input(): on a terminal it may write its prompt to stderr.
+            print("answer> ", end="", flush=True)
+            line = sys.stdin.readline()
+            if not line:  # end of input: the run keeps waiting
+                print(flush=True)
+                break
+            text = line.removesuffix("\n")
+            setup, checkpoint, status = resume_setup(session.storage, outcome.run_id)
+            try:
+                checkpoint = with_answer(session.storage, setup, checkpoint, status, (text, False))
+            except RunError as exc:
+                print(f"flowengine run: {exc.message}", file=sys.stderr, flush=True)
+                continue
+            [outcome] = session.run_all([(setup, checkpoint)], show)
+        done.append(outcome)
+    return done
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -338,19 +408,24 @@ def cmd_run(args: argparse.Namespace) -> int:
                 f"({config.scheduler.policy}), storing in {config.db}",
                 flush=True,
             )
-        outcomes = session.run_all(setups, None if args.quiet or args.json else _show_step)
+        show = None if args.quiet or args.json else _show_step
+        outcomes = session.run_all(setups, show)
+        if args.ask and not args.json and sys.stdin.isatty():
+            outcomes = _ask_on_terminal(session, outcomes, show)
     return _report(outcomes, args.json)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from flowengine.runtime.prepare import resume_setup
+    from flowengine.runtime.prepare import resume_setup, with_answer
     from flowengine.runtime.session import Session
 
     config = _session_config(args)
     if not config.db.exists():
         raise UsageError(f"--db {config.db}: no such database")
+    answer = _answer(args)
     with Session(config) as session:
         setup, checkpoint, status = resume_setup(session.storage, args.run_id)
+        checkpoint = with_answer(session.storage, setup, checkpoint, status, answer)
         if args.max_tokens is not None:
             setup.max_tokens = args.max_tokens
         if not args.quiet and not args.json:
@@ -363,3 +438,25 @@ def cmd_resume(args: argparse.Namespace) -> int:
             [(setup, checkpoint)], None if args.quiet or args.json else _show_step
         )
     return _report(outcomes, args.json)
+
+
+def _answer(args: argparse.Namespace) -> tuple[str, bool] | None:
+    """``--answer TEXT`` or the text of ``--answer-file FILE``, and which it was."""
+    if args.answer is not None:
+        return args.answer, False
+    if args.answer_file is None:
+        return None
+    from flowengine.agentfile.answers import MAX_ANSWER_BYTES
+
+    path = Path(args.answer_file)
+    if not path.is_file():
+        raise UsageError(f"--answer-file {args.answer_file}: no such file")
+    if path.stat().st_size > MAX_ANSWER_BYTES:
+        raise UsageError(
+            f"--answer-file {args.answer_file}: the answer is too large "
+            f"({path.stat().st_size} bytes; at most {MAX_ANSWER_BYTES}); the run keeps waiting"
+        )
+    try:
+        return path.read_text(encoding="utf-8"), True
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--answer-file {args.answer_file}: cannot read it ({exc})") from None

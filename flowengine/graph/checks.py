@@ -15,6 +15,7 @@ from typing import Any
 
 import networkx as nx
 
+from flowengine.agentfile.answers import answer_problem
 from flowengine.agentfile.diagnostics import Position, Reporter, Vocabulary, did_you_mean
 from flowengine.agentfile.model import BUILTIN_VARIABLES, TOOL_RESULT, Agent, Step
 from flowengine.agentfile.schema import (
@@ -29,7 +30,7 @@ from flowengine.agentfile.yamlsource import Path
 from flowengine.graph.tool_checks import check_tools
 from flowengine.tools.base import Tool
 
-TEMPLATE_FIELDS = ("instruction", "question", "output")
+TEMPLATE_FIELDS = ("instruction", "question", "ask", "output")
 
 
 @dataclass
@@ -108,6 +109,31 @@ def _check_steps(agent: Agent, report: Reporter) -> None:
             _check_decision(agent, step, report)
         if step.schema is not None and step.kind in ("process", "terminal"):
             _check_output_schema(agent, step, report)
+        if step.kind == "input":
+            _check_input(agent, step, report)
+
+
+def _check_input(agent: Agent, step: Step, report: Reporter) -> None:
+    """An input step's answer schema is valid JSON Schema, and its default answer fits it."""
+    if step.schema is not None:
+        problem = schema_is_valid(step.schema)
+        if problem:
+            report.error(
+                "invalid-answer-schema",
+                f"the answer schema of input step '{step.id}' is not a valid JSON Schema: "
+                f"{problem}",
+                agent.value_at(*_step_path(step, "schema")),
+            )
+            return
+    if not step.has_answer_default:
+        return
+    problem = answer_problem(step.schema, step.answer_default)
+    if problem:
+        report.error(
+            "invalid-default-answer",
+            f"the default answer of input step '{step.id}' {problem}; change 'default'",
+            agent.value_at(*_step_path(step, "default")),
+        )
 
 
 def _check_output_schema(agent: Agent, step: Step, report: Reporter) -> None:
@@ -323,10 +349,10 @@ def _check_reachability(agent: Agent, graph: nx.DiGraph, facts: _Facts, report: 
                 agent.key_at(*_step_path(step)),
             )
     for step in agent.steps.values():
-        if step.kind == "process" and not step.broken and not step.transitions:
+        if step.kind in ("process", "input") and not step.broken and not step.transitions:
             report.error(
                 "dead-end",
-                f"process step '{step.id}' has no way out; add 'next: <step id>'",
+                f"{step.kind} step '{step.id}' has no way out; add 'next: <step id>'",
                 agent.key_at(*_step_path(step)),
             )
     terminals = [s.id for s in agent.steps.values() if s.kind == "terminal"]

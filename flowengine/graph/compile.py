@@ -11,7 +11,8 @@ def compile_agent(agent: Agent) -> nx.DiGraph:
     """The agent's flow as a graph.
 
     Nodes are step ids with ``kind``, ``text``, ``line`` and the step's settings (tool and
-    args, save_as, loop guard, when conditions and default, retry and error route).
+    args, save_as, loop guard, when conditions and default, retry and error route, an
+    input step's timeout and whether its answer is structured).
     Edges carry ``label`` (the branch label, or ``next``); two labels of one decision that
     lead to the same step share an edge, listed in ``labels``. Transitions to steps that
     do not exist are left out (the checks report them).
@@ -41,6 +42,8 @@ def compile_agent(agent: Agent) -> nx.DiGraph:
             retry=step.retry,
             on_error=step.on_error,
             error_policy=step.error_policy,
+            timeout=step.timeout,
+            structured=step.kind == "input" and step.schema is not None,
         )
     for step in agent.steps.values():
         for label, target in step.transitions:

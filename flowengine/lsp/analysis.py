@@ -206,6 +206,12 @@ def step_summary(step: Step) -> str:
         facts.append(f"a failure left after retries: {step.error_policy}")
     if step.kind == "terminal":
         facts.append(f"output format: {step.format}")
+    if step.kind == "input":
+        facts.append("a person answers; the run waits (`flowengine resume RUN_ID --answer`)")
+        if step.schema is not None:
+            facts.append("the answer is JSON matching the step's schema")
+        if step.timeout is not None:
+            facts.append(f"after {step.timeout:g} s a resume takes the default answer")
     if facts:
         lines.append("")
         lines.extend(f"- {fact}" for fact in facts)

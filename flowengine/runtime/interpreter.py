@@ -69,6 +69,9 @@ class RunOutcome:
     output_errors: list[str] = field(default_factory=list)
     error: str | None = None
     path: list[str] = field(default_factory=list)
+    question: str | None = None
+    """While ``waiting``: what the run's input step asks a person."""
+    waiting_step: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -81,6 +84,8 @@ class RunOutcome:
             "output_errors": self.output_errors,
             "error": self.error,
             "path": self.path,
+            "question": self.question,
+            "waiting_step": self.waiting_step,
         }
 
 
@@ -109,6 +114,9 @@ class Checkpoint:
     next_step: str | None
     memory: dict[str, Any]
     path: list[str]
+    answer: Any = None
+    """The answer for the input step the run waits at (``next_step``), when one is given."""
+    has_answer: bool = False
 
 
 class AgentRun:
@@ -130,6 +138,8 @@ class AgentRun:
         self.seq = 0
         self.path: list[str] = []
         self.created = time.time()
+        self._answer_given: tuple[Any] | None = None
+        """The answer for the next input step, until that step takes it."""
 
     # -- the loop -------------------------------------------------------------------
 
@@ -140,6 +150,8 @@ class AgentRun:
             self.seq = checkpoint.seq
             self.path = list(checkpoint.path)
             current = checkpoint.next_step
+            if checkpoint.has_answer:
+                self._answer_given = (checkpoint.answer,)
         outcome = RunOutcome(self.run_id, self.agent.name, "running", self.seq)
         self._save_run(outcome)
         try:
@@ -148,6 +160,12 @@ class AgentRun:
                 stop = self._guard(step)
                 if stop is not None:
                     outcome.status, outcome.error = stop
+                    break
+                if step.kind == "input" and self._answer_given is None:
+                    # A person answers: the run stops here, and `resume --answer` goes on.
+                    outcome.status = "waiting"
+                    outcome.waiting_step = step.id
+                    outcome.question = self._render(step.ask or "", step)
                     break
                 current = self._run_step(step, outcome)
             if outcome.status == "running":
@@ -200,6 +218,11 @@ class AgentRun:
                 if step.kind == "decision":
                     label = self._decide(step)
                     return label, label, label, successor(self.graph, step.id, label)
+                if step.kind == "input":
+                    assert self._answer_given is not None
+                    (answer,) = self._answer_given
+                    self._answer_given = None
+                    return answer, answer, None, successor(self.graph, step.id, "next")
                 result = self._terminal(step, outcome)
                 return result, result, None, None
             except StepError:
@@ -620,6 +643,7 @@ class AgentRun:
             output_valid=outcome.output_valid,
             output_errors=outcome.output_errors,
             error=outcome.error,
+            question=outcome.question,
         )
 
 

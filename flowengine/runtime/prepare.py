@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
+from flowengine.agentfile.answers import parse_answer
 from flowengine.agentfile.model import Agent
 from flowengine.errors import AgentFileError, RunError
 from flowengine.graph.validate import Validated, validate_file, validate_text
@@ -82,3 +84,55 @@ def resume_setup(storage: Storage, run_id: str) -> tuple[RunSetup, Checkpoint, s
     seq, next_step, state_json = last[0]
     state = json.loads(state_json)
     return setup, Checkpoint(seq, next_step, state, list(state.get("path", []))), status
+
+
+def with_answer(
+    storage: Storage,
+    setup: RunSetup,
+    checkpoint: Checkpoint,
+    status: str,
+    answer: tuple[str, bool] | None,
+) -> Checkpoint:
+    """The checkpoint of a run about to be resumed, with the answer its input step waits
+    for: ``answer`` is (text, whether it came from a file), or None for none given.
+
+    Everything is checked before anything is written: an answer for a run that is not
+    waiting, or one that is empty, too large or fails the step's schema, is refused, and
+    a waiting run resumed without an answer takes the step's default once its timeout
+    has passed, and is refused before."""
+    run_id = setup.run_id
+    step = setup.agent.steps.get(checkpoint.next_step or "")
+    waiting = status == "waiting" and step is not None and step.kind == "input"
+    if answer is not None and not waiting:
+        raise RunError(
+            f"run {run_id} is not waiting for an answer (its status is {status}); "
+            "`flowengine logs` lists the waiting runs and their questions"
+        )
+    if not waiting:
+        return checkpoint
+    assert step is not None
+    if answer is not None:
+        text, from_file = answer
+        value, problem = parse_answer(text, step.schema, from_file)
+        if problem:
+            given = "the answer file" if from_file else "the answer"
+            raise RunError(
+                f"run {run_id}: {given} for step '{step.id}' {problem}; the run keeps "
+                "waiting, give another answer"
+            )
+        checkpoint.answer, checkpoint.has_answer = value, True
+        return checkpoint
+    found = storage.query("SELECT epoch(updated), question FROM runs WHERE run_id = ?", [run_id])
+    asked, question = float(found[0][0]), found[0][1]
+    if step.timeout is not None and step.has_answer_default:
+        left = asked + step.timeout - time.time()
+        if left <= 0:
+            checkpoint.answer, checkpoint.has_answer = step.answer_default, True
+            return checkpoint
+        expiry = f" (after {left:.0f} more seconds, a resume takes its default answer)"
+    else:
+        expiry = ""
+    raise RunError(
+        f"run {run_id} is waiting for an answer to step '{step.id}': {question!r}{expiry}; "
+        f"give it with `flowengine resume {run_id} --answer TEXT` or --answer-file FILE"
+    )

@@ -71,9 +71,11 @@ class Records:
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
     def runs(self, limit: int = 50) -> list[dict[str, Any]]:
+        # Files from before schema version 4 have no questions (no run could wait).
+        question = "question" if self._has_column("runs", "question") else "NULL AS question"
         return self._rows(
             f"SELECT run_id, agent, status, {_STEP_COUNT}, scheduler, backend, created, "
-            "updated, error FROM runs r ORDER BY created DESC LIMIT ?",
+            f"updated, error, {question} FROM runs r ORDER BY created DESC LIMIT ?",
             [limit],
         )
 

@@ -43,6 +43,8 @@ class RunRow:
     output_valid: bool | None
     output_errors: Json
     error: str | None
+    question: str | None = None
+    """While the run is ``waiting``: the question its input step asks a person."""
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,12 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
 
-KIND_COLOURS = {"process": "#4a6fa5", "decision": "#c9a227", "terminal": "#3c8d40"}
+KIND_COLOURS = {
+    "process": "#4a6fa5",
+    "decision": "#c9a227",
+    "terminal": "#3c8d40",
+    "input": "#a142a4",
+}
 RUN_COLOURS = ("#1a73e8", "#e8710a", "#188038", "#a142f4", "#d93025", "#12b5cb", "#9e6a03")
 WAIT_COLOUR = "#dadce0"
 PREEMPT_COLOUR = "#d93025"

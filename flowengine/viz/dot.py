@@ -12,6 +12,7 @@ _STYLE = {
     "process": 'shape=box, style="filled", fillcolor="#e8f0fe", color="#4a6fa5"',
     "decision": 'shape=diamond, style="filled", fillcolor="#fff4d6", color="#c9a227"',
     "terminal": 'shape=box, style="rounded,filled,bold", fillcolor="#e3f4e1", color="#3c8d40"',
+    "input": 'shape=parallelogram, style="filled", fillcolor="#fce8f3", color="#a142a4"',
     "unknown": 'shape=box, style="filled,dashed", fillcolor="#f1f3f4", color="#5f6368"',
 }
 _PROBLEM = 'color="#d93025", penwidth=2.5'

@@ -8,7 +8,7 @@ from typing import Any
 
 import networkx as nx
 
-WRAP = {"process": 30, "decision": 24, "terminal": 30}
+WRAP = {"process": 30, "decision": 24, "terminal": 30, "input": 26}
 MAX_LINES = 6
 CONDITION_WIDTH = 40
 """Longer ``when`` conditions are cut in edge labels; the HTML table shows them whole."""
@@ -42,6 +42,10 @@ def footnote(attrs: dict[str, Any]) -> str:
         notes.append(f"retries {attrs['retry']}×")  # noqa: RUF001
     if attrs.get("format") == "json":
         notes.append("JSON output")
+    if attrs.get("kind") == "input":
+        notes.append("asks a person" + (" (JSON)" if attrs.get("structured") else ""))
+        if attrs.get("timeout"):
+            notes.append(f"timeout {attrs['timeout']:g} s")
     if attrs.get("visits"):
         notes.append(f"ran {attrs['visits']}×")  # noqa: RUF001
     return " · ".join(notes)

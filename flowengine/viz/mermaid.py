@@ -1,4 +1,5 @@
-"""Mermaid flowchart text: boxes for process steps, diamonds for decisions, stadiums for ends.
+"""Mermaid flowchart text: boxes for process steps, diamonds for decisions, parallelograms
+for input steps (a person answers), stadiums for ends.
 
 Every piece of user text (names, step ids, labels) is escaped so that Mermaid reads it as
 text: the title is a quoted YAML string in the front matter; labels use Mermaid's ``#code;``
@@ -13,7 +14,12 @@ import networkx as nx
 
 from flowengine.viz.labels import edge_caption, footnote, one_line, wrapped_text
 
-_SHAPES = {"process": ('["', '"]'), "decision": ('{"', '"}'), "terminal": ('(["', '"])')}
+_SHAPES = {
+    "process": ('["', '"]'),
+    "decision": ('{"', '"}'),
+    "terminal": ('(["', '"])'),
+    "input": ('[/"', '"/]'),
+}
 
 MAX_TEXT_SIZE = 50_000
 """Mermaid's default ``maxTextSize``: longer diagrams are refused by Mermaid itself."""
@@ -27,6 +33,7 @@ _CLASSES = (
     "  classDef process fill:#e8f0fe,stroke:#4a6fa5",
     "  classDef decision fill:#fff4d6,stroke:#c9a227",
     "  classDef terminal fill:#e3f4e1,stroke:#3c8d40",
+    "  classDef input fill:#fce8f3,stroke:#a142a4",
     # Defined after the kinds so that their stroke wins and the fill of the kind stays.
     "  classDef problem stroke:#d93025,stroke-width:3px,stroke-dasharray:5 3",
     "  classDef visited stroke:#1a73e8,stroke-width:3px",

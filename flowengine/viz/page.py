@@ -87,6 +87,10 @@ def _row(graph: nx.DiGraph, node: str, attrs: dict[str, Any]) -> str:
         limits.append(f"at most {attrs['max_visits']} visits")
     if attrs.get("format") == "json":
         limits.append("JSON output")
+    if kind == "input":
+        limits.append("a person answers" + (" (JSON)" if attrs.get("structured") else ""))
+        if attrs.get("timeout"):
+            limits.append(f"default answer after {attrs['timeout']:g} s")
     if attrs.get("visits"):
         limits.append(f"ran {attrs['visits']}×")  # noqa: RUF001
     saves = f"<code>{_e(attrs['save_as'])}</code>" if attrs.get("save_as") else ""
