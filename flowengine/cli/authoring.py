@@ -8,7 +8,6 @@ load a model runtime, a web stack or DuckDB (``viz --run`` reads DuckDB, and onl
 from __future__ import annotations
 
 import argparse
-import bisect
 import json
 import os
 import sys
@@ -23,7 +22,6 @@ if TYPE_CHECKING:
     import networkx as nx
 
     from flowengine.agentfile.diagnostics import Diagnostic
-    from flowengine.graph import Validated
 
 AGENT_SUFFIXES = (".yaml", ".yml")
 VIZ_SUFFIXES = {
@@ -197,7 +195,7 @@ def cmd_viz(args: argparse.Namespace) -> int:
     if validated.graph is None:
         print("flowengine viz: nothing to draw; fix the errors above", file=sys.stderr)
         return EXIT_ERRORS
-    problems = _steps_with_errors(validated)
+    problems = validated.steps_with_errors()
     graph = validated.graph
     if args.run:
         graph = _with_run(graph, args)
@@ -252,20 +250,6 @@ def _with_run(graph: nx.DiGraph, args: argparse.Namespace) -> nx.DiGraph:
         path = [row["step_id"] for row in records.steps(run_id)]
     title = f"run {run_id}: {run['status']} after {len(path)} steps"
     return with_run_path(graph, path, title)
-
-
-def _steps_with_errors(validated: Validated) -> frozenset[str]:
-    """The steps whose definitions hold an error's line, to outline them in the drawing."""
-    graph = validated.graph
-    assert graph is not None
-    starts = sorted((line, node) for node, line in graph.nodes(data="line"))
-    lines = [line for line, _ in starts]
-    found = set()
-    for diagnostic in validated.errors:
-        index = bisect.bisect_right(lines, diagnostic.line) - 1
-        if index >= 0:
-            found.add(starts[index][1])
-    return frozenset(found)
 
 
 def cmd_lsp(args: argparse.Namespace) -> int:

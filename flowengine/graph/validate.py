@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import gc
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -33,6 +34,19 @@ class Validated:
     @property
     def warnings(self) -> list[Diagnostic]:
         return [d for d in self.diagnostics if d.severity is Severity.WARNING]
+
+    def steps_with_errors(self) -> frozenset[str]:
+        """The steps whose definitions hold an error's line (drawings outline them)."""
+        if self.graph is None:
+            return frozenset()
+        starts = sorted((line, node) for node, line in self.graph.nodes(data="line") if line)
+        lines = [line for line, _ in starts]
+        found = set()
+        for diagnostic in self.errors:
+            index = bisect.bisect_right(lines, diagnostic.line) - 1
+            if index >= 0:
+                found.add(starts[index][1])
+        return frozenset(found)
 
 
 @contextmanager

@@ -7,28 +7,10 @@ cached, since a live run's page asks for the same one every few seconds.
 
 from __future__ import annotations
 
-import bisect
 import html
 from functools import lru_cache
-from typing import TYPE_CHECKING
 
 from flowengine.errors import RenderError
-
-if TYPE_CHECKING:
-    from flowengine.graph import Validated
-
-
-def _problem_steps(validated: Validated) -> frozenset[str]:
-    """The steps whose definitions hold an error's line, outlined in red when drawn."""
-    assert validated.graph is not None
-    starts = sorted((line, node) for node, line in validated.graph.nodes(data="line") if line)
-    lines = [line for line, _ in starts]
-    found = set()
-    for diagnostic in validated.errors:
-        index = bisect.bisect_right(lines, diagnostic.line) - 1
-        if index >= 0:
-            found.add(starts[index][1])
-    return frozenset(found)
 
 
 @lru_cache(maxsize=64)
@@ -47,7 +29,7 @@ def agent_svg(
     if path is not None:
         graph = with_run_path(graph, path, title)
     try:
-        return draw(graph, "svg", _problem_steps(validated))
+        return draw(graph, "svg", validated.steps_with_errors())
     except RenderError as exc:
         return message_svg(str(exc))
 
