@@ -156,8 +156,16 @@ def test_round_robin_interleaves_three_runs_and_matches_fifo(tmp_path: Path) -> 
 
 
 def test_preempted_output_equals_uninterrupted_with_one_context(backend: LocalBackend) -> None:
-    """Pool of one: every switch gives the cache away and restores from the token snapshot."""
+    """Pool of one: every switch gives the cache away and rebuilds it from its log. The
+    first request is constrained to a JSON Schema: its grammar state lives on the request,
+    so preemption and restores leave its output valid and the same as under fifo."""
     asks = ["Name three fruits.", "What is the capital of France?", "Say hello in Spanish."]
+    fruits = {
+        "type": "array",
+        "minItems": 3,
+        "maxItems": 3,
+        "items": {"enum": ["apple", "banana", "cherry", "grape", "mango"]},
+    }
 
     def run(policy: str, pool: int) -> list[LLMRequest]:
         kernel = Kernel(backend, SchedulerConfig(policy, quantum=3), pool_size=pool)  # type: ignore[arg-type]
@@ -168,6 +176,7 @@ def test_preempted_output_equals_uninterrupted_with_one_context(backend: LocalBa
                     backend, [Message("user", ask)], run_id=f"r{index}", agent="A", max_tokens=24
                 )
             )
+        requests[0].schema = fruits
         futures = kernel.submit_all(requests)
         done = [f.result(timeout=300) for f in futures]
         kernel._queue.close()  # keep the shared backend open for the next schedule
@@ -179,6 +188,9 @@ def test_preempted_output_equals_uninterrupted_with_one_context(backend: LocalBa
     assert [r.response for r in rr] == [r.response for r in fifo]
     assert all(r.response for r in fifo)
     assert sum(r.restores for r in rr) > 0 and sum(r.preemptions for r in rr) > 0
+    assert rr[0].preemptions > 0
+    picked = json.loads(rr[0].response)
+    assert len(picked) == 3 and set(picked) <= set(fruits["items"]["enum"])
 
 
 def test_a_killed_run_resumes_and_completes(tmp_path: Path) -> None:
