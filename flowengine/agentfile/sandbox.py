@@ -3,7 +3,7 @@
 Every string- or list-building operation available to a template is checked BEFORE it
 allocates: a render never holds a value whose text would exceed ``MAX_SIZE`` characters
 (a fixed multiple of it in bytes), loops and calls are counted, and a render that runs
-longer than ``RENDER_SECONDS`` stops. Callables are an allowlist: the methods below on
+longer than ``RENDER_SECONDS`` of CPU time stops. Callables are an allowlist: the methods below on
 plain data, ``range`` and ``dict``, and the filters in ``FILTER_RULES``.
 """
 
@@ -45,8 +45,9 @@ block's pieces are held until it ends, so they are counted as they are printed).
 STEP_BUDGET = 1_000_000
 """Loop iterations, calls and filter applications one render may make in all."""
 RENDER_SECONDS = 0.25
-"""Wall-clock time one render may take; checked at every loop iteration, call, filter
-and output piece."""
+"""CPU time one render may take (its thread's, so a busy machine or other runs' threads
+waiting for the GIL never fail an ordinary template); checked at every loop iteration,
+call, filter and output piece."""
 
 # Methods a template may call on plain data; any other callable attribute is refused.
 _STR_METHOD_NAMES = (
@@ -79,7 +80,7 @@ _budget: contextvars.ContextVar[_Budget] = contextvars.ContextVar("render_budget
 
 def render_bounded(render: Callable[[], Any]) -> Any:
     """Run one render (or expression) with a fresh budget of time, loops and calls."""
-    token = _budget.set(_Budget(time.monotonic() + RENDER_SECONDS))
+    token = _budget.set(_Budget(time.thread_time() + RENDER_SECONDS))
     try:
         return render()
     finally:
@@ -96,10 +97,10 @@ def _tick(count: int = 1) -> None:
             f"the template made more than {STEP_BUDGET:,} loop iterations, calls or filter "
             "uses; templates are not for long computations"
         )
-    if time.monotonic() > budget.deadline:
+    if time.thread_time() > budget.deadline:
         raise SecurityError(
-            f"the template ran longer than {RENDER_SECONDS} s; templates are not for long "
-            "computations"
+            f"the template computed for longer than {RENDER_SECONDS} s; templates are not for "
+            "long computations"
         )
 
 
