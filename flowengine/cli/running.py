@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from flowengine.runtime.session import Session
 
 PREVIEW = 100
+_OUTPUT = threading.Lock()
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -318,7 +320,12 @@ def _show_step(event: StepEvent) -> None:
         if len(text) > PREVIEW:
             text = text[: PREVIEW - 1] + "…"
         what = (f"[{event.tool}] " if event.tool else "") + text
-    print(f"{event.agent} {event.run_id} #{event.seq} {event.step_id}: {what}", flush=True)
+    line = f"{event.agent} {event.run_id} #{event.seq} {event.step_id}: {what}\n"
+    # Runs report from their own threads: one write per line, under a lock, so that two
+    # runs' lines never interleave (print writes the text and the newline apart).
+    with _OUTPUT:
+        sys.stdout.write(line)
+        sys.stdout.flush()
 
 
 def _report(outcomes: list[RunOutcome], as_json: bool) -> int:
