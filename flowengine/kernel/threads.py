@@ -66,16 +66,17 @@ class ThreadPolicy:
         """Threads for the next slice of work."""
         if self.fixed:
             return self.fixed
+        clock = time.monotonic()
+        if self._last is not None and clock - self._last[0] < MIN_INTERVAL:
+            return self._current  # called for every token: read the counters seldom
         busy = _busy_seconds()
         if busy is None:
             return self._current
-        now = (time.monotonic(), busy, _own_seconds())
+        now = (clock, busy, _own_seconds())
         if self._last is None:
             self._last = now
             return self._current
         wall = now[0] - self._last[0]
-        if wall < MIN_INTERVAL:
-            return self._current
         others = max(0.0, (now[1] - self._last[1]) - (now[2] - self._last[2])) / wall
         self._last = now
         # A core counts as taken when another process kept it busy most of the time.
