@@ -119,8 +119,11 @@ def test_runs_list_run_step_and_timeline(page: Watched, server: Server, ui_data:
     tab.wait_for_url("**/timeline")
     tab.locator("main h1").wait_for()
     tab.click("header nav a:text-is('Stats')")
+    tab.wait_for_url("**/stats")
+    tab.locator("svg.chart").first.wait_for()  # the click returns before the page loads
     assert tab.locator("svg.chart").count() == 3
     tab.click("header nav a:text-is('Agents')")
+    tab.wait_for_url("**/agents")
     first_drawing = tab.locator(".agent img").first
     first_drawing.scroll_into_view_if_needed()
     tab.wait_for_function(
