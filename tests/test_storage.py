@@ -176,7 +176,7 @@ def test_a_migrated_v1_file_has_the_schema_of_a_new_file(v1_copy: Path, tmp_path
 def test_the_tables_are_the_row_dataclasses() -> None:
     # Today's table and column names, which SQL written by users depends on.
     assert sorted(TABLES) == sorted(
-        ["runs", "steps", "llm_requests", "llm_slices", "tool_calls", "errors"]
+        ["runs", "steps", "llm_requests", "llm_slices", "tool_calls", "errors", "batch_ticks"]
     )
     for row_type in ROW_TYPES:
         table = table_of(row_type)
@@ -186,6 +186,7 @@ def test_the_tables_are_the_row_dataclasses() -> None:
     old = {(t, c): kind for t, c, kind in _columns(V1)}
     added_since_v1 = {("llm_requests", "reused_tokens"), ("runs", "question")}
     current = {(t.name, c.name): c.sql_type for t in TABLES.values() for c in t.columns}
+    added_since_v1 |= {k for k in current if k[0] == "batch_ticks"}
     assert {k for k in old if k[0] in TABLES} == set(current) - added_since_v1
     for key, kind in old.items():
         if key[0] in TABLES:
@@ -199,6 +200,7 @@ _RECORD = {  # the record_* method of each table
     "llm_slices": "slice",
     "tool_calls": "tool_call",
     "errors": "error",
+    "batch_ticks": "tick",
 }
 
 

@@ -36,17 +36,35 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model and kernel")
     group.add_argument(
         "--backend",
-        choices=("ctransformers", "openai", "scripted"),
+        choices=("ctransformers", "llama-cpp", "openai", "scripted"),
         default="ctransformers",
         help="ctransformers: a local GGUF model (default: the embedded SmolLM2-135M); "
+        "llama-cpp: any GGUF model llama.cpp loads (Qwen2.5, Llama 3, Gemma 3, ...), "
+        "concurrent runs decoded in one batch; "
         "openai: an OpenAI-compatible server (--base-url, --model NAME); "
         "scripted: replies from --script FILE, for tests",
     )
     group.add_argument(
         "--model",
         metavar="PATH|NAME",
-        help="ctransformers: a GGUF model file; openai: the model name the server is asked "
-        "for (default: $FLOWENGINE_MODEL or the config file)",
+        help="ctransformers, llama-cpp: a GGUF model file; openai: the model name the server "
+        "is asked for (default: $FLOWENGINE_MODEL or the config file)",
+    )
+    group.add_argument(
+        "--max-batch",
+        type=positive,
+        default=None,
+        metavar="N",
+        help=f"llama-cpp: requests decoded together in one pass (default: {defaults.MAX_BATCH}; 1 "
+        "decodes one request at a time)",
+    )
+    group.add_argument(
+        "--tick-tokens",
+        type=positive,
+        default=None,
+        metavar="N",
+        help=f"llama-cpp: tokens one pass may evaluate, generated tokens first, then prompt "
+        f"chunks (default: {defaults.TICK_TOKENS})",
     )
     group.add_argument(
         "--base-url",
@@ -95,9 +113,11 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--pool",
         type=positive,
-        default=defaults.POOL_SIZE,
+        default=None,
         metavar="N",
-        help="KV caches kept, each holding one request's or run's cache (default: %(default)s)",
+        help=f"KV caches kept, each holding one request's or run's cache (default: "
+        f"{defaults.POOL_SIZE}); llama-cpp: sequences kept in its one context (default: "
+        "twice --max-batch, at least --max-batch)",
     )
     group.add_argument(
         "--context-length",
@@ -240,7 +260,10 @@ def _session_config(args: argparse.Namespace) -> Any:
         raise UsageError("--script goes with --backend scripted")
     remote = args.backend == "openai"
     if args.model and args.backend == "scripted":
-        raise UsageError("--model goes with --backend ctransformers or openai")
+        raise UsageError("--model goes with --backend ctransformers, llama-cpp or openai")
+    for flag in ("max_batch", "tick_tokens"):
+        if getattr(args, flag) is not None and args.backend != "llama-cpp":
+            raise UsageError(f"--{flag.replace('_', '-')} goes with --backend llama-cpp")
     for flag in ("base_url", "max_inflight", "request_timeout"):
         if getattr(args, flag) is not None and not remote:
             raise UsageError(f"--{flag.replace('_', '-')} goes with --backend openai")
@@ -263,6 +286,8 @@ def _session_config(args: argparse.Namespace) -> Any:
         context_length=args.context_length,
         threads=args.threads,
         reuse_prefix=args.reuse_prefix,
+        max_batch=args.max_batch or defaults.MAX_BATCH,
+        tick_tokens=args.tick_tokens or defaults.TICK_TOKENS,
     )
 
 

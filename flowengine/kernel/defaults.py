@@ -23,3 +23,9 @@ JSON_MAX_TOKENS = 512
 
 MEMORY_QUOTA_BYTES = 4 * 1024 * 1024
 """What one run may keep in variables and progress."""
+
+MAX_BATCH = 8
+"""Requests the llama-cpp backend decodes together in one pass."""
+
+TICK_TOKENS = 512
+"""Tokens one batched pass may evaluate: generated tokens first, then prompt chunks."""

@@ -1,7 +1,9 @@
 """The kernel: one per process; every run's LLM and tool calls go through it.
 
 A single worker thread owns the KV caches (ctransformers is not thread-safe) and serves
-the ready queue one slice at a time (``_run_slice``). Runs call ``run_request`` (or
+the ready queue one slice at a time (``_run_slice``). A model server is served by the
+remote executor (``kernel/remote.py``), and a batched backend (llama.cpp) by the batched
+executor (``kernel/batching.py``). Runs call ``run_request`` (or
 ``submit``) with an ``LLMRequest`` to generate or choose, and ``call_tool``, from their
 own threads, and block until the answer is ready.
 """
@@ -20,9 +22,9 @@ from flowengine.kernel.backends.base import Backend
 from flowengine.kernel.constrain import JsonConstraint
 from flowengine.kernel.context import ContextPool, RunCache
 from flowengine.kernel.memory import MemoryManager, RunMemory
-from flowengine.kernel.requests import LLMRequest, SliceRecord
+from flowengine.kernel.requests import LLMRequest, SliceRecord, TickRecord
 from flowengine.kernel.scheduler import ReadyQueue, SchedulerConfig
-from flowengine.storage.rows import ErrorRow, LLMRequestRow, SliceRow, ToolCallRow
+from flowengine.storage.rows import ErrorRow, LLMRequestRow, SliceRow, TickRow, ToolCallRow
 from flowengine.storage.writer import Storage
 from flowengine.tools.base import ToolResult
 from flowengine.tools.catalog import available_tools
@@ -56,6 +58,8 @@ class Kernel:
         """Label scores after content-free prompts (see ``_score_labels``), kept per
         prompt and labels; only the worker thread touches them."""
         self.slices: list[SliceRecord] = []
+        self.ticks: list[TickRecord] = []
+        """The batched executor's decodes (llama-cpp backend only)."""
         self.on_slice: Callable[[SliceRecord], None] | None = None
         self._queue = ReadyQueue(self.scheduler)
         self._futures: dict[str, concurrent.futures.Future[LLMRequest]] = {}
@@ -74,8 +78,25 @@ class Kernel:
                     r.run_id, r.step_id, r.step_seq, code, message
                 ),
             )
-        else:
+        # A batched backend (llama.cpp) gets continuous batching (kernel/batching.py).
+        self._batched: Any = None
+        if getattr(backend, "batched", False):
+            from flowengine.kernel.batching import BatchedExecutor
+
+            self._batched = BatchedExecutor(
+                backend,  # type: ignore[arg-type]
+                self.scheduler,
+                self._record_slice,
+                self._record_tick,
+                self._finish,
+                self._constraint_for,
+                self._content_free_scores,
+                reuse_prefix,
+            )
+        if self._remote is None and self._batched is None:
             self._worker.start()
+        self._executor: Any = self._remote or self._batched or self._queue
+        """Where requests go: the model server, the batched executor, or the ready queue."""
 
     # -- runs -------------------------------------------------------------------------
 
@@ -86,6 +107,8 @@ class Kernel:
 
     def end_run(self, run_id: str) -> None:
         self.contexts.forget(run_id)
+        if self._batched is not None:
+            self._batched.forget(run_id)
         self.memory.release(run_id)
         self.access.forget(run_id)
 
@@ -94,7 +117,7 @@ class Kernel:
     def submit(self, request: LLMRequest) -> concurrent.futures.Future[LLMRequest]:
         future: concurrent.futures.Future[LLMRequest] = concurrent.futures.Future()
         self._futures[request.id] = future
-        (self._remote or self._queue).put(request)
+        self._executor.put(request)
         return future
 
     def submit_all(self, requests: list[LLMRequest]) -> list[concurrent.futures.Future[LLMRequest]]:
@@ -103,7 +126,7 @@ class Kernel:
         for request in requests:
             futures.append(concurrent.futures.Future())
             self._futures[request.id] = futures[-1]
-        (self._remote or self._queue).put_all(requests)
+        self._executor.put_all(requests)
         return futures
 
     def run_request(self, request: LLMRequest) -> LLMRequest:
@@ -201,8 +224,7 @@ class Kernel:
         model towards the label. The content-free scores depend only on that prompt and
         the labels, so they are computed once per kernel and kept."""
         raw = self._label_log_probs(cache, request, request.prompt_tokens)
-        request.label_raw_scores = raw
-        request.label_scores = dict(raw)
+        baseline = None
         if request.content_free_tokens:
             key = (
                 tuple(request.content_free_tokens),
@@ -214,9 +236,7 @@ class Kernel:
                 if len(self._content_free_scores) >= CONTENT_FREE_CACHE_SIZE:
                     del self._content_free_scores[next(iter(self._content_free_scores))]
                 self._content_free_scores[key] = baseline
-            request.label_content_free_scores = dict(baseline)
-            request.label_scores = {label: raw[label] - baseline[label] for label in raw}
-        request.response = max(request.labels, key=lambda label: request.label_scores[label])
+        request.settle_choice(raw, baseline)
 
     def _label_log_probs(
         self, cache: RunCache, request: LLMRequest, prompt: list[int]
@@ -248,6 +268,22 @@ class Kernel:
                     evaluated=record.evaluated,
                     restored=record.restored,
                     preempted=record.preempted,
+                )
+            )
+
+    def _record_tick(self, record: TickRecord) -> None:
+        self.ticks.append(record)
+        if self.storage is not None:
+            self.storage.record_tick(
+                TickRow(
+                    tick=record.index,
+                    started=record.start,
+                    ended=record.end,
+                    sequences=record.sequences,
+                    tokens=record.tokens,
+                    prompt_tokens=record.prompt_tokens,
+                    scheduler=self.scheduler.policy,
+                    request_ids=record.request_ids,
                 )
             )
 
@@ -335,6 +371,8 @@ class Kernel:
     def close(self) -> None:
         if self._remote is not None:
             self._remote.close()
+        if self._batched is not None:
+            self._batched.close()
         self._queue.close()
         if self._worker.is_alive():
             self._worker.join()

@@ -122,6 +122,18 @@ class LLMRequest:
             progress_dropped=self.progress_dropped,
         )
 
+    def settle_choice(
+        self, raw: dict[str, float], content_free: dict[str, float] | None = None
+    ) -> None:
+        """Choose the label with the best score: the raw log-probability, less the score
+        after the content-free prompt when there is one (contextual calibration)."""
+        self.label_raw_scores = raw
+        self.label_scores = dict(raw)
+        if content_free is not None:
+            self.label_content_free_scores = dict(content_free)
+            self.label_scores = {label: raw[label] - content_free[label] for label in raw}
+        self.response = max(self.labels, key=lambda label: self.label_scores[label])
+
     def scores_to_store(self) -> dict[str, dict[str, float]] | None:
         """Each label's scores for the ``label_scores`` column: ``raw``, and with
         calibration also ``content_free`` and ``calibrated`` (the one the choice used)."""
@@ -163,3 +175,17 @@ class SliceRecord:
     evaluated: int
     restored: bool
     preempted: bool
+
+
+@dataclass(frozen=True)
+class TickRecord:
+    """One decode of the batched executor: how many requests shared it, and how many
+    tokens it evaluated (``prompt_tokens`` of them in prompt chunks)."""
+
+    index: int
+    start: float
+    end: float
+    sequences: int
+    tokens: int
+    prompt_tokens: int
+    request_ids: list[str]

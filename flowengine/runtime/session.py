@@ -18,7 +18,7 @@ from flowengine.runtime.interpreter import AgentRun, Checkpoint, RunOutcome, Run
 from flowengine.storage.location import default_db
 from flowengine.storage.writer import Storage
 
-BACKENDS = ("ctransformers", "openai", "scripted")
+BACKENDS = ("ctransformers", "llama-cpp", "openai", "scripted")
 _USER_MESSAGE = re.compile(
     r"(?:<\|im_start\|>user\n|<\|user\|>)(.*?)(?:<\|im_end\|>|<\|end\|>)", re.S
 )
@@ -33,7 +33,9 @@ class SessionConfig:
     script: Path | None = None
     replay: str | None = None
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
-    pool_size: int = defaults.POOL_SIZE
+    pool_size: int | None = None
+    """KV caches kept (ctransformers; default ``defaults.POOL_SIZE``), or sequences kept
+    (llama-cpp; default twice ``max_batch``, never fewer than ``max_batch``)."""
     context_length: int = defaults.CONTEXT_LENGTH
     threads: int | None = None
     """Model threads; None adapts to how busy the machine is (``kernel/threads.py``)."""
@@ -47,6 +49,10 @@ class SessionConfig:
     """For ``openai``: requests sent to the server at once."""
     request_timeout: float | None = None
     """For ``openai``: seconds one request may take."""
+    max_batch: int = defaults.MAX_BATCH
+    """For ``llama-cpp``: requests decoded together in one pass."""
+    tick_tokens: int = defaults.TICK_TOKENS
+    """For ``llama-cpp``: tokens one pass may evaluate."""
 
 
 def replay_script(storage: Storage, run_id: str) -> object:
@@ -91,6 +97,17 @@ def open_backend(config: SessionConfig, storage: Storage) -> Backend:
             config.context_length,
         )
         return OpenAIBackend(settings)
+    if config.backend == "llama-cpp":
+        from flowengine.kernel.backends.llamacpp import LlamaCppBackend
+
+        return LlamaCppBackend(
+            config.model,
+            config.context_length,
+            config.threads,
+            sequences=max(config.pool_size or 2 * config.max_batch, config.max_batch),
+            max_batch=config.max_batch,
+            tick_tokens=config.tick_tokens,
+        )
     from flowengine.kernel.backends.local import LocalBackend
 
     return LocalBackend(config.model, config.context_length, config.threads)
@@ -109,7 +126,7 @@ class Session:
             self.backend,
             config.scheduler,
             self.storage,
-            pool_size=config.pool_size,
+            pool_size=config.pool_size or defaults.POOL_SIZE,
             reuse_prefix=config.reuse_prefix,
         )
 

@@ -156,5 +156,31 @@ class ErrorRow:
     occurred: Timestamp | None
 
 
-Row = RunRow | StepRow | LLMRequestRow | SliceRow | ToolCallRow | ErrorRow
-ROW_TYPES: tuple[type[Row], ...] = (RunRow, StepRow, LLMRequestRow, SliceRow, ToolCallRow, ErrorRow)
+@dataclass(frozen=True)
+class TickRow:
+    """One decode of the batched executor (llama-cpp backend): the requests that shared
+    it and the tokens it evaluated, ``prompt_tokens`` of them in prompt chunks."""
+
+    TABLE: ClassVar[str] = "batch_ticks"
+    KEY: ClassVar[tuple[str, ...]] = ()
+
+    tick: int
+    started: Timestamp
+    ended: Timestamp
+    sequences: int
+    tokens: int
+    prompt_tokens: int
+    scheduler: str
+    request_ids: Json
+
+
+Row = RunRow | StepRow | LLMRequestRow | SliceRow | ToolCallRow | ErrorRow | TickRow
+ROW_TYPES: tuple[type[Row], ...] = (
+    RunRow,
+    StepRow,
+    LLMRequestRow,
+    SliceRow,
+    ToolCallRow,
+    ErrorRow,
+    TickRow,
+)

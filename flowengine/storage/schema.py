@@ -19,7 +19,7 @@ from typing import Any
 from flowengine.errors import StorageError
 from flowengine.storage.rows import ROW_TYPES, Row, SqlType
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 META_TABLE = "flowengine_meta"
 
 _PYTHON_TYPES = {str: "VARCHAR", int: "INTEGER", float: "DOUBLE", bool: "BOOLEAN"}
@@ -121,6 +121,8 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     3: ("ALTER TABLE llm_requests ADD COLUMN reused_tokens INTEGER DEFAULT 0",),
     # 3 -> 4: the question a waiting run asks (input steps).
     4: ("ALTER TABLE runs ADD COLUMN question VARCHAR",),
+    # 4 -> 5: the batched executor's ticks (the table is created below).
+    5: (),
 }
 """Statements that bring a file from the version before each key to that version."""
 

