@@ -35,8 +35,9 @@ demo: setup
 	$(BIN)/flowengine viz agents/travel_agent.yaml --db $(DEMO_DB) --run latest -o out/travel_agent_run.png
 	@echo "the run's path: out/travel_agent_run.png; see also: .venv/bin/flowengine logs --db $(DEMO_DB)"
 
-# A real OpenAI-compatible server for the openai backend's tests: llama-cpp-python's, built
-# from source once (about 5 minutes; pip's wheel cache makes a second venv fast).
+# llama-cpp-python, built from source once (about 5 minutes; pip's wheel cache makes a second
+# venv fast): the library behind --backend llama-cpp, and the real OpenAI-compatible server
+# the openai backend's tests talk to.
 SERVER_STAMP := $(VENV)/.server-installed
 $(SERVER_STAMP): $(STAMP)
 	$(BIN)/python -c 'import llama_cpp.server.app' 2>/dev/null || \

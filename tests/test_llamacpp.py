@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import duckdb
-import pytest
 
 from flowengine.kernel.backends.base import Message, chatml
 from flowengine.kernel.backends.llamacpp import LlamaCppBackend

@@ -1,0 +1,215 @@
+"""Batched decoding: N concurrent agents doing the same work, one at a time or batched.
+
+Three ways to serve N = 1, 4, 8 and 16 copies of one agent (same task) on the same GGUF
+file, side by side in one run: ctransformers one request at a time (the embedded kernel),
+llama.cpp one request at a time (``--max-batch 1``), and llama.cpp batched (``--max-batch
+N``). For each: generated tokens a second, makespan and mean turnaround of the LLM
+requests, all under ``fifo``; batched ``rr`` is added at 8 and 16.
+
+Then correctness: each of the agents run alone (llama.cpp, one at a time) and all of them
+at once in one batch: how many took the same path with the same outputs.
+
+    python bench/batching.py             # prints JSON
+    python bench/batching.py --quick     # N = 1 and 8 only, one round
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from flowengine.graph.validate import validate_text  # noqa: E402
+from flowengine.kernel.scheduler import SchedulerConfig  # noqa: E402
+from flowengine.runtime.interpreter import RunSetup  # noqa: E402
+from flowengine.runtime.session import Session, SessionConfig  # noqa: E402
+
+WORKER = """\
+name: Worker
+description: Writes three short notes about a task, then judges them.
+steps:
+  Outline:
+    type: process
+    instruction: List the three main parts of this task, one line each.
+    next: Detail
+  Detail:
+    type: process
+    instruction: Describe the first part of the task in two sentences.
+    next: Risks
+  Risks:
+    type: process
+    instruction: Name one thing that could go wrong, and how to avoid it.
+    save_as: risks
+    next: Judge
+  Judge:
+    type: decision
+    question: Is the plan complete?
+    branches: {yes: Done, no: Done}
+  Done:
+    type: terminal
+    output: "{{ risks }}"
+"""
+TASK = "Organise a small science fair for a primary school"
+MAX_TOKENS = 48
+
+CORRECTNESS = [
+    ("agents/math_agent.yaml", "What is 12 times 7 plus 3?"),
+    ("agents/rec_agent.yaml", "I want cheap Italian restaurants in Boston, 3 of them"),
+    ("agents/narrative_agent.yaml", "A lighthouse keeper finds a message in a bottle"),
+    ("agents/travel_agent.yaml", "Plan a 3-day trip from Seattle to California"),
+    ("worker", TASK),
+    ("worker", "Write a guide to growing tomatoes on a balcony"),
+]
+
+
+def _worker() -> Any:
+    agent = validate_text(WORKER, "worker.yaml").agent
+    assert agent is not None
+    return agent
+
+
+def _setup(path: str, task: str) -> RunSetup:
+    if path == "worker":
+        return RunSetup(_worker(), WORKER, task, max_tokens=MAX_TOKENS)
+    text = (ROOT / path).read_text()
+    agent = validate_text(text, path).agent
+    assert agent is not None
+    return RunSetup(agent, text, task, max_tokens=MAX_TOKENS)
+
+
+def one_mode(
+    folder: Path,
+    name: str,
+    backend: str,
+    n: int,
+    batch: int,
+    policy: str,
+    threads: int | None = None,
+) -> dict:
+    config = SessionConfig(
+        db=folder / f"{name}.duckdb",
+        backend=backend,
+        scheduler=SchedulerConfig(policy),
+        max_batch=batch,
+        pool_size=max(2 * batch, n) if backend == "llama-cpp" else 4,
+        threads=threads,
+    )
+    with Session(config) as session:
+        setups = [(_setup("worker", TASK), None) for _ in range(n)]
+        start = time.perf_counter()
+        outcomes = session.run_all(setups)
+        makespan = time.perf_counter() - start
+        session.storage.commit()
+        [(generated, turnaround, waiting)] = session.storage.query(
+            "SELECT sum(output_tokens), avg(turnaround_s), avg(waiting_s) FROM llm_requests"
+        )
+        ticks = session.kernel.ticks
+    assert all(o.status == "completed" for o in outcomes), [o.error for o in outcomes]
+    return {
+        "tokens_per_s": generated / makespan,
+        "makespan_s": makespan,
+        "mean_turnaround_s": turnaround,
+        "mean_waiting_s": waiting,
+        "generated": generated,
+        "mean_batch": statistics.mean(t.sequences for t in ticks) if ticks else 1.0,
+    }
+
+
+def throughput(folder: Path, sizes: list[int], rounds: int) -> dict[str, Any]:
+    modes = {
+        "ctransformers, one at a time": ("ctransformers", 1, "fifo"),
+        "llama.cpp, one at a time": ("llama-cpp", 1, "fifo"),
+        "llama.cpp, batched": ("llama-cpp", 0, "fifo"),
+        "llama.cpp, batched, rr": ("llama-cpp", 0, "rr"),
+    }
+    results: dict[str, Any] = {}
+    for n in sizes:
+        per_mode: dict[str, list[dict]] = {m: [] for m in modes}
+        for index in range(rounds):
+            # Alternate the order so that a change in the machine's load does not always
+            # fall on the same mode.
+            order = list(modes) if index % 2 == 0 else list(reversed(modes))
+            for mode in order:
+                backend, batch, policy = modes[mode]
+                if policy == "rr" and n < 8:
+                    continue
+                per_mode[mode].append(
+                    one_mode(
+                        folder,
+                        f"{n}-{index}-{len(per_mode[mode])}-{backend}-{policy}",
+                        backend,
+                        n,
+                        batch or n,
+                        policy,
+                    )
+                )
+        results[str(n)] = {
+            mode: {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+            for mode, runs in per_mode.items()
+            if runs
+        }
+        base = results[str(n)]["llama.cpp, one at a time"]
+        for row in results[str(n)].values():
+            row["tokens_per_s_vs_llama_one"] = row["tokens_per_s"] / base["tokens_per_s"]
+            row["turnaround_vs_llama_one"] = row["mean_turnaround_s"] / base["mean_turnaround_s"]
+        print(f"N={n}: {json.dumps(results[str(n)], indent=1)}", file=sys.stderr)
+    return results
+
+
+def _signature(outcome: Any) -> tuple:
+    return (outcome.status, tuple(outcome.path), json.dumps(outcome.output, sort_keys=True))
+
+
+def correctness(folder: Path) -> dict[str, Any]:
+    alone = []
+    for index, (path, task) in enumerate(CORRECTNESS):
+        config = SessionConfig(db=folder / f"alone{index}.duckdb", backend="llama-cpp", max_batch=1)
+        with Session(config) as session:
+            [outcome] = session.run_all([(_setup(path, task), None)])
+        alone.append(outcome)
+    config = SessionConfig(
+        db=folder / "together.duckdb", backend="llama-cpp", max_batch=len(CORRECTNESS)
+    )
+    with Session(config) as session:
+        together = session.run_all([(_setup(path, task), None) for path, task in CORRECTNESS])
+    rows = []
+    for (path, _task), a, b in zip(CORRECTNESS, alone, together, strict=True):
+        rows.append(
+            {
+                "agent": a.agent,
+                "file": path,
+                "same_path": a.path == b.path,
+                "same_path_and_outputs": _signature(a) == _signature(b),
+                "steps_alone": a.steps,
+                "steps_batched": b.steps,
+            }
+        )
+    return {
+        "runs": rows,
+        "same_path": sum(r["same_path"] for r in rows),
+        "same_path_and_outputs": sum(r["same_path_and_outputs"] for r in rows),
+        "of": len(rows),
+    }
+
+
+def main(quick: bool = False) -> dict[str, Any]:
+    sizes = [1, 8] if quick else [1, 4, 8, 16]
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        result = {
+            "max_tokens": MAX_TOKENS,
+            "throughput": throughput(folder, sizes, 1 if quick else 2),
+            "correctness": correctness(folder),
+        }
+    return result
+
+
+if __name__ == "__main__":
+    print(json.dumps(main("--quick" in sys.argv), indent=2))
