@@ -17,6 +17,39 @@ from flowengine.kernel.scheduler import SchedulerConfig
 from tests.conftest import AGENTS, run_cli
 
 MATH = str(AGENTS / "math_agent.yaml")
+# Every step kind in a few steps: text, a decision scored by labels, JSON constrained to a
+# schema (whose grammar state must survive preemption), and a tool.
+NOTES = """\
+name: Notes
+description: Makes short notes about a task.
+tools: [calculator]
+steps:
+  outline:
+    type: process
+    instruction: List the main parts of the task, one line each.
+    save_as: outline
+    next: size
+  size:
+    type: decision
+    question: Is the task large?
+    branches: {yes: count, no: count}
+  count:
+    type: process
+    tool: calculator
+    args: {expression: "2 * 3"}
+    next: summary
+  summary:
+    type: terminal
+    instruction: Sum up the task's parts and how much effort it takes.
+    format: json
+    schema:
+      type: object
+      properties:
+        parts: {type: array, items: {type: string, maxLength: 40}, minItems: 2, maxItems: 3}
+        effort: {enum: [low, medium, high]}
+      required: [parts, effort]
+      additionalProperties: false
+"""
 TASKS = [
     "What is 12 times 7 plus 3?",
     "What is 45 minus 19?",
@@ -31,8 +64,15 @@ def _stored(db: Path, sql: str) -> list[tuple]:
 
 
 def _batch_run(tmp_path: Path, policy: str, *extra: str) -> Path:
+    notes = tmp_path / "notes.yaml"
+    notes.write_text(NOTES)
     batch = tmp_path / "batch.jsonl"
-    batch.write_text("".join(json.dumps({"agent": MATH, "input": t}) + "\n" for t in TASKS))
+    batch.write_text(
+        "".join(
+            json.dumps({"agent": str(notes) if i % 2 else MATH, "input": task}) + "\n"
+            for i, task in enumerate(TASKS)
+        )
+    )
     db = tmp_path / f"{policy}.duckdb"
     done = run_cli(
         "run",
@@ -55,6 +95,11 @@ def _batch_run(tmp_path: Path, policy: str, *extra: str) -> Path:
     assert len(outcomes) == len(TASKS)
     # The small model may loop until a step's max_visits; a run must never fail.
     assert {o["status"] for o in outcomes} <= {"completed", "max_visits", "max_steps"}
+    for outcome in outcomes:
+        if outcome["agent"] == "Notes":
+            # The constrained reply parses and matches its schema.
+            assert outcome["status"] == "completed" and outcome["output_valid"], outcome
+            assert outcome["output"]["effort"] in ("low", "medium", "high")
     return db
 
 
@@ -106,7 +151,7 @@ def test_round_robin_preempts_when_the_batch_is_full(tmp_path: Path) -> None:
     assert _stored(db, "SELECT max(sequences) FROM batch_ticks") == [(2,)]
     stats = run_cli("stats", "--db", str(db), "--format", "json")
     assert stats.returncode == 0, stats.stderr
-    assert {row["agent"] for row in json.loads(stats.stdout)} == {"MathAgent"}
+    assert {row["agent"] for row in json.loads(stats.stdout)} == {"MathAgent", "Notes"}
 
 
 def test_constrained_replies_stay_valid_through_preemption_and_eviction() -> None:
