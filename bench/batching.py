@@ -16,6 +16,7 @@ at once in one batch: how many took the same path with the same outputs.
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -205,11 +206,60 @@ def main(quick: bool = False) -> dict[str, Any]:
         folder = Path(tmp)
         result = {
             "max_tokens": MAX_TOKENS,
+            "rounds": 1 if quick else 2,
+            "load": f"{os.getloadavg()[0]:.1f} at the start",
             "throughput": throughput(folder, sizes, 1 if quick else 2),
             "correctness": correctness(folder),
         }
+        result["load"] += f", {os.getloadavg()[0]:.1f} at the end"
     return result
 
 
 if __name__ == "__main__":
     print(json.dumps(main("--quick" in sys.argv), indent=2))
+
+
+def render(b: dict[str, Any]) -> list[str]:
+    """The BENCHMARKS.md section for these results."""
+    lines = [
+        "## Batched decoding (issue 16)",
+        "",
+        "`python bench/batching.py`: N copies of one four-step agent (three process steps of at",
+        f"most {b['max_tokens']} tokens and a decision, the same task), started together, on the",
+        "embedded SmolLM2 GGUF file: through ctransformers one request at a time (the embedded",
+        "kernel), through llama.cpp one request at a time (`--backend llama-cpp --max-batch 1`),",
+        "and through llama.cpp batched (`--max-batch N`), all under `fifo`; batched `rr`",
+        "(quantum 16) too at 8 and 16 agents. Modes alternate order between rounds; medians of",
+        f"{b.get('rounds', 2)} rounds. Load average: {b.get('load', 'not recorded')}.",
+        "",
+        "| agents | mode | generated tokens/s | vs llama.cpp one at a time | makespan | mean "
+        "turnaround of a request | vs llama.cpp one at a time | mean batch |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for n, modes in b["throughput"].items():
+        for mode, row in modes.items():
+            lines.append(
+                f"| {n} | {mode} | {row['tokens_per_s']:.0f} | "
+                f"{row['tokens_per_s_vs_llama_one']:.2f}x | {row['makespan_s']:.1f} s | "
+                f"{row['mean_turnaround_s']:.2f} s | {row['turnaround_vs_llama_one']:.2f}x | "
+                f"{row['mean_batch']:.1f} |"
+            )
+    c = b["correctness"]
+    lines += [
+        "",
+        "**Same outputs alone and batched?** Each agent below ran alone (llama.cpp, one at a",
+        "time), then all of them at once in one batch. llama.cpp does not promise the same",
+        "logits whatever else is in the batch, so greedy decoding may pick another token once",
+        f"two are close. Same path: **{c['same_path']} of {c['of']}**; same path and the same",
+        f"outputs: **{c['same_path_and_outputs']} of {c['of']}**.",
+        "",
+        "| agent | same path | same path and outputs | steps alone | steps batched |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for run in c["runs"]:
+        lines.append(
+            f"| {run['agent']} (`{run['file']}`) | {'yes' if run['same_path'] else 'no'} | "
+            f"{'yes' if run['same_path_and_outputs'] else 'no'} | {run['steps_alone']} | "
+            f"{run['steps_batched']} |"
+        )
+    return [*lines, ""]
