@@ -40,11 +40,19 @@ class Records:
             for index, each in enumerate(paths):
                 quoted = str(each).replace("'", "''")
                 self._connection.execute(f"ATTACH '{quoted}' AS db{index} (READ_ONLY)")
+            present = set(
+                self._connection.execute(
+                    "SELECT database_name, table_name FROM duckdb_tables()"
+                ).fetchall()
+            )
             for table in TABLES:
-                union = " UNION ALL BY NAME ".join(
-                    f"SELECT * FROM db{index}.{table}" for index in range(len(paths))
-                )
-                self._connection.execute(f"CREATE TEMP VIEW {table} AS {union}")
+                # A file from an older release may lack a table (batch_ticks came in 5).
+                holding = [i for i in range(len(paths)) if (f"db{i}", table) in present]
+                if holding:
+                    union = " UNION ALL BY NAME ".join(
+                        f"SELECT * FROM db{index}.{table}" for index in holding
+                    )
+                    self._connection.execute(f"CREATE TEMP VIEW {table} AS {union}")
         except duckdb.Error as exc:
             self._connection.close()
             raise StorageError(
@@ -117,12 +125,22 @@ class Records:
         )
 
     def stats(self) -> list[dict[str, Any]]:
-        """Waiting and turnaround of LLM requests, per agent and scheduler, and the share of
-        prompt tokens the runs' KV caches already held."""
+        """Waiting and turnaround of LLM requests, per agent and scheduler, the share of
+        prompt tokens the runs' KV caches already held, and (llama-cpp) how many requests
+        shared each decode the agent's requests were in."""
         # Files written before schema version 3 have no reuse figures; they read as none.
         reused = "reused_tokens" if self._has_column("llm_requests", "reused_tokens") else "0"
+        batched = self._has_column("batch_ticks", "request_ids")
+        ticks = (
+            "WITH ticks AS (SELECT unnest(from_json(request_ids, '[\"VARCHAR\"]')) AS "
+            "request_id, sequences FROM batch_ticks), batch AS (SELECT request_id, "
+            "avg(sequences) AS mean_batch FROM ticks GROUP BY request_id) "
+            if batched
+            else ""
+        )
         return self._rows(
-            "SELECT agent, scheduler, count(*) AS requests, count(DISTINCT run_id) AS runs, "
+            f"{ticks}SELECT agent, scheduler, count(*) AS requests, "
+            "count(DISTINCT run_id) AS runs, "
             "round(avg(waiting_s), 3) AS mean_waiting_s, "
             "round(avg(turnaround_s), 3) AS mean_turnaround_s, "
             "round(max(turnaround_s), 3) AS max_turnaround_s, "
@@ -130,6 +148,8 @@ class Records:
             "sum(prompt_tokens) AS prompt_tokens, sum(evaluated_tokens) AS evaluated_tokens, "
             f"round(sum({reused}) / nullif(sum(prompt_tokens), 0), 3) AS reused_share, "
             "sum(output_tokens) AS output_tokens, "
-            "round(sum(output_tokens) / nullif(sum(service_s), 0), 1) AS tokens_per_s "
-            "FROM llm_requests GROUP BY agent, scheduler ORDER BY agent, scheduler",
+            "round(sum(output_tokens) / nullif(sum(service_s), 0), 1) AS tokens_per_s, "
+            f"{'round(avg(mean_batch), 2)' if batched else 'NULL'} AS mean_batch "
+            f"FROM llm_requests {'LEFT JOIN batch USING (request_id) ' if batched else ''}"
+            "GROUP BY agent, scheduler ORDER BY agent, scheduler",
         )
