@@ -20,6 +20,7 @@ from flowengine.graph.validate import validate_text
 from flowengine.kernel.scheduler import SchedulerConfig
 from flowengine.runtime.interpreter import RunSetup
 from flowengine.runtime.session import Session, SessionConfig
+from flowengine.storage import writer
 from flowengine.storage.journal import Journal, journal_path, read_groups
 from flowengine.storage.reader import Records
 from flowengine.storage.rows import ErrorRow
@@ -167,6 +168,21 @@ def test_a_killed_writer_leaves_its_rows_in_the_journal_for_the_next_open(
     assert done.returncode == 0, done.stderr
     assert read_groups(db), "the commit returned before the row was in the journal"
     assert _messages(db) == ["kept"]
+
+
+def test_a_full_journal_is_emptied_once_duckdb_holds_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(writer, "JOURNAL_LIMIT", 1)  # every group fills it
+    db = tmp_path / "full.duckdb"
+    storage = Storage(db)
+    for index in range(5):
+        storage.record_error(_error(index))
+        storage.commit()
+        assert journal_path(db).stat().st_size == 0
+    assert storage.transactions == 5  # each commit was still a journal write
+    storage.close()
+    assert len(_messages(db)) == 5
 
 
 def test_a_journal_that_cannot_be_replayed_is_named_in_one_line(tmp_path: Path) -> None:

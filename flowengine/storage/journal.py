@@ -3,12 +3,13 @@
 A DuckDB statement costs about a millisecond however few its rows, so committing every
 group of finished steps to DuckDB capped a process at some hundreds of durable steps a
 second. Instead each group of rows is appended to ``<db>.journal`` as one JSON line and
-synced to disk (a fraction of a millisecond), and is then acknowledged. The writer moves
-the journaled rows into DuckDB in large transactions; each such transaction also stores
-the number of the last group it holds (``flowengine_journal.applied``), after which the
-journal is emptied. After a crash, opening the file replays the groups after that number,
-so a group is applied exactly once; a torn last line was never acknowledged and is
-dropped.
+synced to disk (a fraction of a millisecond on a quiet disk), and is then acknowledged.
+The journaled rows move into DuckDB in large transactions; each also stores the number of
+the last group it holds (``flowengine_journal.applied``). The journal is emptied whenever
+DuckDB holds every group in it, and at the latest past ``JOURNAL_LIMIT`` bytes (the writer
+then waits for DuckDB). After a crash, opening the file replays the groups after that
+number, so a group is applied exactly once; a torn last line was never acknowledged and
+is dropped.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ class Journal:
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_DSYNC", 0)
         self._fd = os.open(self.path, flags, 0o644)
         self._synced_writes = hasattr(os, "O_DSYNC")
+        self.size = os.fstat(self._fd).st_size
+        """Bytes in the file (so that emptying an empty one is skipped)."""
         if created:
             # The file's name must survive a crash as well as its contents.
             _sync_folder(self.path.parent)
@@ -58,6 +61,7 @@ class Journal:
         self.last_group += 1
         line = json.dumps([self.last_group, rows], separators=(",", ":")) + "\n"
         data = memoryview(line.encode("utf-8"))
+        self.size += len(data)
         while data:
             written = os.write(self._fd, data)
             data = data[written:]
@@ -68,6 +72,7 @@ class Journal:
     def clear(self) -> None:
         """Empty the journal once DuckDB holds every group in it."""
         os.ftruncate(self._fd, 0)
+        self.size = 0
 
     def close(self, remove: bool) -> None:
         os.close(self._fd)

@@ -1,20 +1,22 @@
 """The storage manager: every run, step, LLM request, slice, tool call and error in DuckDB.
 
 Runtime and kernel hand it row dataclasses (``storage/rows.py``) through one ``record_*``
-method per table. One writer thread owns the connection. ``commit`` returns once
-everything queued before it is durable: the runtime commits each finished step, so a step
-it reports is never lost. Commits are grouped: the rows of all the steps that finish while
-one group is being written go into the next group together, each acknowledged once that
-one is durable. A group is made durable by one append and fsync to the journal
-(``storage/journal.py``); the writer moves journaled rows into DuckDB in large batches, one
-transaction a batch, through DuckDB's ``unnest`` of column lists (a lone row goes as plain
-``VALUES``), and ``query`` and ``close`` move them all first. Opening a database after a
-crash replays its journal.
+method per table. ``commit`` returns once everything queued before it is durable: the
+runtime commits each finished step, so a step it reports is never lost. One writer thread
+makes rows durable, with group commit: the rows of all the steps that finish while one
+group is being written go into the next group together, each commit acknowledged once
+that group is durable. A group is made durable by one append and sync to the journal
+(``storage/journal.py``). A second thread, the loader, moves journaled rows into DuckDB
+in large batches (one transaction a batch, through DuckDB's ``unnest`` of column lists; a
+lone row goes as plain ``VALUES``), so commits go on being acknowledged while a batch is
+inserted; ``query`` and ``close`` wait until DuckDB holds everything. Opening a database
+after a crash replays its journal.
 """
 
 from __future__ import annotations
 
 import contextlib
+import queue
 import threading
 import time
 from collections import deque
@@ -45,6 +47,9 @@ FLUSH_ROWS = 2000
 """Journaled rows that make the writer move them into DuckDB at once."""
 FLUSH_SECONDS = 0.25
 """How long a journaled row waits at most before it is moved into DuckDB."""
+JOURNAL_LIMIT = 64 << 20
+"""Journal bytes after which the writer waits for DuckDB to hold them all and empties it
+(it empties it sooner whenever DuckDB has caught up)."""
 
 Pending = dict[tuple[str, bool], list[tuple[Any, ...]]]
 """Rows on their way into DuckDB, by table and whether they replace by key."""
@@ -172,11 +177,21 @@ class Storage:
         self._read_lock = threading.Lock()
         self.rows_written = 0
         self.write_seconds = 0.0
+        """Seconds the writer spent writing (the journal, or DuckDB without it)."""
+        self.load_seconds = 0.0
+        """Seconds spent moving journaled rows into DuckDB, beside the writer."""
         self.transactions = 0
         """Durable writes: journal groups, or DuckDB transactions without the journal."""
         self.batches = 0
         """DuckDB transactions."""
         self._failure: BaseException | None = None
+        # With the journal, a second thread moves rows into DuckDB, so that commits are
+        # acknowledged while a batch (tens of milliseconds) is being inserted.
+        self._batches: queue.Queue[tuple[Pending, int | None] | None] = queue.Queue()
+        self._loaded = self._journal.last_group if self._journal else 0
+        """The last journal group DuckDB holds (set by the loader)."""
+        self._loader = threading.Thread(target=self._load_loop, name="storage-load", daemon=True)
+        self._loader.start()
         self._writer = threading.Thread(target=self._write_loop, name="storage", daemon=True)
         self._writer.start()
 
@@ -236,6 +251,8 @@ class Storage:
         self._queue.append(("stop", None, None))
         self._signal()
         self._writer.join()
+        self._batches.put(None)
+        self._loader.join()
         if self._journal is not None:
             # Kept only if DuckDB did not take its rows: the next open replays them.
             self._journal.close(remove=self._failure is None)
@@ -265,7 +282,7 @@ class Storage:
                     continue
                 item = ("tick", None, None)
             waiting: list[threading.Lock] = []
-            to_duckdb = stop = False
+            to_duckdb = stop = committing = syncing = False
             while True:
                 kind, target, row = item
                 if kind in ("row", "upsert"):
@@ -276,9 +293,10 @@ class Storage:
                     to_duckdb = to_duckdb or count >= FLUSH_ROWS
                 elif kind == "commit":
                     waiting.append(target)
+                    committing = True
                 elif kind == "sync":
                     waiting.append(target)
-                    to_duckdb = True
+                    syncing = to_duckdb = True
                 elif kind == "stop":
                     stop = to_duckdb = True
                 else:  # the oldest pending row has waited long enough
@@ -299,15 +317,23 @@ class Storage:
             if not (waiting or to_duckdb):
                 continue  # rows only: they wait for a commit, or their deadline
             started = time.perf_counter()
-            if self._journal is None:
-                to_duckdb = to_duckdb or bool(waiting)
-            if to_duckdb:
-                if pending:
-                    self._write_duckdb(pending)
+            journal = self._journal
+            if journal is None:
+                if pending and (to_duckdb or waiting):
+                    self._write_duckdb(pending, None)
                 pending, unjournaled, count, deadline = {}, [], 0, None
-            elif unjournaled:
-                self._write_journal(unjournaled)
-                unjournaled = []
+            else:
+                if unjournaled and committing:
+                    self._write_journal(unjournaled)
+                    unjournaled = []
+                full = journal.size > JOURNAL_LIMIT
+                if to_duckdb or full:
+                    if pending:
+                        self._batches.put((pending, journal.last_group))
+                    pending, unjournaled, count, deadline = {}, [], 0, None
+                if syncing or stop or full:
+                    self._batches.join()  # DuckDB holds everything journaled so far
+                self._empty_journal_if_loaded()
             self.write_seconds += time.perf_counter() - started
             for done in waiting:
                 done.release()
@@ -323,19 +349,35 @@ class Storage:
             return
         self.transactions += 1
 
-    def _write_duckdb(self, pending: Pending) -> None:
-        """Move rows into DuckDB in one transaction; the journal is then emptied."""
+    def _empty_journal_if_loaded(self) -> None:
+        """Empty the journal once DuckDB holds every group in it (the writer alone
+        appends, so none can arrive meanwhile)."""
         journal = self._journal
+        if journal is None or self._loaded != journal.last_group or not journal.size:
+            return
         try:
-            write_batch(self._connection, pending, journal.last_group if journal else None)
+            journal.clear()
+        except OSError as exc:
+            self._failure = exc
+
+    def _load_loop(self) -> None:
+        while (batch := self._batches.get()) is not None:
+            try:
+                self._write_duckdb(*batch)
+            finally:
+                self._batches.task_done()
+
+    def _write_duckdb(self, pending: Pending, applied: int | None) -> None:
+        """Move rows into DuckDB in one transaction, with the journal's mark."""
+        started = time.perf_counter()
+        try:
+            write_batch(self._connection, pending, applied)
         except Exception as exc:  # a failed batch must not stop the writer
             self._failure = exc
             return
-        if journal is not None:
-            try:
-                journal.clear()
-            except OSError as exc:
-                self._failure = exc
+        if applied is not None:
+            self._loaded = applied
+            self.load_seconds += time.perf_counter() - started
         else:
             self.transactions += 1
         self.batches += 1
