@@ -247,7 +247,8 @@ def render_durable(d: dict) -> list[str]:
     lines = [
         "## 7. Durable steps a second (issue 15)",
         "",
-        f"`bench/durable.py`: {d['runs']} concurrent runs of a {d['steps_per_run']}-step agent",
+        f"`bench/durable.py`: {d['runs']} concurrent runs of an agent of"
+        f" {d['steps_per_run']} steps",
         f"({d['steps_per_run'] // 2} model steps each, {d['runs'] * d['steps_per_run']:,} durable"
         " steps) on one kernel, the scripted backend standing in for an instant model server,",
         "all writing to one DuckDB file; every step is acknowledged only once it is durable.",
