@@ -2,7 +2,9 @@
 
 32 runs of an 81-step agent (40 model steps) on the scripted backend, an instant stand-in
 for a fast model server, all committing to one DuckDB file; each step is acknowledged only
-once durable. Measured with the storage writer's group commit on and off.
+once durable. Measured four ways, alternating: group commit on and off, each with the
+journal (``storage/journal.py``, the default) and with a DuckDB transaction per durable
+write (before the journal).
 
     python bench/durable.py           # prints JSON
 """
@@ -10,6 +12,7 @@ once durable. Measured with the storage writer's group commit on and off.
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -49,12 +52,20 @@ steps:
 STEPS = 2 * LOOPS + 1
 
 
-def one_round(folder: Path, name: str, group: bool) -> dict[str, float]:
+VARIANTS = {  # name: (group commit, journal)
+    "journal, group commit (the default)": (True, True),
+    "journal, one write a step": (False, True),
+    "DuckDB, group commit (before)": (True, False),
+    "DuckDB, one transaction a step (before that)": (False, False),
+}
+
+
+def one_round(folder: Path, name: str, group: bool, journal: bool) -> dict[str, float]:
     agent = validate_text(AGENT, "looper.yaml").agent
     assert agent is not None
     script = folder / "script.json"
     script.write_text(json.dumps({"default": "round done"}))
-    Storage.group_commit = group
+    Storage.group_commit, Storage.journal = group, journal
     config = SessionConfig(
         db=folder / f"{name}.duckdb", backend="scripted", script=script, pool_size=8
     )
@@ -63,31 +74,44 @@ def one_round(folder: Path, name: str, group: bool) -> dict[str, float]:
         start = time.perf_counter()
         outcomes = session.run_all(setups)
         seconds = time.perf_counter() - start
-        transactions = session.storage.transactions
-    Storage.group_commit = True
+        writes = session.storage.transactions
+    Storage.group_commit = Storage.journal = True
     assert [o.status for o in outcomes] == ["completed"] * RUNS
     steps = RUNS * STEPS
-    return {"steps_per_s": steps / seconds, "steps_per_transaction": steps / transactions}
+    return {"steps_per_s": steps / seconds, "steps_per_durable_write": steps / writes}
 
 
 def main(repeat: int = 3) -> dict[str, Any]:
-    results: dict[str, list[dict[str, float]]] = {"group commit": [], "one commit a step": []}
+    results: dict[str, list[dict[str, float]]] = {name: [] for name in VARIANTS}
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        one_round(folder, "warm", True)
+        one_round(folder, "warm", True, True)
         for index in range(repeat):
-            results["group commit"].append(one_round(folder, f"g{index}", True))
-            results["one commit a step"].append(one_round(folder, f"s{index}", False))
+            for number, (name, (group, journal)) in enumerate(VARIANTS.items()):
+                results[name].append(one_round(folder, f"v{number}r{index}", group, journal))
     return {
         "runs": RUNS,
         "steps_per_run": STEPS,
         "repeat": repeat,
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg()[0],
         "variants": {
             name: {
                 key: statistics.median(r[key] for r in rounds)
-                for key in ("steps_per_s", "steps_per_transaction")
+                for key in ("steps_per_s", "steps_per_durable_write")
             }
             for name, rounds in results.items()
+        },
+        "ratios": {
+            "journal / DuckDB, group commit": statistics.median(
+                a["steps_per_s"] / b["steps_per_s"]
+                for a, b in zip(
+                    results["journal, group commit (the default)"],
+                    results["DuckDB, group commit (before)"],
+                    strict=True,
+                )
+            ),
         },
     }
 

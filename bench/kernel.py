@@ -339,7 +339,7 @@ def logging_share() -> dict[str, Any]:
             start = time.perf_counter()
             [outcome] = session.run_all([(RunSetup(agent, source, "What is 12 * (3 + 4)?"), None)])
             wall = time.perf_counter() - start
-            busy = session.storage.write_seconds
+            busy = session.storage.write_seconds + session.storage.load_seconds
             rows = session.storage.rows_written
     return {
         "run_s": wall,

@@ -144,9 +144,13 @@ class InstantBackend:
         pass
 
 
-def run_flowengine(agent: Agent, source: str, db: Path | None) -> tuple[float, list[str]]:
+def run_flowengine(
+    agent: Agent, source: str, db: Path | None, journal: bool = True
+) -> tuple[float, list[str]]:
     backend = InstantBackend(agent)
+    Storage.journal = journal
     storage = Storage(db) if db is not None else None
+    Storage.journal = True
     kernel = Kernel(backend, SchedulerConfig("fifo"), storage, pool_size=1)
     setup = RunSetup(agent, source, TASK)
     start = time.perf_counter()
@@ -221,10 +225,16 @@ def langgraph_app(agent: Agent, checkpointer: Any = None) -> Any:
     return graph.compile(checkpointer=checkpointer)
 
 
-def run_langgraph(app: Any, steps: int, thread: str) -> tuple[float, list[str]]:
+def run_langgraph(
+    app: Any, steps: int, thread: str, durability: str | None = None
+) -> tuple[float, list[str]]:
+    """One walk; ``durability`` "sync" makes LangGraph write each checkpoint before the
+    next step starts (its default, "async", writes it while the next step runs)."""
     config = {"recursion_limit": steps + 10, "configurable": {"thread_id": thread}}
     start = time.perf_counter()
-    final = app.invoke({"task": TASK, "progress": [], "visits": {}, "choice": ""}, config)
+    final = app.invoke(
+        {"task": TASK, "progress": [], "visits": {}, "choice": ""}, config, durability=durability
+    )
     seconds = time.perf_counter() - start
     return seconds, [step_id for step_id, _ in final["progress"]]
 
@@ -251,12 +261,18 @@ def spread(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
+LOGGED = "flowengine, logging on (journal, the default)"
+SQLITE = "LangGraph, SqliteSaver (file; durability async, its default)"
+SQLITE_SYNC = "LangGraph, SqliteSaver (file; durability sync)"
+
+
 def main(repeat: int = 7) -> dict[str, Any]:
     import langgraph
     from langgraph.checkpoint.memory import InMemorySaver
     from langgraph.checkpoint.sqlite import SqliteSaver
 
     del langgraph
+    load_before = __import__("os").getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         agent, source = imported_travel_agent(folder)
@@ -267,13 +283,15 @@ def main(repeat: int = 7) -> dict[str, Any]:
         sqlite = SqliteSaver(sqlite3.connect(folder / "lg.sqlite", check_same_thread=False))
         on_disk = langgraph_app(agent, sqlite)
         variants: dict[str, Callable[[int], tuple[float, list[str]]]] = {
-            "flowengine, DuckDB logging on": lambda i: run_flowengine(
-                agent, source, folder / f"fe{i}.duckdb"
+            LOGGED: lambda i: run_flowengine(agent, source, folder / f"fe{i}.duckdb"),
+            "flowengine, a DuckDB transaction a step (before the journal)": (
+                lambda i: run_flowengine(agent, source, folder / f"fd{i}.duckdb", journal=False)
             ),
             "flowengine, logging off": lambda i: run_flowengine(agent, source, None),
             "LangGraph, no checkpointer": lambda i: run_langgraph(plain, steps, f"p{i}"),
             "LangGraph, InMemorySaver": lambda i: run_langgraph(in_memory, steps, f"m{i}"),
-            "LangGraph, SqliteSaver (file)": lambda i: run_langgraph(on_disk, steps, f"s{i}"),
+            SQLITE: lambda i: run_langgraph(on_disk, steps, f"s{i}"),
+            SQLITE_SYNC: lambda i: run_langgraph(on_disk, steps, f"y{i}", "sync"),
         }
         for variant in variants.values():  # warm-up: imports, caches, first DuckDB file
             variant(-1)
@@ -283,7 +301,7 @@ def main(repeat: int = 7) -> dict[str, Any]:
                 seconds, walked = variant(index)
                 assert walked == path, f"{name} left the fixed path"
                 times[name].append(seconds / steps * 1e6)
-    logged = times["flowengine, DuckDB logging on"]
+    logged = times[LOGGED]
     unlogged = times["flowengine, logging off"]
 
     def ratio(peer: str, ours: list[float]) -> dict[str, float]:
@@ -294,6 +312,8 @@ def main(repeat: int = 7) -> dict[str, Any]:
         "distinct_steps": len(set(path)),
         "decisions": sum(1 for s in path if agent.steps[s].kind == "decision"),
         "repeat": repeat,
+        "load_average_before": load_before,
+        "load_average_after": __import__("os").getloadavg()[0],
         "langgraph_version": _version("langgraph"),
         "microseconds_per_step": {name: spread(values) for name, values in times.items()},
         "ratios": {
@@ -303,8 +323,9 @@ def main(repeat: int = 7) -> dict[str, Any]:
             "LangGraph (no checkpointer) / flowengine (logging off)": ratio(
                 "LangGraph, no checkpointer", unlogged
             ),
-            "LangGraph (SqliteSaver) / flowengine (logging on)": ratio(
-                "LangGraph, SqliteSaver (file)", logged
+            "LangGraph (SqliteSaver) / flowengine (logging on)": ratio(SQLITE, logged),
+            "LangGraph (SqliteSaver, durability sync) / flowengine (logging on)": ratio(
+                SQLITE_SYNC, logged
             ),
             "flowengine logging on / off": spread(
                 [a / b for a, b in zip(logged, unlogged, strict=True)]

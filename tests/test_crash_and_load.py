@@ -2,7 +2,9 @@
 
 The crash test runs the real CLI as a subprocess on the scripted backend and a real DuckDB
 file. A step line printed by `flowengine run` is printed after the step is committed, so
-every printed step is an acknowledged row that must survive the kill.
+every printed step is an acknowledged row that must survive the kill. After the kill the
+file is opened read-only through flowengine's own ``connect``, as `logs` opens it: that
+replays the journal the dead process left (``storage/journal.py``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from flowengine.runtime.interpreter import RunSetup
 from flowengine.runtime.prepare import resume_setup
 from flowengine.runtime.session import Session, SessionConfig
 from flowengine.storage.reader import Records
+from flowengine.storage.writer import connect
 from tests.conftest import ROOT, flowengine_command, run_cli
 
 KILL_POINTS = 20
@@ -87,7 +90,7 @@ def _start_run(agent: Path, script: Path, db: Path) -> subprocess.Popen[str]:
 
 
 def _stored_steps(db: Path, run_id: str) -> list[int]:
-    with duckdb.connect(str(db), read_only=True) as con:
+    with connect(db, read_only=True) as con:
         rows = con.execute("SELECT seq FROM steps WHERE run_id = ? ORDER BY seq", [run_id])
         return [seq for (seq,) in rows.fetchall()]
 
@@ -278,7 +281,7 @@ def test_sigkill_during_a_batch_of_8_concurrent_runs_loses_no_acknowledged_step(
         process.wait(timeout=30)
         assert printed >= point, f"kill point {point}: the batch printed only {printed} steps"
 
-        with duckdb.connect(str(db), read_only=True) as con:  # the file opens after the kill
+        with connect(db, read_only=True) as con:  # the file opens after the kill
             stored_runs = dict(con.execute("SELECT run_id, status FROM runs").fetchall())
         for run_id, seqs in acknowledged.items():
             stored = _stored_steps(db, run_id)

@@ -137,7 +137,7 @@ def test_concurrent_runs_share_decodes_under_fifo(tmp_path: Path) -> None:
     db = _batch_run(tmp_path, "fifo", "--max-batch", "4")
     _check_records(db)
     assert _stored(db, "SELECT sum(preemptions), sum(restores) FROM llm_requests") == [(0, 0)]
-    # batch_ticks came with schema 5: a file from before has none, and the two are still
+    # batch_ticks came with schema 6: a file from before has none, and the two are still
     # read together by stats, the batch size shown where there is one.
     older = Path(__file__).parent / "data" / "v1.duckdb"
     done = run_cli("stats", "--db", str(db), "--db", str(older), "--format", "json")

@@ -46,7 +46,7 @@ class Records:
                 ).fetchall()
             )
             for table in TABLES:
-                # A file from an older release may lack a table (batch_ticks came in 5).
+                # A file from an older release may lack a table (batch_ticks came in 6).
                 holding = [i for i in range(len(paths)) if (f"db{i}", table) in present]
                 if holding:
                     union = " UNION ALL BY NAME ".join(

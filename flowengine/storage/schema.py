@@ -19,8 +19,11 @@ from typing import Any
 from flowengine.errors import StorageError
 from flowengine.storage.rows import ROW_TYPES, Row, SqlType
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 META_TABLE = "flowengine_meta"
+JOURNAL_TABLE = "flowengine_journal"
+"""The number of the last journal group DuckDB holds (``storage/journal.py``)."""
+_JOURNAL_SQL = f"CREATE TABLE IF NOT EXISTS {JOURNAL_TABLE} (applied BIGINT)"
 
 _PYTHON_TYPES = {str: "VARCHAR", int: "INTEGER", float: "DOUBLE", bool: "BOOLEAN"}
 
@@ -121,8 +124,11 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     3: ("ALTER TABLE llm_requests ADD COLUMN reused_tokens INTEGER DEFAULT 0",),
     # 3 -> 4: the question a waiting run asks (input steps).
     4: ("ALTER TABLE runs ADD COLUMN question VARCHAR",),
-    # 4 -> 5: the batched executor's ticks (the table is created below).
-    5: (),
+    # 4 -> 5: the journal's applied mark; a version-4 flowengine would not replay the
+    # journal after a crash, so it must not open these files.
+    5: (_JOURNAL_SQL,),
+    # 5 -> 6: the batched executor's ticks (the table is created below).
+    6: (),
 }
 """Statements that bring a file from the version before each key to that version."""
 
@@ -187,6 +193,10 @@ def prepare(connection: Any, path: Path) -> int:
                 connection.execute(statement)
         for table in TABLES.values():
             connection.execute(table.create_sql())
+        connection.execute(_JOURNAL_SQL)
+        connection.execute(
+            f"INSERT INTO {JOURNAL_TABLE} SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM {JOURNAL_TABLE})"
+        )
         connection.execute(f"CREATE TABLE IF NOT EXISTS {META_TABLE} (schema_version INTEGER)")
         connection.execute(f"DELETE FROM {META_TABLE}")
         connection.execute(f"INSERT INTO {META_TABLE} VALUES (?)", [SCHEMA_VERSION])

@@ -16,14 +16,16 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from flowengine.errors import StorageError
+from flowengine.storage.journal import has_journal, journal_path
 from flowengine.storage.reader import Records
+from flowengine.storage.writer import connect
 
 log = logging.getLogger("flowengine.ui")
 
@@ -297,6 +299,8 @@ class Database:
             )
         if self.path.is_dir():
             raise DatabaseProblem("corrupt", f"{self.path} is a folder; pass --db with a file")
+        if has_journal(self.path):
+            _replay_if_free(self.path)
         try:
             return duckdb.connect(str(self.path), read_only=True), None
         except duckdb.IOException as exc:
@@ -318,7 +322,7 @@ class Database:
         """The sizes and times of the file and its write-ahead log: they change on every
         commit. Reading them takes no lock, so a writer is never kept out by a poll."""
         parts: list[str] = []
-        for path in (self.path, _wal(self.path)):
+        for path in (self.path, _wal(self.path), journal_path(self.path)):
             try:
                 stat = path.stat()
                 parts.append(f"{stat.st_mtime_ns}:{stat.st_size}")
@@ -353,20 +357,28 @@ class Database:
             copy = folder / f"copy{self._copies}.duckdb"  # a new name: DuckDB caches by path
             copied_at = time.time()
             try:
+                # The journal first: rows the writer has acknowledged but not yet moved
+                # into DuckDB. Groups that reach DuckDB while the file is copied are in
+                # both copies, and replaying skips them (storage/journal.py).
+                journal = journal_path(self.path)
+                if journal.exists():
+                    shutil.copyfile(journal, journal_path(copy))
                 shutil.copyfile(self.path, copy)
                 if _wal(self.path).exists():
                     shutil.copyfile(_wal(self.path), _wal(copy))
-                # Replay the log into the copy once, so each page opens it quickly.
+                # Replay the logs into the copy once, so each page opens it quickly.
+                if has_journal(copy):
+                    connect(copy).close()
                 with duckdb.connect(str(copy)) as connection:
                     connection.execute("SELECT count(*) FROM runs").fetchone()
                     connection.execute("CHECKPOINT")
-            except (OSError, duckdb.Error) as exc:
+            except (OSError, duckdb.Error, StorageError) as exc:
                 problem = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
                 log.warning("copy %d of locked %s failed: %s", attempt + 1, self.path, problem)
                 time.sleep(0.2 * (attempt + 1))
                 continue
             for old in folder.glob("copy*.duckdb*"):
-                if old.name not in (copy.name, _wal(copy).name):
+                if old.name not in (copy.name, _wal(copy).name, journal_path(copy).name):
                     old.unlink(missing_ok=True)  # pages still reading it keep their handle
             return copy, copied_at
         raise DatabaseProblem(
@@ -382,6 +394,14 @@ class Database:
 
 def _wal(path: Path) -> Path:
     return path.with_name(path.name + ".wal")
+
+
+def _replay_if_free(path: Path) -> None:
+    """Replay the journal a crashed writer left; a live writer (which holds the file, and
+    is read through a copy) and a file that cannot be opened are dealt with by the
+    caller."""
+    with suppress(StorageError):
+        connect(path).close()
 
 
 def parse_json(text: Any) -> Any:

@@ -338,3 +338,33 @@ def test_validate_and_viz_do_not_import_the_web_stack() -> None:
     done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+_KILLED_WRITER = """\
+import os, sys, time
+from pathlib import Path
+from flowengine.storage.rows import RunRow
+from flowengine.storage.writer import Storage
+storage = Storage(Path(sys.argv[1]))
+now = time.time()
+storage.record_run(RunRow("journaled1", "Journaled", "j.yaml", "", {"task": "t"}, "running",
+                          "scripted", "m", "fifo", 8, now, now, 0, None, None, [], None))
+storage.commit()
+os._exit(0)  # killed: the run's row is in the journal only
+"""
+
+
+def test_a_run_a_killed_writer_left_in_its_journal_is_shown(tmp_path: Path) -> None:
+    db = tmp_path / "killed.duckdb"
+    done = subprocess.run(
+        [sys.executable, "-c", _KILLED_WRITER, str(db)], cwd=ROOT, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert db.with_name(db.name + ".journal").stat().st_size > 0
+    viewer = Server("--db", str(db))
+    try:
+        status, _, body = viewer.get("/")
+        assert status == 200
+        assert _rows(body, "run-link") == ["journaled1"]
+    finally:
+        viewer.stop()
