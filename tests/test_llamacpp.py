@@ -1,6 +1,7 @@
 """The llama-cpp backend on the real embedded GGUF file, with batched decoding: concurrent
 runs share decodes under fifo and rr, with correct records; a constrained reply stays
-valid through preemption and eviction; the model's own chat template; clear errors."""
+valid through preemption and eviction; the model's own chat template; clear errors; and
+tiny files of today's architectures (Qwen2, Llama 3, Gemma 3) running an agent."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 from pathlib import Path
 
 import duckdb
+import pytest
 
 from flowengine.kernel.backends.base import Message, chatml
 from flowengine.kernel.backends.llamacpp import LlamaCppBackend
@@ -15,6 +17,7 @@ from flowengine.kernel.kernel import Kernel
 from flowengine.kernel.requests import LLMRequest
 from flowengine.kernel.scheduler import SchedulerConfig
 from tests.conftest import AGENTS, run_cli
+from tests.tiny_models import write_tiny_model
 
 MATH = str(AGENTS / "math_agent.yaml")
 # Every step kind in a few steps: text, a decision scored by labels, JSON constrained to a
@@ -260,3 +263,46 @@ def test_a_file_llama_cpp_cannot_load_is_one_clear_line(tmp_path: Path) -> None:
     assert f"{bogus}: llama.cpp cannot load this file as a model" in done.stderr
     wrong = run_cli("run", MATH, "--input", "1+1", "--max-batch", "4")
     assert wrong.returncode == 2 and "--max-batch goes with --backend llama-cpp" in wrong.stderr
+
+
+@pytest.mark.parametrize(
+    ("arch", "marker"),
+    [
+        ("qwen2", "<|im_start|>user"),
+        ("llama", "<|start_header_id|>user"),
+        ("gemma3", "<start_of_turn>user"),
+    ],
+)
+def test_todays_architectures_load_and_run_every_step_kind(
+    tmp_path: Path, arch: str, marker: str
+) -> None:
+    """Tiny random-weight files of Qwen2, Llama 3 and Gemma 3 (tests/tiny_models.py): each
+    loads, runs an agent with text, a decision, a tool and a constrained JSON reply, and
+    its prompts are written in the file's own chat template."""
+    model = write_tiny_model(tmp_path / f"tiny-{arch}.gguf", arch)
+    agent = tmp_path / "notes.yaml"
+    agent.write_text(NOTES)
+    db = tmp_path / f"{arch}.duckdb"
+    done = run_cli(
+        "run",
+        str(agent),
+        "--input",
+        "Plan a picnic",
+        "--backend",
+        "llama-cpp",
+        "--model",
+        str(model),
+        "--max-tokens",
+        "12",
+        "--db",
+        str(db),
+        "--json",
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    [outcome] = json.loads(done.stdout)
+    assert outcome["status"] == "completed" and outcome["output_valid"], outcome
+    assert outcome["output"]["effort"] in ("low", "medium", "high")
+    assert _stored(db, "SELECT DISTINCT model FROM runs") == [(model.name,)]
+    prompts = [p for (p,) in _stored(db, "SELECT prompt FROM llm_requests")]
+    assert prompts and all(marker in prompt for prompt in prompts)
