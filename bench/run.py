@@ -142,6 +142,18 @@ def headline(results: dict) -> list[str]:
             f" AIOS way {pct(tuning['aios'])} / {pct(holdout['aios'])} right,"
             f" {tuning['aios']['invalid']} / {holdout['aios']['invalid']} invalid."
         )
+    if "batching" in results:
+        eight = results["batching"]["throughput"].get("8", {})
+        if "llama.cpp, batched" in eight:
+            c = results["batching"]["correctness"]
+            lines.append(
+                "- Batched decoding, 8 agents, llama.cpp batched / one at a time: tokens/s"
+                f" {eight['llama.cpp, batched']['tokens_per_s_vs_llama_one']:.2f}x, mean"
+                " turnaround"
+                f" {eight['llama.cpp, batched']['turnaround_vs_llama_one']:.2f}x; same path"
+                f" alone and batched {c['same_path']} of {c['of']}, same outputs"
+                f" {c['same_path_and_outputs']} of {c['of']}."
+            )
     if "durable" in results:
         d = results["durable"]
         best = d["variants"]["journal, group commit (the default)"]["steps_per_s"]
@@ -237,7 +249,16 @@ def render(results: dict) -> str:
         lines += render_durable(results["durable"])
     if "server" in results:
         lines += render_server(results["server"])
+    if "batching" in results:
+        lines += render_batching(results["batching"])
     return "\n".join(lines)
+
+
+def render_batching(b: dict) -> list[str]:
+    sys.path.insert(0, str(ROOT / "bench"))
+    import batching
+
+    return batching.render(b)
 
 
 def render_durable(d: dict) -> list[str]:
@@ -716,7 +737,7 @@ def render_demo(d: dict) -> list[str]:
     return lines
 
 
-PARTS = ("overhead", "kernel", "decisions", "demo", "validation", "durable", "server")
+PARTS = ("overhead", "kernel", "decisions", "demo", "validation", "durable", "server", "batching")
 
 
 def main() -> None:
