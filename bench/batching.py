@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from flowengine.graph.validate import validate_text  # noqa: E402
+from flowengine.kernel.backends.base import Message  # noqa: E402
 from flowengine.kernel.scheduler import SchedulerConfig  # noqa: E402
 from flowengine.runtime.interpreter import RunSetup  # noqa: E402
 from flowengine.runtime.session import Session, SessionConfig  # noqa: E402
@@ -184,6 +185,40 @@ def throughput(folder: Path, sizes: list[int], rounds: int) -> dict[str, Any]:
     return results
 
 
+def raw_decode(rounds: int = 3, steps: int = 32) -> dict[str, float]:
+    """llama.cpp alone, no engine: tokens a second decoding 1 and 8 sequences of a
+    300-token context in one ``llama_decode`` a token (greedy, logits read back)."""
+    from flowengine.kernel.backends.llamacpp import Feed, LlamaCppBackend
+
+    backend = LlamaCppBackend(sequences=8, max_batch=8)
+    text = "Tell me about the sea, its waves and the ships on it. " * 25
+    prompt = backend.encode(backend.chat_prompt([Message("user", text)]))
+
+    def speed(n: int) -> float:
+        nexts = []
+        for sequence in range(n):
+            backend.forget(sequence)
+            [rows] = backend.decode_batch([Feed(sequence, prompt, 0)])
+            nexts.append(int(rows[-1].argmax()))
+        start = time.perf_counter()
+        for step in range(steps):
+            feeds = [Feed(s, [nexts[s]], len(prompt) + step) for s in range(n)]
+            nexts = [int(rows[-1].argmax()) for rows in backend.decode_batch(feeds)]
+        return n * steps / (time.perf_counter() - start)
+
+    one, eight = [], []
+    for _ in range(rounds):
+        one.append(speed(1))
+        eight.append(speed(8))
+    backend.close()
+    return {
+        "one": statistics.median(one),
+        "eight": statistics.median(eight),
+        "ratio": statistics.median(e / o for e, o in zip(eight, one, strict=True)),
+        "context": len(prompt),
+    }
+
+
 def _signature(outcome: Any) -> tuple:
     return (outcome.status, tuple(outcome.path), json.dumps(outcome.output, sort_keys=True))
 
@@ -230,6 +265,7 @@ def main(quick: bool = False) -> dict[str, Any]:
             "load": f"{os.getloadavg()[0]:.1f} at the start",
             "throughput": throughput(folder, sizes, 1 if quick else 2),
             "correctness": correctness(folder),
+            "raw_decode": raw_decode(),
         }
         result["load"] += f", {os.getloadavg()[0]:.1f} at the end"
     return result
@@ -271,6 +307,25 @@ def render(b: dict[str, Any]) -> list[str]:
                 f"{row['mean_turnaround_s']:.2f} s | {row['turnaround_vs_llama_one']:.2f}x | "
                 f"{row['mean_batch']:.1f} |"
             )
+    raw = b.get("raw_decode")
+    eight = b["throughput"].get("8", {})
+    if raw and "llama.cpp, batched" in eight:
+        batched, ct = eight["llama.cpp, batched"], eight["ctransformers, one at a time"]
+        lines += [
+            "",
+            "**Where batching stops short of 2.5x.** On this 2-core machine, llama.cpp alone",
+            f"(no engine: one `llama_decode` a token, {raw['context']}-token contexts) decodes",
+            f"{raw['one']:.0f} tokens/s for one sequence and {raw['eight']:.0f} for eight in one",
+            f"batch: **{raw['ratio']:.2f}x**. For a 135M model the weights are small enough that",
+            "a pass is bound by arithmetic on two cores more than by reading them, so a batch of",
+            "eight costs several times one. The engine's decode-only ticks gain",
+            f"{batched.get('decode_vs_llama_one', 0):.2f}x at 8 agents: the runs' own work",
+            "(templates, tools, storage) shares the same two cores with the decoding threads, and",
+            "prompt chunks gain nothing from batching. Against today's embedded kernel",
+            f"(ctransformers one at a time), batched llama.cpp gives "
+            f"{batched['tokens_per_s'] / ct['tokens_per_s']:.1f}x the tokens/s at 8 agents and",
+            f"{batched['makespan_s'] / ct['makespan_s']:.2f}x the makespan.",
+        ]
     c = b["correctness"]
     lines += [
         "",
