@@ -326,6 +326,19 @@ def render(b: dict[str, Any]) -> list[str]:
             f"{batched['tokens_per_s'] / ct['tokens_per_s']:.1f}x the tokens/s at 8 agents and",
             f"{batched['makespan_s'] / ct['makespan_s']:.2f}x the makespan.",
         ]
+    one = b["throughput"].get("1", {})
+    if "llama.cpp, one at a time" in one:
+        ratio = (
+            one["llama.cpp, one at a time"]["tokens_per_s"]
+            / one["ctransformers, one at a time"]["tokens_per_s"]
+        )
+        lines += [
+            "",
+            f"**One agent alone** runs at {ratio:.2f}x ctransformers' tokens a second on llama.cpp",
+            "(the first rows). Section 2's 0.81x timed llama-cpp-python's high-level",
+            "`Llama.generate` on one long generation; this is the whole agent through the engine,",
+            "where llama.cpp's newer prompt evaluation and the kept sequence count too.",
+        ]
     c = b["correctness"]
     lines += [
         "",
