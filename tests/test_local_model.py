@@ -12,7 +12,6 @@ import signal
 import subprocess
 from pathlib import Path
 
-import duckdb
 import pytest
 
 from flowengine.kernel.backends.base import Message
@@ -20,6 +19,7 @@ from flowengine.kernel.backends.local import LocalBackend
 from flowengine.kernel.kernel import Kernel
 from flowengine.kernel.requests import LLMRequest
 from flowengine.kernel.scheduler import SchedulerConfig
+from flowengine.storage.writer import connect
 from tests.conftest import AGENTS, ROOT, flowengine_command, run_cli
 
 TRIP = "Plan a 3-day trip from Seattle to California"
@@ -32,7 +32,9 @@ def backend() -> LocalBackend:
 
 
 def _stored(db: Path, sql: str) -> list[tuple]:
-    with duckdb.connect(str(db), read_only=True) as con:
+    # Through flowengine's own connect, as `logs` reads: after a kill it replays the
+    # journal the dead process left (storage/journal.py), where acknowledged steps wait.
+    with connect(db, read_only=True) as con:
         return con.execute(sql).fetchall()
 
 
