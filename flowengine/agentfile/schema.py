@@ -182,6 +182,11 @@ def _subschema(error: ValidationError) -> dict[str, Any]:
 
 
 def _code(error: ValidationError) -> str:
+    if error.validator == "anyOf" and not all(
+        isinstance(alternative, dict) and "required" in alternative
+        for alternative in error.validator_value
+    ):
+        return "invalid-value"  # alternatives of value (progress: none, all or N)
     return {
         "additionalProperties": "unknown-field",
         "required": "missing-field",
