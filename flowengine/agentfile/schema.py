@@ -182,9 +182,9 @@ def _subschema(error: ValidationError) -> dict[str, Any]:
 
 
 def _code(error: ValidationError) -> str:
+    alternatives: Any = error.validator_value
     if error.validator == "anyOf" and not all(
-        isinstance(alternative, dict) and "required" in alternative
-        for alternative in error.validator_value
+        isinstance(alternative, dict) and "required" in alternative for alternative in alternatives
     ):
         return "invalid-value"  # alternatives of value (progress: none, all or N)
     return {
