@@ -27,28 +27,11 @@ from flowengine.graph.validate import validate_text  # noqa: E402
 from flowengine.runtime.interpreter import RunSetup  # noqa: E402
 from flowengine.runtime.session import Session, SessionConfig  # noqa: E402
 from flowengine.storage.writer import Storage  # noqa: E402
+from tests.looper import looper  # noqa: E402
 
 RUNS = 32
 LOOPS = 40
-AGENT = f"""\
-name: Looper
-description: Works in rounds.
-steps:
-  Work:
-    type: process
-    instruction: Do round {{{{ visits.get('Work', 0) + 1 }}}}.
-    next: Check
-  Check:
-    type: decision
-    question: Enough rounds?
-    branches: {{stop: Done, again: Work}}
-    when:
-      stop: "visits['Work'] >= {LOOPS}"
-    default: again
-  Done:
-    type: terminal
-    output: "done"
-"""
+AGENT = looper(LOOPS)
 STEPS = 2 * LOOPS + 1
 
 

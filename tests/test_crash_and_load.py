@@ -31,28 +31,11 @@ from flowengine.runtime.session import Session, SessionConfig
 from flowengine.storage.reader import Records
 from flowengine.storage.writer import connect
 from tests.conftest import ROOT, flowengine_command, run_cli
+from tests.looper import looper
 
 KILL_POINTS = 20
 LOOPS = 40
-LOOPER = f"""\
-name: Looper
-description: Works in rounds until it has done {LOOPS}.
-steps:
-  Work:
-    type: process
-    instruction: Do round {{{{ visits.get('Work', 0) + 1 }}}}.
-    next: Check
-  Check:
-    type: decision
-    question: Enough rounds?
-    branches: {{stop: Done, again: Work}}
-    when:
-      stop: "visits['Work'] >= {LOOPS}"
-    default: again
-  Done:
-    type: terminal
-    output: "finished after {{{{ visits['Work'] }}}} rounds: {{{{ last }}}}"
-"""
+LOOPER = looper(LOOPS)
 STEPS = 2 * LOOPS + 1
 SCRIPT = {"default": "round done"}
 STEP_LINE = re.compile(r"^Looper (\w+) #(\d+) ")
@@ -60,7 +43,7 @@ STEP_LINE = re.compile(r"^Looper (\w+) #(\d+) ")
 
 def _files(tmp_path: Path, long: bool = False) -> tuple[Path, Path]:
     agent = tmp_path / "looper.yaml"
-    text = LOOPER.replace(f">= {LOOPS}", ">= 2000") + "max_steps: 5000\n" if long else LOOPER
+    text = looper(2000) + "max_steps: 5000\n" if long else LOOPER
     agent.write_text(text)
     script = tmp_path / "script.json"
     script.write_text(json.dumps(SCRIPT))
@@ -250,7 +233,7 @@ def test_sigkill_during_a_batch_of_8_concurrent_runs_loses_no_acknowledged_step(
     every run is stored, and each run resumes to its end (at every fourth point one by
     `flowengine resume`; the others together through the same resume path in one session)."""
     agent = tmp_path / "looper.yaml"
-    agent.write_text(LOOPER.replace(f">= {LOOPS}", f">= {BATCH_LOOPS}"))
+    agent.write_text(looper(BATCH_LOOPS))
     script = tmp_path / "script.json"
     script.write_text(json.dumps(SCRIPT))
     batch = tmp_path / "batch.jsonl"

@@ -27,27 +27,10 @@ from flowengine.storage.rows import ErrorRow
 from flowengine.storage.schema import TABLES, row_values
 from flowengine.storage.writer import Storage, connect
 from tests.conftest import ROOT
+from tests.looper import looper
 
 LOOPS = 6
-LOOPER = f"""\
-name: Looper
-description: Works in rounds.
-steps:
-  Work:
-    type: process
-    instruction: Do round {{{{ visits.get('Work', 0) + 1 }}}}.
-    next: Check
-  Check:
-    type: decision
-    question: Enough rounds?
-    branches: {{stop: Done, again: Work}}
-    when:
-      stop: "visits['Work'] >= {LOOPS}"
-    default: again
-  Done:
-    type: terminal
-    output: "done after {{{{ visits['Work'] }}}}"
-"""
+LOOPER = looper(LOOPS)
 RUNS = 6
 # Columns that differ from one execution to the next whatever the storage does: times,
 # durations, and the ids the kernel draws at random.
