@@ -93,7 +93,6 @@ def one_mode(
     n: int,
     batch: int,
     policy: str,
-    threads: int | None = None,
 ) -> dict:
     config = SessionConfig(
         db=folder / f"{name}.duckdb",
@@ -101,7 +100,6 @@ def one_mode(
         scheduler=SchedulerConfig(policy),
         max_batch=batch,
         pool_size=max(2 * batch, n) if backend == "llama-cpp" else 4,
-        threads=threads,
     )
     with Session(config) as session:
         setups = [(_setup("worker", TASK), None) for _ in range(n)]
