@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from flowengine.kernel.backends.llamacpp import Feed, LlamaCppBackend
-from flowengine.kernel.requests import LLMRequest, SliceRecord, TickRecord
+from flowengine.kernel.requests import ContentFreeScores, LLMRequest, SliceRecord, TickRecord
 from flowengine.kernel.sampling import RECENT_TOKENS, greedy, log_prob
 from flowengine.kernel.scheduler import SchedulerConfig
 
@@ -73,7 +73,6 @@ class Resident:
 
 
 Task = Generator[Need, np.ndarray, None]
-ContentFreeScores = dict[tuple[tuple[int, ...], tuple[tuple[int, ...], ...]], dict[str, float]]
 
 
 class BatchedExecutor:
@@ -391,14 +390,10 @@ class BatchedExecutor:
         raw = yield from self._label_scores(request, request.prompt_tokens, first=True)
         baseline = None
         if request.content_free_tokens:
-            key = (
-                tuple(request.content_free_tokens),
-                tuple(tuple(tokens) for tokens in request.label_tokens),
-            )
-            baseline = self._content_free_scores.get(key)
+            baseline = self._content_free_scores.get(request)
             if baseline is None:
                 baseline = yield from self._label_scores(request, request.content_free_tokens)
-                self._content_free_scores[key] = baseline
+                self._content_free_scores.put(request, baseline)
         request.settle_choice(raw, baseline)
 
     def _label_scores(

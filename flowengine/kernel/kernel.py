@@ -22,16 +22,13 @@ from flowengine.kernel.backends.base import Backend
 from flowengine.kernel.constrain import JsonConstraint
 from flowengine.kernel.context import ContextPool, RunCache
 from flowengine.kernel.memory import MemoryManager, RunMemory
-from flowengine.kernel.requests import LLMRequest, SliceRecord, TickRecord
+from flowengine.kernel.requests import ContentFreeScores, LLMRequest, SliceRecord, TickRecord
 from flowengine.kernel.scheduler import ReadyQueue, SchedulerConfig
 from flowengine.storage.rows import ErrorRow, LLMRequestRow, SliceRow, TickRow, ToolCallRow
 from flowengine.storage.writer import Storage
 from flowengine.tools.base import ToolResult
 from flowengine.tools.catalog import available_tools
 from flowengine.tools.registry import ToolRegistry
-
-CONTENT_FREE_CACHE_SIZE = 1024
-"""Content-free prompts whose label scores are kept; the oldest goes first beyond this."""
 
 
 class Kernel:
@@ -52,11 +49,8 @@ class Kernel:
         self.access = AccessManager()
         self.memory = MemoryManager(self.access, memory_quota)
         self.contexts = ContextPool(backend, pool_size, reuse_prefix)
-        self._content_free_scores: dict[
-            tuple[tuple[int, ...], tuple[tuple[int, ...], ...]], dict[str, float]
-        ] = {}
-        """Label scores after content-free prompts (see ``_score_labels``), kept per
-        prompt and labels; only the worker thread touches them."""
+        self._content_free_scores = ContentFreeScores()
+        """Only the thread serving the model touches it."""
         self.slices: list[SliceRecord] = []
         self.ticks: list[TickRecord] = []
         """The batched executor's decodes (llama-cpp backend only)."""
@@ -226,16 +220,10 @@ class Kernel:
         raw = self._label_log_probs(cache, request, request.prompt_tokens)
         baseline = None
         if request.content_free_tokens:
-            key = (
-                tuple(request.content_free_tokens),
-                tuple(tuple(tokens) for tokens in request.label_tokens),
-            )
-            baseline = self._content_free_scores.get(key)
+            baseline = self._content_free_scores.get(request)
             if baseline is None:
                 baseline = self._label_log_probs(cache, request, request.content_free_tokens)
-                if len(self._content_free_scores) >= CONTENT_FREE_CACHE_SIZE:
-                    del self._content_free_scores[next(iter(self._content_free_scores))]
-                self._content_free_scores[key] = baseline
+                self._content_free_scores.put(request, baseline)
         request.settle_choice(raw, baseline)
 
     def _label_log_probs(

@@ -177,6 +177,31 @@ class SliceRecord:
     preempted: bool
 
 
+class ContentFreeScores:
+    """Label scores after content-free prompts (contextual calibration), kept per prompt
+    and labels: they depend on nothing else, so each is computed once per kernel. The
+    oldest goes first beyond ``size``."""
+
+    def __init__(self, size: int = 1024) -> None:
+        self.size = size
+        self._scores: dict[tuple[tuple[int, ...], ...], dict[str, float]] = {}
+
+    @staticmethod
+    def _key(request: LLMRequest) -> tuple[tuple[int, ...], ...]:
+        return (tuple(request.content_free_tokens), *map(tuple, request.label_tokens))
+
+    def get(self, request: LLMRequest) -> dict[str, float] | None:
+        return self._scores.get(self._key(request))
+
+    def put(self, request: LLMRequest, scores: dict[str, float]) -> None:
+        if len(self._scores) >= self.size:
+            del self._scores[next(iter(self._scores))]
+        self._scores[self._key(request)] = scores
+
+    def __len__(self) -> int:
+        return len(self._scores)
+
+
 @dataclass(frozen=True)
 class TickRecord:
     """One decode of the batched executor: how many requests shared it, and how many
