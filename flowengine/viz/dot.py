@@ -65,9 +65,9 @@ def to_dot(graph: nx.DiGraph, problems: frozenset[str] = frozenset()) -> str:
 
 def _label(node: str, attrs: dict) -> str:
     parts = [f"<B>{_html(one_line(node))}</B>", *(_html(line) for line in wrapped_text(attrs))]
-    note = footnote(attrs)
+    note = "<BR/>".join(_html(line) for line in footnote(attrs))
     if note:
-        parts.append(f'<FONT POINT-SIZE="9" COLOR="#5f6368"><I>{_html(note)}</I></FONT>')
+        parts.append(f'<FONT POINT-SIZE="9" COLOR="#5f6368"><I>{note}</I></FONT>')
     return "<BR/>".join(parts)
 
 

@@ -10,6 +10,10 @@ import networkx as nx
 
 WRAP = {"process": 30, "decision": 24, "terminal": 30, "input": 26}
 MAX_LINES = 6
+FOOTNOTE_WIDTH = 36
+"""A footnote's settings are grouped into lines this long, so no font widens a line past
+the renderer's wrapping width (Mermaid's is 400 px; 36 characters of 16 px DejaVu Sans,
+the widest common default, take about 330)."""
 CONDITION_WIDTH = 40
 """Longer ``when`` conditions are cut in edge labels; the HTML table shows them whole."""
 
@@ -29,8 +33,9 @@ def wrapped_text(attrs: dict[str, Any]) -> list[str]:
     return textwrap.wrap(text, width, max_lines=MAX_LINES, placeholder=" ...")
 
 
-def footnote(attrs: dict[str, Any]) -> str:
-    """Settings worth seeing in the diagram: saved variable, loop guard, output format."""
+def footnote(attrs: dict[str, Any]) -> list[str]:
+    """Settings worth seeing in the diagram (saved variable, loop guard, output format),
+    as lines of whole settings joined by ``·``; none when there is nothing to say."""
     notes = []
     if attrs.get("save_as"):
         notes.append(f"saves {attrs['save_as']}")
@@ -48,7 +53,13 @@ def footnote(attrs: dict[str, Any]) -> str:
             notes.append(f"timeout {attrs['timeout']:g} s")
     if attrs.get("visits"):
         notes.append(f"ran {attrs['visits']}×")  # noqa: RUF001
-    return " · ".join(notes)
+    lines: list[str] = []
+    for note in notes:
+        if lines and len(lines[-1]) + 3 + len(note) <= FOOTNOTE_WIDTH:
+            lines[-1] += " · " + note
+        else:
+            lines.append(note)
+    return lines
 
 
 @dataclass(frozen=True)

@@ -61,9 +61,7 @@ def to_mermaid(graph: nx.DiGraph, problems: frozenset[str] = frozenset()) -> str
         kind = attrs.get("kind", "process")
         left, right = _SHAPES.get(kind, _SHAPES["process"])
         body = [f"<b>{escape(str(node))}</b>", *map(escape, wrapped_text(attrs))]
-        note = footnote(attrs)
-        if note:
-            body.append(f"<i>{escape(note)}</i>")
+        body += [f"<i>{escape(line)}</i>" for line in footnote(attrs)]
         kind_class = kind if kind in _SHAPES else "process"
         lines.append(f"  {ids[node]}{left}{'<br/>'.join(body)}{right}:::{kind_class}")
     for name, members in (

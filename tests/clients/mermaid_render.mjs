@@ -19,7 +19,14 @@ const browser = await puppeteer.launch({
 const page = await browser.newPage();
 await page.setContent("<!doctype html><html><body><div id='out'></div></body></html>");
 await page.addScriptTag({ path: mermaidJs });
-await page.evaluate(() => window.mermaid.initialize({ startOnLoad: false }));
+// Text is measured in one named font, installed with Chromium (scripts/
+// install-debian-packages.sh): Mermaid's default list ("trebuchet ms", verdana, arial) maps
+// to whichever fonts a machine happens to have. Labels must fit in DejaVu Sans, the
+// widest common default; the suite also passed with Liberation Sans (Arial's metrics).
+const FONT = "DejaVu Sans";
+await page.evaluate((font) => window.mermaid.initialize({
+  startOnLoad: false, fontFamily: font, themeVariables: { fontFamily: font },
+}), FONT);
 
 let count = 0;
 const lines = readline.createInterface({ input: process.stdin });
