@@ -17,7 +17,7 @@ export CMAKE_ARGS := -DGGML_NATIVE=OFF
 SYNC := $(UV) sync --locked --python $(PYTHON) --quiet
 PYTEST_WORKERS ?= auto
 
-.PHONY: setup browser clients server demo test test-latest test-lowest lock lint bench clean
+.PHONY: setup browser clients server demo test test-latest test-lowest lock lint bench clean fuzz
 
 # uv, pinned and hash-checked, in a venv of its own (so syncing .venv never removes it).
 $(UV): scripts/uv-requirements.txt
@@ -107,3 +107,10 @@ bench: $(UV) browser
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .venv-latest .venv-lowest out .pytest_cache .hypothesis node_modules
+
+# The property tests (marked 'property': every Hypothesis test) with fresh randomness and
+# 20,000 examples each (FUZZ_EXAMPLES=N for another number; the LSP and Mermaid ones keep
+# their own few), where `make test` draws the same 400 everywhere. A failure it finds: add
+# it to its test as an explicit @example, then fix it.
+fuzz: server clients
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -m property

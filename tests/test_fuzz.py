@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import sys
 from pathlib import Path
 
+import pytest
 import yaml
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flowengine.agentfile.diagnostics import Severity
@@ -28,6 +32,40 @@ def assert_only_diagnostics(text: str) -> None:
         assert diagnostic.severity in (Severity.ERROR, Severity.WARNING)
     if result.agent is None:
         assert result.errors, "an agent that cannot be built must say why"
+
+
+def test_make_test_draws_the_same_examples_every_time(tmp_path: Path) -> None:
+    """Issue 33: `make test` went red on a fresh machine because Hypothesis drew a new
+    example. The default profile is derandomized, has no example database, and draws the
+    same whatever modules other tests have imported (tests/conftest.py)."""
+    if os.environ.get("HYPOTHESIS_PROFILE", "default") != "default":
+        pytest.skip("another Hypothesis profile is loaded")
+    assert settings.default.derandomize and settings.default.database is None
+
+    def draw() -> list[str]:
+        drawn: list[str] = []
+
+        @given(st.text())
+        def record(text: str) -> None:
+            drawn.append(text)
+
+        record()
+        return drawn
+
+    first = draw()
+    assert len(first) > 50 and first == draw()
+    # A local module with constants in its source, as a test that ran first may import.
+    source = tmp_path / "more_constants.py"
+    source.write_text(f"WORDS = {[f'word {n}' for n in range(200)]!r}\n")
+    spec = importlib.util.spec_from_file_location("more_constants", source)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    sys.modules["more_constants"] = module
+    try:
+        assert draw() == first
+    finally:
+        del sys.modules["more_constants"]
 
 
 @given(st.text())

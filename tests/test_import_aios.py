@@ -8,13 +8,14 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from flowengine.agentfile.diagnostics import Reporter
 from flowengine.agentfile.templates import compiled_template
 from flowengine.graph import validate_file, validate_text
 from flowengine.importers.aios import import_config, output_filename
+from flowengine.tools.base import Tool
 
 from .conftest import AGENTS, AIOS, run_cli
 
@@ -25,9 +26,9 @@ def labelled_edges(graph) -> set[tuple[str, str, str]]:  # type: ignore[no-untyp
     return {(u, v, label) for u, v, d in graph.edges(data=True) for label in d["labels"]}
 
 
-def imported(config: Path) -> tuple[str, Reporter]:
+def imported(config: Path, available: dict[str, Tool] | None = None) -> tuple[str, Reporter]:
     report = Reporter(str(config))
-    result = import_config(str(config), "../schemas/agent.schema.json", report)
+    result = import_config(str(config), "../schemas/agent.schema.json", report, available)
     assert result.yaml is not None
     return result.yaml, report
 
@@ -315,6 +316,11 @@ def test_a_workflow_becomes_process_steps_in_order_then_a_terminal_step(name: st
     assert agent.description == " ".join(" ".join(config["description"]).split())
 
 
+def a_tool(name: str, parameters: dict) -> Tool:
+    """A tool flowengine has, as a plugin would give it (never called here)."""
+    return Tool(name, name, {"type": "object", **parameters}, lambda **_: None)
+
+
 def test_a_workflow_entry_naming_a_tool_calls_it_when_its_arguments_can_be_written(
     tmp_path: Path,
 ) -> None:
@@ -346,7 +352,12 @@ def test_a_workflow_entry_naming_a_tool_calls_it_when_its_arguments_can_be_writt
             "tools": [arxiv, clock, "imdb/imdb_top_movies", "wolfram/wolfram_alpha"],
         },
     )
-    text, report = imported(config)
+    # As if plugins provided arxiv and clock: a step calls a tool only if flowengine has it.
+    available = {
+        "arxiv": a_tool("arxiv", {"properties": {"query": {"type": "string"}}}),
+        "clock": a_tool("clock", {}),
+    }
+    text, report = imported(config, available)
     lines = config.read_text().splitlines()
     warned = {}
     for diagnostic in report.diagnostics:
@@ -358,18 +369,91 @@ def test_a_workflow_entry_naming_a_tool_calls_it_when_its_arguments_can_be_writt
     assert '"Pick a source"' in lines[warned["Step 3"].line - 1]
     assert "does not say which arguments" in warned["Step 4"].message
     assert "'bing', which the config's 'tools' does not list" in warned["Step 5"].message
-    agent = validate_text(text).agent
-    steps = agent.steps
+    result = validate_text(text, tools=available)
+    steps = result.agent.steps
     assert (steps["Step 1"].tool, steps["Step 1"].args) == ("arxiv", {"query": "{{ task }}"})
     assert steps["Step 1"].instruction == "Gather information from arxiv"
     assert (steps["Step 2"].tool, steps["Step 2"].args) == ("clock", {})
     assert [steps[f"Step {n}"].tool for n in range(3, 7)] == [None] * 4
-    # flowengine has neither tool: the import is faithful, and validate says what is missing.
-    errors = validate_text(text).errors
-    assert sorted((d.code, d.message.split("'")[3]) for d in errors) == [
-        ("unknown-tool", "arxiv"),
-        ("unknown-tool", "clock"),
-    ]
+    # imdb_top_movies and wolfram_alpha are declared, not called: warnings only.
+    assert result.errors == []
+
+
+def test_a_workflow_tool_flowengine_does_not_have_is_a_warning_and_the_file_validates(
+    tmp_path: Path,
+) -> None:
+    """Issue 33: the step called tool 'a', which flowengine does not have, so the written
+    file did not validate although the import reported nothing."""
+    config = write_config(
+        tmp_path,
+        {
+            "name": "N",
+            "workflow": [
+                {"message": "0", "tool_use": ["a"]},
+                {"message": "Look it up", "tool_use": ["arxiv"]},
+            ],
+            "tools": [
+                {"type": "function", "function": {"name": "a", "parameters": {"properties": {}}}},
+                {
+                    "type": "function",
+                    "function": {
+                        "name": "arxiv",
+                        "parameters": {"properties": {"query": {"type": "string"}}},
+                    },
+                },
+            ],
+        },
+    )
+    out = tmp_path / "out"
+    done = run_cli("import-aios", str(config), "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    lines = config.read_text().splitlines()
+    warnings = [line for line in done.stderr.splitlines() if "[aios-workflow]" in line]
+    assert len(warnings) == 2  # one per tool, at the entry that uses it
+    for warning, (tool, message, call) in zip(
+        warnings,
+        [("a", '"0"', "tool: a"), ("arxiv", '"Look it up"', 'args: {query: "{{ task }}"}')],
+        strict=True,
+    ):
+        file, line, column, rest = warning.split(":", 3)
+        assert file == str(config)
+        assert lines[int(line) - 1][int(column) - 1 :].startswith(message)
+        assert f"uses tool '{tool}', which flowengine does not have" in rest
+        assert "once a plugin provides" in rest and call in rest
+    written = out / "n.yaml"
+    result = validate_file(str(written))
+    assert result.errors == []
+    assert {d.code for d in result.diagnostics} == {"unknown-declared-tool"}
+    assert result.agent.tools == ["a", "arxiv"]
+    assert [step.tool for step in result.agent.steps.values()] == [None, None, None]
+    text = written.read_text()
+    assert "# AIOS calls a here" in text and 'args: {query: "{{ task }}"}' in text
+    assert run_cli("validate", str(written)).returncode == 0
+
+
+def test_a_workflow_tool_flowengine_has_is_not_called_with_arguments_it_does_not_take(
+    tmp_path: Path,
+) -> None:
+    calculator = {
+        "type": "function",
+        "function": {"name": "calculator", "parameters": {"properties": {"q": {}}}},
+    }
+    config = write_config(
+        tmp_path,
+        {
+            "name": "C",
+            "workflow": [{"message": "Add", "tool_use": ["calculator"]}],
+            "tools": [calculator],
+        },
+    )
+    text, report = imported(config)
+    (warning,) = report.diagnostics
+    assert (warning.code, warning.line) == ("aios-workflow", 5)
+    assert "flowengine's calculator takes 'expression', and the config gives 'q'" in (
+        warning.message
+    )
+    result = validate_text(text)
+    assert result.diagnostics == [] and result.agent.steps["Step 1"].tool is None
 
 
 def test_an_imported_workflow_tool_call_really_runs(tmp_path: Path) -> None:
@@ -466,7 +550,11 @@ workflow_entries = st.one_of(
     texts,
     st.fixed_dictionaries(
         {"message": texts},
-        optional={"tool_use": st.one_of(st.none(), st.lists(st.sampled_from(["a", "b", "zz"])))},
+        optional={
+            "tool_use": st.one_of(
+                st.none(), st.lists(st.sampled_from(["a", "b", "zz", "calculator"]))
+            )
+        },
     ),
     st.integers(),
     st.none(),
@@ -477,12 +565,13 @@ tool_entries = st.one_of(
         {
             "type": st.just("function"),
             "function": st.fixed_dictionaries(
-                {"name": st.sampled_from(["a", "b", "1x", ""])},
+                # calculator: a tool flowengine has, taking 'expression'
+                {"name": st.sampled_from(["a", "b", "1x", "", "calculator"])},
                 optional={
                     "parameters": st.fixed_dictionaries(
                         {
                             "properties": st.dictionaries(
-                                st.sampled_from(["q", "n"]),
+                                st.sampled_from(["q", "n", "expression"]),
                                 st.fixed_dictionaries(
                                     {"type": st.sampled_from(["string", "integer"])}
                                 ),
@@ -500,6 +589,11 @@ tool_entries = st.one_of(
 @given(
     workflow=st.one_of(st.lists(workflow_entries, max_size=6), st.text(max_size=5)),
     tools=st.one_of(st.lists(tool_entries, max_size=5), st.none(), st.text(max_size=5)),
+)
+# Issue 33: a step called a tool flowengine does not have, and the import said nothing.
+@example(
+    workflow=[{"message": "0", "tool_use": ["a"]}],
+    tools=[{"type": "function", "function": {"name": "a", "parameters": {"properties": {}}}}],
 )
 def test_any_newer_config_imports_to_yaml_that_loads_or_says_why(
     tmp_path_factory, workflow: object, tools: object
@@ -525,9 +619,10 @@ def test_tool_names_that_yaml_reads_as_other_values_stay_text(tmp_path: Path) ->
             "tool_info": ["yes: says yes"],
         },
     )
-    text, report = imported(config)
-    result = validate_text(text)
+    available = {"true": a_tool("true", {})}  # so that the step calls it
+    text, report = imported(config, available)
+    result = validate_text(text, tools=available)
     assert report.diagnostics == []
-    assert [(d.code, d.message.split("'")[3]) for d in result.errors] == [("unknown-tool", "true")]
+    assert result.errors == []
     assert result.agent.tools == ["yes", "true", "null", "on"]
     assert result.agent.steps["Step 1"].tool == "true"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from flowengine.agentfile.yamlsource import YamlLoadError, read_text
 from flowengine.importers.aios_newer import read_tools, read_workflow
 from flowengine.importers.aios_parts import AiosStep, AiosTool, Locator, tool_name
 from flowengine.importers.aios_yaml import KINDS, write_yaml
+from flowengine.tools.base import Tool
 
 # A line such as "Available tools:" that introduces the entries after it.
 _HEADER = re.compile(r"[^\[\](){}:]*(\s|tools?)[^\[\](){}:]*:", re.IGNORECASE)
@@ -36,8 +38,13 @@ class Imported:
     yaml: str | None
 
 
-def import_config(path: str, schema_ref: str, report: Reporter) -> Imported:
-    """Read the AIOS config at ``path`` and return it as flowengine YAML."""
+def import_config(
+    path: str, schema_ref: str, report: Reporter, available: Mapping[str, Tool] | None = None
+) -> Imported:
+    """Read the AIOS config at ``path`` and return it as flowengine YAML.
+
+    ``available``: the tools flowengine has, if not the installed catalog; a workflow step
+    calls a tool only if it is one of them."""
     try:
         text = read_text(path)
     except YamlLoadError as exc:
@@ -78,7 +85,9 @@ def import_config(path: str, schema_ref: str, report: Reporter) -> Imported:
             )
     else:
         workflow = config.get("workflow")
-        steps = read_workflow([] if workflow is None else workflow, tools, report, locate)
+        steps = read_workflow(
+            [] if workflow is None else workflow, tools, report, locate, available
+        )
     _note_code(config.get("build"), report, locate)
     yaml_text = write_yaml(name.strip(), description, tools, steps, Path(path).name, schema_ref)
     return Imported(name.strip(), yaml_text)

@@ -5,15 +5,21 @@
 ``workflow`` is run by AIOS in order, one LLM turn per entry, the last turn's reply being
 the answer; an entry is a text or ``{"message": text, "tool_use": [tool names]}``, and
 with ``tool_use`` AIOS lets the model choose whether and how to call a tool.
+
+A step calls a tool only if the written file can validate with that call: flowengine must
+have the tool (built-in or plugin, as ``validate`` checks) and take the arguments written.
+Otherwise the step only asks the model, and a warning at the entry says what to add by hand.
 """
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping
 from typing import Any
 
 from flowengine.agentfile.diagnostics import Reporter
 from flowengine.importers.aios_parts import AiosStep, AiosTool, Locator, tool_name
+from flowengine.tools.base import Tool
 
 ANSWER_STEP = "answer"
 
@@ -67,9 +73,16 @@ def _tool(entry: Any) -> AiosTool | None:
 
 
 def read_workflow(
-    value: Any, tools: list[AiosTool], report: Reporter, locate: Locator
+    value: Any,
+    tools: list[AiosTool],
+    report: Reporter,
+    locate: Locator,
+    available: Mapping[str, Tool] | None = None,
 ) -> list[AiosStep]:
-    """Workflow entries as process steps in order, then a terminal step with the last reply."""
+    """Workflow entries as process steps in order, then a terminal step with the last reply.
+
+    ``available``: the tools flowengine has, if not the installed catalog (which is then
+    loaded only when an entry names a tool it could call)."""
     if not isinstance(value, list):
         report.error(
             "aios-workflow",
@@ -80,7 +93,7 @@ def read_workflow(
         return []
     steps: list[AiosStep] = []
     for number, entry in enumerate(value, start=1):
-        step = _workflow_step(number, entry, tools, report, locate)
+        step = _workflow_step(number, entry, tools, report, locate, available)
         if step is not None:
             steps.append(step)
     if not steps:
@@ -94,7 +107,12 @@ def read_workflow(
 
 
 def _workflow_step(
-    number: int, entry: Any, tools: list[AiosTool], report: Reporter, locate: Locator
+    number: int,
+    entry: Any,
+    tools: list[AiosTool],
+    report: Reporter,
+    locate: Locator,
+    available: Mapping[str, Tool] | None,
 ) -> AiosStep | None:
     step_id = f"Step {number}"
     message = entry.get("message") if isinstance(entry, dict) else entry
@@ -110,7 +128,7 @@ def _workflow_step(
     step = AiosStep(step_id, "process", " ".join(message.split()), position=at)
     uses = entry.get("tool_use") if isinstance(entry, dict) else None
     if uses:
-        _call_tool(step, uses if isinstance(uses, list) else [uses], tools, report)
+        _call_tool(step, uses if isinstance(uses, list) else [uses], tools, report, available)
     return step
 
 
@@ -119,8 +137,15 @@ def _first_text(entry: dict[str, Any]) -> object:
     return next((value for value in entry.values() if isinstance(value, str)), {})
 
 
-def _call_tool(step: AiosStep, uses: list[Any], tools: list[AiosTool], report: Reporter) -> None:
-    """Call the tool an entry names, when its arguments can be written; else say why not."""
+def _call_tool(
+    step: AiosStep,
+    uses: list[Any],
+    tools: list[AiosTool],
+    report: Reporter,
+    available: Mapping[str, Tool] | None,
+) -> None:
+    """Call the tool an entry names, when its arguments can be written and flowengine has
+    it; else say why not."""
     declared = {tool.name: tool for tool in tools}
     named = [str(use) for use in uses if use]
     where = f"workflow step '{step.id}'"
@@ -155,6 +180,8 @@ def _call_tool(step: AiosStep, uses: list[Any], tools: list[AiosTool], report: R
             step.position,
         )
         return
+    if not _flowengine_takes(step, tool.name, args, report, available):
+        return
     step.tool = tool.name
     step.args = args
     if args:
@@ -179,6 +206,59 @@ def _arguments(tool: AiosTool) -> dict[str, str] | None:
         if kind == "string":
             return {str(parameter): "{{ task }}"}
     return None
+
+
+def _flowengine_takes(
+    step: AiosStep,
+    name: str,
+    args: dict[str, str],
+    report: Reporter,
+    available: Mapping[str, Tool] | None,
+) -> bool:
+    """Whether the written step can call ``name`` with ``args`` and still validate; if not,
+    a warning says what to add by hand once it can, and a comment above the step has it.
+
+    ``validate`` checks a call against flowengine's tool of that name (built-in or plugin),
+    while the config's parameters describe AIOS's: flowengine may lack it or take others."""
+    if available is None:
+        from flowengine.tools.catalog import available_tools
+
+        available = available_tools()
+    where = f"workflow step '{step.id}'"
+    call = f"tool: {name}" + (f", args: {_shown(args)}" if args else "")
+    tool = available.get(name)
+    if tool is None:
+        report.warning(
+            "aios-workflow",
+            f"{where} uses tool '{name}', which flowengine does not have; the step only "
+            f"asks the model: once a plugin provides '{name}' (`flowengine tools` lists the "
+            f"tools there are), add '{call}' to the step (the comment above it has the call)",
+            step.position,
+        )
+        step.notes.append(
+            f"AIOS calls {name} here, a tool flowengine does not have. Once a plugin "
+            f"provides it, add: {call}"
+        )
+        return False
+    unknown = [] if tool.takes_other_arguments else [a for a in args if a not in tool.properties]
+    missing = [arg for arg in tool.required if arg not in args]
+    if not unknown and not missing:
+        return True
+    takes = ", ".join(f"'{arg.name}'" for arg in tool.arguments()) or "no arguments"
+    given = ", ".join(f"'{arg}'" for arg in args) or "none"
+    problem = f"flowengine's {name} takes {takes}, and the config gives {given}"
+    report.warning(
+        "aios-workflow",
+        f"{where} uses tool '{name}', but {problem}; the step only asks the model: add "
+        f"'tool: {name}' and the 'args' it takes to the step by hand",
+        step.position,
+    )
+    step.notes.append(f"AIOS calls {name} here, but {problem}.")
+    return False
+
+
+def _shown(args: dict[str, str]) -> str:
+    return "{" + ", ".join(f'{name}: "{value}"' for name, value in args.items()) + "}"
 
 
 def _names(names: list[str]) -> str:
