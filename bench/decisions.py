@@ -33,9 +33,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from flowengine.kernel.backends.local import GREEDY, LocalBackend  # noqa: E402
+from flowengine.kernel.backends.ctransformers import GREEDY, LocalBackend  # noqa: E402
 from flowengine.kernel.kernel import Kernel  # noqa: E402
-from flowengine.kernel.requests import LLMRequest  # noqa: E402
+from flowengine.kernel.llm_request import LLMRequest  # noqa: E402
 from flowengine.kernel.scheduler import SchedulerConfig  # noqa: E402
 from flowengine.runtime import prompts  # noqa: E402
 

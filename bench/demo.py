@@ -91,7 +91,7 @@ def demo_run(agent: Path, folder: Path, name: str, *flags: str) -> dict[str, obj
 
 _THREADS = """
 import json, sys, time
-from flowengine.kernel.backends.local import LocalBackend
+from flowengine.kernel.backends.ctransformers import LocalBackend
 threads = None if sys.argv[1] == "auto" else int(sys.argv[1])
 backend = LocalBackend(threads=threads)
 cache = backend.new_cache()
@@ -137,7 +137,7 @@ def bench_threads() -> dict[str, dict[str, dict[str, float]]]:
 
 _MASK = """
 import json, statistics, time
-from flowengine.kernel.backends.local import LocalBackend
+from flowengine.kernel.backends.ctransformers import LocalBackend
 from flowengine.kernel.constrain import JsonConstraint
 backend = LocalBackend(threads=None)
 names = [f"Boston Grill {i}" for i in range(1, 7)]

@@ -19,9 +19,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from flowengine.kernel.backends.base import Message  # noqa: E402
-from flowengine.kernel.backends.local import GREEDY, LocalBackend  # noqa: E402
+from flowengine.kernel.backends.ctransformers import GREEDY, LocalBackend  # noqa: E402
 from flowengine.kernel.kernel import Kernel  # noqa: E402
-from flowengine.kernel.requests import LLMRequest  # noqa: E402
+from flowengine.kernel.llm_request import LLMRequest  # noqa: E402
 from flowengine.kernel.scheduler import SchedulerConfig  # noqa: E402
 from flowengine.storage.rows import SliceRow  # noqa: E402
 from flowengine.storage.writer import Storage  # noqa: E402
@@ -82,7 +82,7 @@ def _llama_cpp(backend: LocalBackend) -> Any:
         from llama_cpp import Llama
     except ImportError:
         return "llama-cpp-python is not installed (`make bench` builds it; the build failed)"
-    from flowengine.kernel.backends.local import embedded_model_path
+    from flowengine.kernel.backends.ctransformers import embedded_model_path
 
     return Llama(
         model_path=str(embedded_model_path()),

@@ -65,7 +65,7 @@ def expected_path(agent: Agent) -> list[str]:
         path.append(current)
         seen = visits.get(current, 0)
         visits[current] = seen + 1
-        if step.kind == "decision":
+        if step.type == "decision":
             current = step.branches[choose(current, seen, list(step.branches))]
         else:
             current = step.next
@@ -190,7 +190,7 @@ def langgraph_app(agent: Agent, checkpointer: Any = None) -> Any:
     def node(step_id: str) -> Callable[[TravelState], dict[str, Any]]:
         step = agent.steps[step_id]
         ask = (step.instruction or step.question or "").strip()
-        if step.kind == "decision":
+        if step.type == "decision":
             ask += "\nAnswer with one word: " + " or ".join(step.branches) + "."
         system = agent.description.strip()
 
@@ -199,7 +199,7 @@ def langgraph_app(agent: Agent, checkpointer: Any = None) -> Any:
             user = f"Task: {state['task']}\n\nProgress so far:\n{progress}\n\n{ask}"
             prompt = f"<|system|>\n{system}<|end|>\n<|user|>\n{user}<|end|>\n<|assistant|>"
             visit = state["visits"].get(step_id, 0)
-            if step.kind == "decision":
+            if step.type == "decision":
                 instant_llm(prompt)
                 result = choose(step_id, visit, list(step.branches))
             else:
@@ -216,13 +216,13 @@ def langgraph_app(agent: Agent, checkpointer: Any = None) -> Any:
         graph.add_node(step_id, node(step_id))
     graph.add_edge(START, agent.start_step)
     for step_id, step in agent.steps.items():
-        if step.kind == "decision":
+        if step.type == "decision":
             graph.add_conditional_edges(step_id, _chosen, dict(step.branches))
         elif step.next is None:
             graph.add_edge(step_id, END)
         else:
             graph.add_edge(step_id, step.next)
-    return graph.compile(checkpointer=checkpointer)
+    return graph.build(checkpointer=checkpointer)
 
 
 def run_langgraph(
@@ -310,7 +310,7 @@ def main(repeat: int = 7) -> dict[str, Any]:
     return {
         "steps": steps,
         "distinct_steps": len(set(path)),
-        "decisions": sum(1 for s in path if agent.steps[s].kind == "decision"),
+        "decisions": sum(1 for s in path if agent.steps[s].type == "decision"),
         "repeat": repeat,
         "load_average_before": load_before,
         "load_average_after": __import__("os").getloadavg()[0],

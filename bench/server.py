@@ -26,7 +26,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from flowengine.kernel.backends.local import embedded_model_path  # noqa: E402
+from flowengine.kernel.backends.ctransformers import embedded_model_path  # noqa: E402
 from flowengine.runtime.interpreter import RunSetup  # noqa: E402
 from flowengine.runtime.prepare import runnable_agent  # noqa: E402
 from flowengine.runtime.session import Session, SessionConfig  # noqa: E402

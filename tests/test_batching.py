@@ -13,7 +13,7 @@ from flowengine.errors import BackendError
 from flowengine.kernel.backends.base import Message, chatml
 from flowengine.kernel.backends.llamacpp import Feed
 from flowengine.kernel.kernel import Kernel
-from flowengine.kernel.requests import LLMRequest
+from flowengine.kernel.llm_request import LLMRequest
 from flowengine.kernel.scheduler import SchedulerConfig
 
 VOCABULARY = 12

@@ -210,7 +210,7 @@ def test_template_fast_path_agrees_with_the_jinja2_parser(source: str) -> None:
 def test_per_step_schema_checking_equals_the_whole_schema(data: object) -> None:
     from jsonschema import Draft202012Validator
 
-    from flowengine.agentfile.schema import agent_schema, schema_errors
+    from flowengine.agentfile.schema_validation import agent_schema, schema_errors
 
     document = {"name": "F", "steps": data}
     whole = Draft202012Validator(agent_schema()).iter_errors(document)

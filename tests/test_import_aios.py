@@ -87,7 +87,7 @@ def test_hand_written_travel_agent_keeps_the_aios_texts(aios_dir: Path) -> None:
     for entry in config["flow"]:
         step_id, kind, text = entry.split(":::")[:3]
         step = hand.steps[step_id]
-        assert step.kind == kind.lower()
+        assert step.type == kind.lower()
         assert (step.instruction or step.question or "").startswith(text)
 
 
@@ -114,7 +114,7 @@ def test_empty_flows_become_a_one_step_agent_that_validates(aios_dir: Path) -> N
     for name in ("NarrativeAgent", "RecAgent"):
         result = validate_text(imported(aios_dir / f"{name}.json")[0])
         assert result.diagnostics == []
-        assert [s.kind for s in result.agent.steps.values()] == ["terminal"]
+        assert [s.type for s in result.agent.steps.values()] == ["terminal"]
 
 
 def test_output_filenames() -> None:
@@ -293,7 +293,7 @@ def test_newer_configs_import_through_the_cli(tmp_path: Path) -> None:
     assert agents["math_agent"].tools == ["wolfram_alpha", "currency_converter"]
     assert agents["academic_agent"].tools == ["arxiv"]
     assert agents["fitness_trainer"].tools == ["text_to_image", "text_to_speech"]
-    assert [s.kind for s in agents["fitness_trainer"].steps.values()] == ["terminal"]
+    assert [s.type for s in agents["fitness_trainer"].steps.values()] == ["terminal"]
 
 
 @pytest.mark.parametrize("name", ["math_agent", "academic_agent"])
@@ -309,10 +309,10 @@ def test_a_workflow_becomes_process_steps_in_order_then_a_terminal_step(name: st
     assert list(agent.steps) == [*ids, "answer"]
     for step_id, message, following in zip(ids, workflow, [*ids[1:], "answer"], strict=True):
         step = agent.steps[step_id]
-        assert (step.kind, step.instruction, step.next) == ("process", message, following)
+        assert (step.type, step.instruction, step.next) == ("process", message, following)
     answer = agent.steps["answer"]
     # AIOS's answer is the reply to the last workflow step.
-    assert (answer.kind, answer.output) == ("terminal", "{{ last }}")
+    assert (answer.type, answer.output) == ("terminal", "{{ last }}")
     assert agent.description == " ".join(" ".join(config["description"]).split())
 
 

@@ -24,7 +24,7 @@ from flowengine.storage import writer
 from flowengine.storage.journal import Journal, journal_path, read_groups
 from flowengine.storage.reader import Records
 from flowengine.storage.rows import ErrorRow
-from flowengine.storage.schema import TABLES, row_values
+from flowengine.storage.tables import TABLES, row_values
 from flowengine.storage.writer import Storage, connect
 from tests.conftest import ROOT
 from tests.looper import looper

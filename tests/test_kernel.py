@@ -13,7 +13,7 @@ from flowengine.kernel.backends.base import Message
 from flowengine.kernel.backends.scripted import Rule, Script, ScriptedBackend
 from flowengine.kernel.context import fit_prompt
 from flowengine.kernel.kernel import Kernel
-from flowengine.kernel.requests import LLMRequest
+from flowengine.kernel.llm_request import LLMRequest
 from flowengine.kernel.scheduler import SchedulerConfig
 from flowengine.storage.rows import ErrorRow, RunRow
 from flowengine.storage.writer import Storage

@@ -14,7 +14,7 @@ import pytest
 from flowengine.kernel.backends.base import Message, chatml
 from flowengine.kernel.backends.llamacpp import LlamaCppBackend
 from flowengine.kernel.kernel import Kernel
-from flowengine.kernel.requests import LLMRequest
+from flowengine.kernel.llm_request import LLMRequest
 from flowengine.kernel.scheduler import SchedulerConfig
 from tests.conftest import AGENTS, run_cli
 from tests.tiny_models import write_tiny_model

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from flowengine.kernel.backends.base import Message
-from flowengine.kernel.backends.local import LocalBackend
+from flowengine.kernel.backends.ctransformers import LocalBackend
 from flowengine.kernel.kernel import Kernel
-from flowengine.kernel.requests import LLMRequest
+from flowengine.kernel.llm_request import LLMRequest
 from flowengine.kernel.scheduler import SchedulerConfig
 from flowengine.storage.writer import connect
 from tests.conftest import AGENTS, ROOT, flowengine_command, run_cli

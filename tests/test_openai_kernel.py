@@ -8,9 +8,9 @@ import pytest
 from flowengine.kernel.backends.base import Message
 from flowengine.kernel.backends.openai import OpenAIBackend, ServerSettings
 from flowengine.kernel.kernel import Kernel
-from flowengine.kernel.remote import first_token_scores
-from flowengine.kernel.requests import LLMRequest
+from flowengine.kernel.llm_request import LLMRequest
 from flowengine.kernel.scheduler import SchedulerConfig
+from flowengine.kernel.server_executor import first_token_scores
 from tests.fake_openai import Behaviour, FakeServer
 
 

@@ -22,7 +22,7 @@ import duckdb
 import httpx
 import pytest
 
-from flowengine.kernel.backends.local import embedded_model_path
+from flowengine.kernel.backends.ctransformers import embedded_model_path
 from tests.conftest import AGENTS, ROOT, flowengine_command, run_cli
 
 FOUR = [str(AGENTS / f"{name}_agent.yaml") for name in ("math", "rec", "narrative", "travel")]

@@ -17,7 +17,7 @@ def test_the_example_agent_in_the_readme_is_valid() -> None:
     (example,) = [b for b in re.findall(r"```yaml\n(.*?)```", README, re.S) if "steps:" in b]
     result = validate_text(example, "README.md")
     assert result.diagnostics == [], [d.format() for d in result.diagnostics]
-    kinds = {step.kind for step in result.agent.steps.values()}
+    kinds = {step.type for step in result.agent.steps.values()}
     assert kinds == {"process", "decision", "terminal"}
 
 

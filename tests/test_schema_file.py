@@ -6,7 +6,7 @@ import json
 
 import jsonschema
 
-from flowengine.agentfile.schema import agent_schema, schema_file
+from flowengine.agentfile.schema_validation import agent_schema, schema_file
 
 from .conftest import ROOT
 

@@ -19,10 +19,10 @@ import duckdb
 import pytest
 
 from flowengine.errors import StorageError
-from flowengine.storage import schema
+from flowengine.storage import tables
 from flowengine.storage.reader import Records
 from flowengine.storage.rows import ROW_TYPES, ErrorRow, Row, RunRow
-from flowengine.storage.schema import META_TABLE, MIGRATIONS, SCHEMA_VERSION, TABLES, table_of
+from flowengine.storage.tables import META_TABLE, MIGRATIONS, SCHEMA_VERSION, TABLES, table_of
 from flowengine.storage.writer import Storage
 from tests.conftest import AGENTS, ROOT, run_cli
 
@@ -352,9 +352,9 @@ def test_a_later_migration_runs_once_and_in_order(
     v1_copy: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A made-up version 3 that adds a column: the path a real column change will take.
-    monkeypatch.setattr(schema, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+    monkeypatch.setattr(tables, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
     monkeypatch.setitem(
-        schema.MIGRATIONS, SCHEMA_VERSION + 1, ("ALTER TABLE errors ADD COLUMN hint VARCHAR",)
+        tables.MIGRATIONS, SCHEMA_VERSION + 1, ("ALTER TABLE errors ADD COLUMN hint VARCHAR",)
     )
     for _ in range(2):  # the second open finds version 3 and migrates nothing
         Storage(v1_copy).close()
@@ -367,7 +367,7 @@ def test_a_failed_migration_leaves_the_file_as_it_was(
     v1_copy: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(
-        schema.MIGRATIONS, SCHEMA_VERSION, ("CREATE TABLE extra (x INTEGER)", "SELECT nonsense")
+        tables.MIGRATIONS, SCHEMA_VERSION, ("CREATE TABLE extra (x INTEGER)", "SELECT nonsense")
     )
     with pytest.raises(StorageError, match="could not bring the database from schema version 1"):
         Storage(v1_copy)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from flowengine.kernel.backends.local import embedded_model_path
+from flowengine.kernel.backends.ctransformers import embedded_model_path
 
 QWEN_TEMPLATE = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + "

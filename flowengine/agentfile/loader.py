@@ -15,7 +15,7 @@ from flowengine.agentfile.model import (
     Progress,
     Step,
 )
-from flowengine.agentfile.schema import check_schema
+from flowengine.agentfile.schema_validation import check_schema
 from flowengine.agentfile.yamlsource import Document, Duplicate, YamlLoadError, load, read_text
 
 
@@ -126,7 +126,7 @@ def _step(sid: str, raw: Any, broken: bool) -> Step:
     max_visits = raw.get("max_visits")
     return Step(
         id=sid,
-        kind=kind if kind in STEP_KINDS else "",
+        type=kind if kind in STEP_KINDS else "",
         instruction=_text(raw.get("instruction")),
         tool=_text(raw.get("tool")),
         args=raw["args"] if isinstance(raw.get("args"), dict) else {},

@@ -49,7 +49,8 @@ class Step:
     """One state of the agent. Fields that do not apply to its kind stay empty."""
 
     id: str
-    kind: StepKind
+    type: StepKind
+    """The YAML `type`: process, decision, input or terminal."""
     instruction: str | None = None
     tool: str | None = None
     args: dict[str, Any] = field(default_factory=dict)
@@ -93,8 +94,8 @@ class Step:
     def transitions(self) -> list[tuple[str, str]]:
         """``(label, target)`` pairs in file order; a process step's label is ``next``, and
         an ``on_error`` step is reached by the label ``on_error``."""
-        found = list(self.branches.items()) if self.kind == "decision" else []
-        if self.kind != "decision" and self.next:
+        found = list(self.branches.items()) if self.type == "decision" else []
+        if self.type != "decision" and self.next:
             found.append(("next", self.next))
         if self.on_error_target:
             found.append(("on_error", self.on_error_target))

@@ -261,7 +261,7 @@ def cmd_lsp(args: argparse.Namespace) -> int:
 
 def cmd_import_aios(args: argparse.Namespace) -> int:
     from flowengine.agentfile.diagnostics import Reporter
-    from flowengine.agentfile.schema import schema_file
+    from flowengine.agentfile.schema_validation import schema_file
     from flowengine.graph import validate_file, validate_text
     from flowengine.importers.aios import import_config, output_filename
 

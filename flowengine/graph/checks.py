@@ -18,7 +18,7 @@ import networkx as nx
 from flowengine.agentfile.answers import answer_problem
 from flowengine.agentfile.diagnostics import Position, Reporter, Vocabulary, did_you_mean
 from flowengine.agentfile.model import BUILTIN_VARIABLES, TOOL_RESULT, Agent, Step
-from flowengine.agentfile.schema import (
+from flowengine.agentfile.schema_validation import (
     TEMPLATED_KEYWORDS,
     schema_is_valid,
     schema_templates,
@@ -76,7 +76,7 @@ def _check_targets(agent: Agent, facts: _Facts, report: Reporter) -> None:
                 ("on_error",)
                 if label == "on_error"
                 else ("next",)
-                if step.kind != "decision"
+                if step.type != "decision"
                 else ("branches", label)
             )
             report.error(
@@ -105,11 +105,11 @@ def _check_steps(agent: Agent, report: Reporter) -> None:
     for step in agent.steps.values():
         if step.broken:
             continue
-        if step.kind == "decision":
+        if step.type == "decision":
             _check_decision(agent, step, report)
-        if step.schema is not None and step.kind in ("process", "terminal"):
+        if step.schema is not None and step.type in ("process", "terminal"):
             _check_output_schema(agent, step, report)
-        if step.kind == "input":
+        if step.type == "input":
             _check_input(agent, step, report)
 
 
@@ -349,13 +349,13 @@ def _check_reachability(agent: Agent, graph: nx.DiGraph, facts: _Facts, report: 
                 agent.key_at(*_step_path(step)),
             )
     for step in agent.steps.values():
-        if step.kind in ("process", "input") and not step.broken and not step.transitions:
+        if step.type in ("process", "input") and not step.broken and not step.transitions:
             report.error(
                 "dead-end",
-                f"{step.kind} step '{step.id}' has no way out; add 'next: <step id>'",
+                f"{step.type} step '{step.id}' has no way out; add 'next: <step id>'",
                 agent.key_at(*_step_path(step)),
             )
-    terminals = [s.id for s in agent.steps.values() if s.kind == "terminal"]
+    terminals = [s.id for s in agent.steps.values() if s.type == "terminal"]
     if not terminals:
         report.error(
             "no-terminal",

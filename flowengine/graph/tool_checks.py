@@ -35,7 +35,7 @@ def check_tools(agent: Agent, tools: Mapping[str, Tool] | None, report: Reporter
     ``tools`` is what a run will be able to call; None means the installed catalog,
     loaded only if the agent mentions a tool at all (``validate`` stays fast without).
     """
-    steps = [s for s in agent.steps.values() if s.kind == "process" and s.tool and not s.broken]
+    steps = [s for s in agent.steps.values() if s.type == "process" and s.tool and not s.broken]
     if not agent.tools and not steps:
         return
     if tools is None:

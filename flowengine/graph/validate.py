@@ -13,8 +13,8 @@ import networkx as nx
 from flowengine.agentfile.diagnostics import Diagnostic, Reporter, Severity
 from flowengine.agentfile.loader import load_agent, parse_agent
 from flowengine.agentfile.model import Agent
+from flowengine.graph.build import build_graph
 from flowengine.graph.checks import check_agent
-from flowengine.graph.compile import compile_agent
 from flowengine.tools.base import Tool
 
 
@@ -94,7 +94,7 @@ def _finish(
 ) -> Validated:
     if agent is None:
         return Validated(file, None, None, sorted(diagnostics, key=lambda d: d.sort_key))
-    graph = compile_agent(agent)
+    graph = build_graph(agent)
     report = Reporter(file)
     report.diagnostics = list(diagnostics)
     check_agent(agent, graph, report, tools)

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from flowengine.kernel.backends.llamacpp import Feed, LlamaCppBackend
-from flowengine.kernel.requests import ContentFreeScores, LLMRequest, SliceRecord, TickRecord
+from flowengine.kernel.llm_request import ContentFreeScores, LLMRequest, SliceRecord, TickRecord
 from flowengine.kernel.sampling import RECENT_TOKENS, greedy, log_prob
 from flowengine.kernel.scheduler import SchedulerConfig
 

@@ -22,7 +22,7 @@ from typing import Any
 from flowengine.errors import ContextOverflow
 from flowengine.kernel import defaults
 from flowengine.kernel.backends.base import Backend, KVCache
-from flowengine.kernel.requests import LLMRequest
+from flowengine.kernel.llm_request import LLMRequest
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 A single worker thread owns the KV caches (ctransformers is not thread-safe) and serves
 the ready queue one slice at a time (``_run_slice``). A model server is served by the
-remote executor (``kernel/remote.py``), and a batched backend (llama.cpp) by the batched
+remote executor (``kernel/server_executor.py``), and a batched backend (llama.cpp) by the batched
 executor (``kernel/batching.py``). Runs call ``run_request`` (or
 ``submit``) with an ``LLMRequest`` to generate or choose, and ``call_tool``, from their
 own threads, and block until the answer is ready.
@@ -21,8 +21,8 @@ from flowengine.kernel.access import AccessDenied, AccessManager, Grant
 from flowengine.kernel.backends.base import Backend
 from flowengine.kernel.constrain import JsonConstraint
 from flowengine.kernel.context import ContextPool, RunCache
+from flowengine.kernel.llm_request import ContentFreeScores, LLMRequest, SliceRecord, TickRecord
 from flowengine.kernel.memory import MemoryManager, RunMemory
-from flowengine.kernel.requests import ContentFreeScores, LLMRequest, SliceRecord, TickRecord
 from flowengine.kernel.scheduler import ReadyQueue, SchedulerConfig
 from flowengine.storage.rows import ErrorRow, LLMRequestRow, SliceRow, TickRow, ToolCallRow
 from flowengine.storage.writer import Storage
@@ -58,10 +58,10 @@ class Kernel:
         self._queue = ReadyQueue(self.scheduler)
         self._futures: dict[str, concurrent.futures.Future[LLMRequest]] = {}
         self._worker = threading.Thread(target=self._serve, name="kernel-llm", daemon=True)
-        # A model server gets the remote path (kernel/remote.py): many requests in flight.
+        # A model server gets the remote path (kernel/server_executor.py): many requests in flight.
         self._remote: Any = None
         if getattr(backend, "remote", False):
-            from flowengine.kernel.remote import RemoteExecutor
+            from flowengine.kernel.server_executor import RemoteExecutor
 
             self._remote = RemoteExecutor(
                 backend,  # type: ignore[arg-type]

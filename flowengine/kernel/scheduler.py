@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from flowengine.kernel import defaults
-from flowengine.kernel.requests import LLMRequest
+from flowengine.kernel.llm_request import LLMRequest
 
 Policy = Literal["fifo", "rr"]
 POLICIES: tuple[str, ...] = ("fifo", "rr")

@@ -174,7 +174,7 @@ def hover(analysis: Analysis, context: Context) -> str | None:
 
 def step_summary(step: Step) -> str:
     """A step in a few Markdown lines: kind, what it says, where it goes and its settings."""
-    lines = [f"**{step.id}** · {step.kind or 'step without a type'}"]
+    lines = [f"**{step.id}** · {step.type or 'step without a type'}"]
     if step.text:
         lines += ["", _short(step.text, 300)]
     facts = []
@@ -202,11 +202,11 @@ def step_summary(step: Step) -> str:
         facts.append(f"at most {step.max_visits} visits")
     if step.retry:
         facts.append(f"retries {step.retry} times")
-    if step.kind in ("process", "decision"):
+    if step.type in ("process", "decision"):
         facts.append(f"a failure left after retries: {step.error_policy}")
-    if step.kind == "terminal":
+    if step.type == "terminal":
         facts.append(f"output format: {step.format}")
-    if step.kind == "input":
+    if step.type == "input":
         facts.append("a person answers; the run waits (`flowengine resume RUN_ID --answer`)")
         if step.schema is not None:
             facts.append("the answer is JSON matching the step's schema")
@@ -257,7 +257,7 @@ def _step_detail(agent: Agent | None, step_id: str) -> str:
     if agent is None or step_id not in agent.steps:
         return ""
     step = agent.steps[step_id]
-    return f"{step.kind}: {_short(step.text, 60)}" if step.text else step.kind
+    return f"{step.type}: {_short(step.text, 60)}" if step.text else step.type
 
 
 def _in_template(before: str) -> bool:

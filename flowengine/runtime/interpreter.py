@@ -18,7 +18,7 @@ import networkx as nx
 from jinja2 import Undefined
 
 from flowengine.agentfile.model import TOOL_RESULT, Agent, Step
-from flowengine.agentfile.schema import with_values
+from flowengine.agentfile.schema_validation import with_values
 from flowengine.agentfile.templates import (
     compiled_expression,
     compiled_template,
@@ -26,15 +26,15 @@ from flowengine.agentfile.templates import (
     render_bounded,
 )
 from flowengine.errors import AccessDenied, ContextOverflow, MemoryQuotaExceeded, StepError
-from flowengine.graph.compile import compile_agent, successor
+from flowengine.graph.build import build_graph, successor
 from flowengine.kernel import defaults
 from flowengine.kernel.context import fit_prompt
 from flowengine.kernel.kernel import Kernel
+from flowengine.kernel.llm_request import LLMRequest
 from flowengine.kernel.memory import RunMemory
-from flowengine.kernel.requests import LLMRequest
 from flowengine.runtime import prompts
 from flowengine.storage.rows import RunRow, StepRow
-from flowengine.storage.schema import to_json
+from flowengine.storage.tables import to_json
 
 FINAL_STATUSES = ("completed", "max_steps", "max_visits", "failed")
 
@@ -103,7 +103,7 @@ class RunSetup:
     """The compiled flow: the only place the interpreter learns where a step leads."""
 
     def __post_init__(self) -> None:
-        self.graph = compile_agent(self.agent)
+        self.graph = build_graph(self.agent)
 
 
 @dataclass
@@ -161,7 +161,7 @@ class AgentRun:
                 if stop is not None:
                     outcome.status, outcome.error = stop
                     break
-                if step.kind == "input" and self._answer_given is None:
+                if step.type == "input" and self._answer_given is None:
                     # A person answers: the run stops here, and `resume --answer` goes on.
                     outcome.status = "waiting"
                     outcome.waiting_step = step.id
@@ -212,13 +212,13 @@ class AgentRun:
         process's; like a tool failure it is stored and retried ``retry`` times."""
         for attempt in range(step.retry + 1):
             try:
-                if step.kind == "process":
+                if step.type == "process":
                     result, saved = self._process(step)
                     return result, saved, None, successor(self.graph, step.id, "next")
-                if step.kind == "decision":
+                if step.type == "decision":
                     label = self._decide(step)
                     return label, label, label, successor(self.graph, step.id, label)
-                if step.kind == "input":
+                if step.type == "input":
                     assert self._answer_given is not None
                     (answer,) = self._answer_given
                     self._answer_given = None
@@ -240,7 +240,7 @@ class AgentRun:
         """Where a step goes when its failure is to be lived with; recorded as such."""
         policy = step.error_policy
         if policy == "continue":
-            if step.kind == "decision":
+            if step.type == "decision":
                 if step.default is None:
                     raise failure
                 target = successor(self.graph, step.id, step.default)
@@ -303,7 +303,7 @@ class AgentRun:
                     self.agent.name,
                     self.seq,
                     step.id,
-                    step.kind,
+                    step.type,
                     label,
                     step.tool,
                     result,
@@ -595,7 +595,7 @@ class AgentRun:
                 run_id=self.run_id,
                 seq=self.seq,
                 step_id=step.id,
-                kind=step.kind,
+                kind=step.type,
                 started=started,
                 ended=time.time(),
                 label=label,

@@ -102,7 +102,7 @@ def with_answer(
     has passed, and is refused before."""
     run_id = setup.run_id
     step = setup.agent.steps.get(checkpoint.next_step or "")
-    waiting = status == "waiting" and step is not None and step.kind == "input"
+    waiting = status == "waiting" and step is not None and step.type == "input"
     if answer is not None and not waiting:
         raise RunError(
             f"run {run_id} is not waiting for an answer (its status is {status}); "

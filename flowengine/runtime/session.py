@@ -108,7 +108,7 @@ def open_backend(config: SessionConfig, storage: Storage) -> Backend:
             max_batch=config.max_batch,
             tick_tokens=config.tick_tokens,
         )
-    from flowengine.kernel.backends.local import LocalBackend
+    from flowengine.kernel.backends.ctransformers import LocalBackend
 
     return LocalBackend(config.model, config.context_length, config.threads)
 

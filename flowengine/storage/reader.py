@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from flowengine.errors import StorageError
-from flowengine.storage.schema import TABLES
+from flowengine.storage.tables import TABLES
 from flowengine.storage.writer import connect
 
 # A running run's row is written at its start and end only; its steps are counted live.

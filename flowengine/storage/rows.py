@@ -1,6 +1,6 @@
 """One frozen dataclass per stored row: the fields are the table's columns, in order.
 
-The DuckDB tables are derived from these classes (``storage/schema.py``): adding a field
+The DuckDB tables are derived from these classes (``storage/tables.py``): adding a field
 adds a column, which needs a migration there. Times are Unix seconds (stored as UTC
 TIMESTAMP); ``Json`` fields hold plain Python values and are stored as JSON text.
 """

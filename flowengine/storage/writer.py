@@ -36,7 +36,7 @@ from flowengine.storage.rows import (
     TickRow,
     ToolCallRow,
 )
-from flowengine.storage.schema import (
+from flowengine.storage.tables import (
     JOURNAL_TABLE,
     TABLES,
     check_readable,

@@ -88,7 +88,7 @@ class LlamaCppBackend:
         llama = _import_llama()
         self._llama = llama
         if model_path is None:
-            from flowengine.kernel.backends.local import embedded_model_path
+            from flowengine.kernel.backends.ctransformers import embedded_model_path
 
             model_path = embedded_model_path()
         if not model_path.is_file():

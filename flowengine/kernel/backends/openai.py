@@ -1,7 +1,7 @@
 """An OpenAI-compatible model server as a backend: settings, HTTP client and chat format.
 
 The kernel does not hold KV caches for such a backend; it hands requests to the remote
-executor (``kernel/remote.py``), which sends them here. The client is ``httpx`` used
+executor (``kernel/server_executor.py``), which sends them here. The client is ``httpx`` used
 directly rather than the ``openai`` package: the parts that matter here are not in the
 OpenAI API (llama.cpp's ``grammar``, vLLM's ``guided_choice``, ``Retry-After``), and we
 want the raw bytes of a malformed reply in the error, the stream chunk by chunk, and one

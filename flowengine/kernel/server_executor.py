@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from flowengine.kernel.backends.openai import Completion, OpenAIBackend, ServerError, parse_chatml
-from flowengine.kernel.requests import LLMRequest, SliceRecord
+from flowengine.kernel.llm_request import LLMRequest, SliceRecord
 from flowengine.kernel.scheduler import SchedulerConfig
 
 TOP_LOGPROBS = 20

@@ -7,7 +7,7 @@ import networkx as nx
 from flowengine.agentfile.model import Agent
 
 
-def compile_agent(agent: Agent) -> nx.DiGraph:
+def build_graph(agent: Agent) -> nx.DiGraph:
     """The agent's flow as a graph.
 
     Nodes are step ids with ``kind``, ``text``, ``line`` and the step's settings (tool and
@@ -28,13 +28,13 @@ def compile_agent(agent: Agent) -> nx.DiGraph:
     for step in agent.steps.values():
         graph.add_node(
             step.id,
-            kind=step.kind or "unknown",
+            kind=step.type or "unknown",
             text=step.text,
             line=agent.key_at("steps", step.id).line,
             tool=step.tool,
             save_as=step.save_as,
             max_visits=step.max_visits,
-            format=step.format if step.kind == "terminal" else None,
+            format=step.format if step.type == "terminal" else None,
             deterministic=bool(step.when),
             when=dict(step.when),
             default=step.default,
@@ -43,7 +43,7 @@ def compile_agent(agent: Agent) -> nx.DiGraph:
             on_error=step.on_error,
             error_policy=step.error_policy,
             timeout=step.timeout,
-            structured=step.kind == "input" and step.schema is not None,
+            structured=step.type == "input" and step.schema is not None,
         )
     for step in agent.steps.values():
         for label, target in step.transitions:
