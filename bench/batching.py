@@ -98,7 +98,7 @@ def one_mode(
         db=folder / f"{name}.duckdb",
         backend=backend,
         scheduler=SchedulerConfig(policy),
-        max_batch=batch,
+        options={"max_batch": batch},
         pool_size=max(2 * batch, n) if backend == "llama-cpp" else 4,
     )
     with Session(config) as session:
@@ -224,12 +224,14 @@ def _signature(outcome: Any) -> tuple:
 def correctness(folder: Path) -> dict[str, Any]:
     alone = []
     for index, (path, task) in enumerate(CORRECTNESS):
-        config = SessionConfig(db=folder / f"alone{index}.duckdb", backend="llama-cpp", max_batch=1)
+        config = SessionConfig(
+            db=folder / f"alone{index}.duckdb", backend="llama-cpp", options={"max_batch": 1}
+        )
         with Session(config) as session:
             [outcome] = session.run_all([(_setup(path, task), None)])
         alone.append(outcome)
     config = SessionConfig(
-        db=folder / "together.duckdb", backend="llama-cpp", max_batch=len(CORRECTNESS)
+        db=folder / "together.duckdb", backend="llama-cpp", options={"max_batch": len(CORRECTNESS)}
     )
     with Session(config) as session:
         together = session.run_all([(_setup(path, task), None) for path, task in CORRECTNESS])

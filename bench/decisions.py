@@ -33,7 +33,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from flowengine.kernel.backends.ctransformers import GREEDY, LocalBackend  # noqa: E402
+from flowengine.kernel.backends.ctransformers import GREEDY, CTransformersBackend  # noqa: E402
 from flowengine.kernel.kernel import Kernel  # noqa: E402
 from flowengine.kernel.llm_request import LLMRequest  # noqa: E402
 from flowengine.kernel.scheduler import SchedulerConfig  # noqa: E402
@@ -95,7 +95,9 @@ def parse_choice(reply: str, labels: list[str]) -> str | None:
     return named[0] if len(named) == 1 else None
 
 
-def the_aios_way(llm: Any, backend: LocalBackend, item: dict[str, Any]) -> tuple[str | None, int]:
+def the_aios_way(
+    llm: Any, backend: CTransformersBackend, item: dict[str, Any]
+) -> tuple[str | None, int]:
     """The choice (None when no attempt parsed) and how many attempts were made."""
     options = "\n".join(f"{i}. {label}" for i, label in enumerate(item["labels"], 1))
     ask = (
@@ -129,7 +131,7 @@ def measure(kernel: Kernel, llm: Any, items: list[dict[str, Any]]) -> dict[str, 
     }
     aios: list[tuple[bool, bool, int, float]] = []
     backend = kernel.backend
-    assert isinstance(backend, LocalBackend)
+    assert isinstance(backend, CTransformersBackend)
     for index, item in enumerate(items):
         for examples, names in (
             ([], ("label_scores", "calibrated")),
@@ -177,7 +179,7 @@ def measure(kernel: Kernel, llm: Any, items: list[dict[str, Any]]) -> dict[str, 
 def main() -> dict[str, Any]:
     from ctransformers import LLM, Config
 
-    backend = LocalBackend()
+    backend = CTransformersBackend()
     prepared = backend._prepared
     llm = LLM(
         str(prepared.path),

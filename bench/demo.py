@@ -91,9 +91,9 @@ def demo_run(agent: Path, folder: Path, name: str, *flags: str) -> dict[str, obj
 
 _THREADS = """
 import json, sys, time
-from flowengine.kernel.backends.ctransformers import LocalBackend
+from flowengine.kernel.backends.ctransformers import CTransformersBackend
 threads = None if sys.argv[1] == "auto" else int(sys.argv[1])
-backend = LocalBackend(threads=threads)
+backend = CTransformersBackend(threads=threads)
 cache = backend.new_cache()
 prompt = backend.encode("The travel plan lists flights, hotels and restaurants. " * 24)[:300]
 out = {"prompt": [], "generate": []}
@@ -137,9 +137,9 @@ def bench_threads() -> dict[str, dict[str, dict[str, float]]]:
 
 _MASK = """
 import json, statistics, time
-from flowengine.kernel.backends.ctransformers import LocalBackend
+from flowengine.kernel.backends.ctransformers import CTransformersBackend
 from flowengine.kernel.constrain import JsonConstraint
-backend = LocalBackend(threads=None)
+backend = CTransformersBackend(threads=None)
 names = [f"Boston Grill {i}" for i in range(1, 7)]
 schema = {"type": "object", "required": ["days"], "properties": {"days": {
     "type": "array", "minItems": 3, "maxItems": 3, "items": {"type": "object",

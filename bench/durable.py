@@ -50,7 +50,7 @@ def one_round(folder: Path, name: str, group: bool, journal: bool) -> dict[str, 
     script.write_text(json.dumps({"default": "round done"}))
     Storage.group_commit, Storage.journal = group, journal
     config = SessionConfig(
-        db=folder / f"{name}.duckdb", backend="scripted", script=script, pool_size=8
+        db=folder / f"{name}.duckdb", backend="scripted", options={"script": script}, pool_size=8
     )
     with Session(config) as session:
         setups = [(RunSetup(agent, AGENT, f"task {i}"), None) for i in range(RUNS)]

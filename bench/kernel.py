@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from flowengine.kernel.backends.base import Message  # noqa: E402
-from flowengine.kernel.backends.ctransformers import GREEDY, LocalBackend  # noqa: E402
+from flowengine.kernel.backends.ctransformers import GREEDY, CTransformersBackend  # noqa: E402
 from flowengine.kernel.kernel import Kernel  # noqa: E402
 from flowengine.kernel.llm_request import LLMRequest  # noqa: E402
 from flowengine.kernel.scheduler import SchedulerConfig  # noqa: E402
@@ -38,7 +38,9 @@ ASKS = [
 ]
 
 
-def _request(backend: LocalBackend, ask: str, max_tokens: int, run: str = "r") -> LLMRequest:
+def _request(
+    backend: CTransformersBackend, ask: str, max_tokens: int, run: str = "r"
+) -> LLMRequest:
     return LLMRequest.for_messages(
         backend, [Message("user", ask)], run_id=run, agent=f"agent-{run}", max_tokens=max_tokens
     )
@@ -50,7 +52,7 @@ class SharedContexts:
     Loading an instance takes about a second; each benchmark configuration gets a new kernel
     (its own scheduler) but reuses the instances, emptied."""
 
-    def __init__(self, backend: LocalBackend) -> None:
+    def __init__(self, backend: CTransformersBackend) -> None:
         self._backend = backend
         self._made: list[Any] = []
         self._handed = 0
@@ -76,7 +78,7 @@ class SharedContexts:
         """Kernels close their backend; the shared one stays open."""
 
 
-def _llama_cpp(backend: LocalBackend) -> Any:
+def _llama_cpp(backend: CTransformersBackend) -> Any:
     """llama-cpp-python on the original GGUF file, or the reason it is not there."""
     try:
         from llama_cpp import Llama
@@ -351,7 +353,7 @@ def logging_share() -> dict[str, Any]:
 
 
 def main() -> None:
-    shared = SharedContexts(LocalBackend())
+    shared = SharedContexts(CTransformersBackend())
     results = {
         "throughput": throughput(shared),
         "scheduling": scheduling(shared),

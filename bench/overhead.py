@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 from flowengine.agentfile.diagnostics import Reporter  # noqa: E402
 from flowengine.agentfile.model import Agent  # noqa: E402
 from flowengine.importers.aios import import_config  # noqa: E402
-from flowengine.kernel.backends.base import Message  # noqa: E402
+from flowengine.kernel.backends.base import Capability, Message  # noqa: E402
 from flowengine.kernel.kernel import Kernel  # noqa: E402
 from flowengine.kernel.scheduler import SchedulerConfig  # noqa: E402
 from flowengine.runtime.interpreter import AgentRun, RunSetup  # noqa: E402
@@ -102,6 +102,7 @@ class InstantBackend:
     """
 
     name = model_name = "instant"
+    capabilities = frozenset({Capability.LABEL_LOGPROBS, Capability.KV_REUSE})
     context_length = 1 << 30
     eos_token_id = _EOS
 

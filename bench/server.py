@@ -124,8 +124,7 @@ def main() -> dict[str, Any]:
                 SessionConfig(
                     db=folder / "server.duckdb",
                     backend="openai",
-                    base_url=url,
-                    max_inflight=MAX_INFLIGHT,
+                    options={"base_url": url, "max_inflight": MAX_INFLIGHT},
                 )
             )
         finally:

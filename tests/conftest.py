@@ -118,3 +118,22 @@ def yaml_ls() -> Iterator[LspClient]:
     client = yaml_language_server(ROOT)
     yield client
     client.shutdown()
+
+
+def install_plugin(source: Path, base: Path) -> Path:
+    """The package at ``source`` installed with pip (offline, no build isolation) into a
+    folder under ``base``, as a user's ``pip install`` would; put it on PYTHONPATH."""
+    copy = base / "source"  # building writes build/ and *.egg-info beside the sources
+    shutil.copytree(source, copy)
+    site = base / "site"
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "pip", "install", "--quiet", "--no-deps"),
+            *("--no-build-isolation", "--no-index", "--target", str(site), str(copy)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    return site

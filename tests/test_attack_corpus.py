@@ -241,7 +241,7 @@ def test_the_files_validate_refuses_still_fail_cleanly_at_run_time(corpus: Corpu
     """The runtime holds on its own: files validate refused are run anyway, in-process,
     through the interpreter, kernel and DuckDB storage the CLI uses."""
     config = SessionConfig(
-        db=corpus.root / "inprocess.duckdb", backend="scripted", script=corpus.script
+        db=corpus.root / "inprocess.duckdb", backend="scripted", options={"script": corpus.script}
     )
     worst = 0.0
     with Session(config) as session:

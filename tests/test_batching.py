@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from flowengine.errors import BackendError
-from flowengine.kernel.backends.base import Message, chatml
+from flowengine.kernel.backends.base import Capability, Message, chatml
 from flowengine.kernel.backends.llamacpp import Feed
 from flowengine.kernel.kernel import Kernel
 from flowengine.kernel.llm_request import LLMRequest
@@ -29,7 +29,7 @@ class CountingBackend:
     model_name = "counting"
     context_length = 4096
     eos_token_id = END
-    batched = True
+    capabilities = frozenset({Capability.BATCHING, Capability.KV_REUSE})
 
     def __init__(self, sequences: int, max_batch: int, fail_ticks: Sequence[int] = ()) -> None:
         self.sequences, self.max_batch, self.tick_tokens = sequences, max_batch, 64

@@ -157,7 +157,7 @@ def test_32_concurrent_runs_on_one_kernel_store_exact_row_counts(tmp_path: Path)
     script = tmp_path / "script.json"
     script.write_text(json.dumps(SCRIPT))
     config = SessionConfig(
-        db=tmp_path / "load.duckdb", backend="scripted", script=script, pool_size=8
+        db=tmp_path / "load.duckdb", backend="scripted", options={"script": script}, pool_size=8
     )
     peaks = []
     with Session(config) as session:
@@ -276,7 +276,7 @@ def test_sigkill_during_a_batch_of_8_concurrent_runs_loses_no_acknowledged_step(
             resumed = run_cli("resume", unfinished.pop(0), *_scripted(script, db), "--json")
             assert resumed.returncode == 0, resumed.stderr
             assert json.loads(resumed.stdout)[0]["status"] == "completed"
-        config = SessionConfig(db=db, backend="scripted", script=script)
+        config = SessionConfig(db=db, backend="scripted", options={"script": script})
         with Session(config) as session:  # what `resume` does, for all of them at once
             setups = [resume_setup(session.storage, r)[:2] for r in unfinished]
             outcomes = session.run_all(setups)

@@ -150,7 +150,9 @@ def test_a_run_that_breaks_outside_its_steps_is_failed_and_the_others_finish(
     broken.start = "Nowhere"  # a step the loop cannot find: outside any step
     script = tmp_path / "script.json"
     script.write_text("{}")
-    config = SessionConfig(db=tmp_path / "runs.duckdb", backend="scripted", script=script)
+    config = SessionConfig(
+        db=tmp_path / "runs.duckdb", backend="scripted", options={"script": script}
+    )
     with Session(config) as session:
         setups = [(RunSetup(agent, text, f"task {i}"), None) for i in range(3)]
         setups.insert(1, (RunSetup(broken, text, "broken"), None))

@@ -60,7 +60,7 @@ def _run_looper(db: Path, script: Path) -> None:
     config = SessionConfig(
         db=db,
         backend="scripted",
-        script=script,
+        options={"script": script},
         scheduler=SchedulerConfig("fifo"),
         pool_size=RUNS,
     )

@@ -21,14 +21,15 @@ PACKAGE = ROOT / "flowengine"
 # on top of everything.
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
+    "plugins": set(),  # entry-point loading, shared by the tool catalog and the backends
     "agentfile": {"errors"},
-    "tools": {"errors"},
+    "tools": {"errors", "plugins"},
     "storage": {"errors"},
     "graph": {"errors", "agentfile", "tools"},
     "viz": {"errors", "agentfile", "graph"},
     "importers": {"errors", "agentfile", "tools"},
-    "kernel": {"errors", "storage", "tools"},
-    "runtime": {"errors", "agentfile", "graph", "tools", "kernel", "storage"},
+    "kernel": {"errors", "plugins", "storage", "tools"},
+    "runtime": {"errors", "plugins", "agentfile", "graph", "tools", "kernel", "storage"},
 }
 TOP = {"cli", "lsp", "ui", "__main__", "__init__"}
 """Layers that may import any other; nothing imports them but themselves."""

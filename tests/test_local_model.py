@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from flowengine.kernel.backends.base import Message
-from flowengine.kernel.backends.ctransformers import LocalBackend
+from flowengine.kernel.backends.ctransformers import CTransformersBackend
 from flowengine.kernel.kernel import Kernel
 from flowengine.kernel.llm_request import LLMRequest
 from flowengine.kernel.scheduler import SchedulerConfig
@@ -27,8 +27,8 @@ THREE = [str(AGENTS / f) for f in ("math_agent.yaml", "rec_agent.yaml", "narrati
 
 
 @pytest.fixture(scope="module")
-def backend() -> LocalBackend:
-    return LocalBackend()
+def backend() -> CTransformersBackend:
+    return CTransformersBackend()
 
 
 def _stored(db: Path, sql: str) -> list[tuple]:
@@ -157,7 +157,9 @@ def test_round_robin_interleaves_three_runs_and_matches_fifo(tmp_path: Path) -> 
     }
 
 
-def test_preempted_output_equals_uninterrupted_with_one_context(backend: LocalBackend) -> None:
+def test_preempted_output_equals_uninterrupted_with_one_context(
+    backend: CTransformersBackend,
+) -> None:
     """Pool of one: every switch gives the cache away and rebuilds it from its log. The
     first request is constrained to a JSON Schema: its grammar state lives on the request,
     so preemption and restores leave its output valid and the same as under fifo."""
@@ -332,7 +334,7 @@ def test_a_decision_is_calibrated_through_the_real_kernel_and_stored(tmp_path: P
 
 
 def test_content_free_scores_are_computed_once_per_prompt_and_labels(
-    backend: LocalBackend,
+    backend: CTransformersBackend,
 ) -> None:
     from flowengine.runtime import prompts
 

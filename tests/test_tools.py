@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -25,7 +24,7 @@ from flowengine.tools.base import Tool, describe_type
 from flowengine.tools.catalog import BUILTIN_ENTRY_POINTS, GROUP, available_tools
 from flowengine.tools.registry import ToolRegistry
 
-from .conftest import ROOT, flowengine_command
+from .conftest import ROOT, flowengine_command, install_plugin
 
 PLUGIN_SOURCE = Path(__file__).resolve().parent / "data" / "plugin"
 BUILTINS = {
@@ -80,29 +79,7 @@ BROKEN_ENTRY_POINTS = {
 @pytest.fixture(scope="session")
 def plugin_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """tests/data/plugin installed with pip (offline, no build isolation) into a folder."""
-    base = tmp_path_factory.mktemp("plugin")
-    source = base / "source"  # a copy: building writes build/ and *.egg-info beside it
-    shutil.copytree(PLUGIN_SOURCE, source)
-    site = base / "site"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-deps",
-            "--no-build-isolation",
-            "--no-index",
-            "--target",
-            str(site),
-            str(source),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr
+    site = install_plugin(PLUGIN_SOURCE, tmp_path_factory.mktemp("plugin"))
     assert (site / "flowengine_hello-0.1.0.dist-info" / "entry_points.txt").is_file()
     return site
 

@@ -17,8 +17,13 @@ from flowengine.cli import authoring, inspecting, running, viewing
 from flowengine.cli.common import EXIT_ERRORS, EXIT_OK, EXIT_USAGE
 from flowengine.errors import FlowengineError
 
+MODEL_COMMANDS = frozenset({"run", "resume"})
+"""The commands that open a model; only their parsers load the backends' options."""
 
-def build_parser() -> argparse.ArgumentParser:
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The whole command line. The backends' own options are found only when ``argv``
+    names a command that runs a model (or is None: every option, as for docs)."""
     parser = argparse.ArgumentParser(
         prog="flowengine",
         description="Declarative LLM agents: YAML state machines of process, decision "
@@ -37,13 +42,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"flowengine {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    for topic in (authoring, running, inspecting, viewing):
-        topic.add_parsers(commands)
+    with_backends = argv is None or bool(MODEL_COMMANDS & set(argv))
+    authoring.add_parsers(commands)
+    running.add_parsers(commands, with_backends)
+    inspecting.add_parsers(commands)
+    viewing.add_parsers(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stderr)

@@ -23,6 +23,8 @@ from flowengine.cli.common import (
 )
 from flowengine.errors import RunError, UsageError
 from flowengine.kernel import defaults
+from flowengine.kernel.backends.registry import DEFAULT as DEFAULT_BACKEND
+from flowengine.kernel.backends.registry import available_backends
 
 if TYPE_CHECKING:
     from flowengine.runtime.interpreter import RunOutcome, StepEvent
@@ -32,68 +34,43 @@ PREVIEW = 100
 _OUTPUT = threading.Lock()
 
 
-def add_model_options(parser: argparse.ArgumentParser) -> None:
+def add_model_options(parser: argparse.ArgumentParser, with_backends: bool = True) -> None:
+    """The kernel's options, then each backend's own in a group of its own.
+
+    ``with_backends`` False leaves the backends' options out: finding them imports every
+    backend module (numpy among them), which the commands that never run a model
+    (``validate``, ``viz``...) must not pay for at start.
+    """
     group = parser.add_argument_group("model and kernel")
+    backends = available_backends() if with_backends else {}
     group.add_argument(
         "--backend",
-        choices=("ctransformers", "llama-cpp", "openai", "scripted"),
-        default="ctransformers",
-        help="ctransformers: a local GGUF model (default: the embedded SmolLM2-135M); "
-        "llama-cpp: any GGUF model llama.cpp loads (Qwen2.5, Llama 3, Gemma 3, ...), "
-        "concurrent runs decoded in one batch; "
-        "openai: an OpenAI-compatible server (--base-url, --model NAME); "
-        "scripted: replies from --script FILE, for tests",
+        default=DEFAULT_BACKEND,
+        metavar="NAME",
+        help="the model runtime: "
+        + "; ".join(f"{name}: {plugin.help}" for name, plugin in backends.items())
+        + f" (default: {DEFAULT_BACKEND}; plugins add more)",
     )
     group.add_argument(
         "--model",
         metavar="PATH|NAME",
-        help="ctransformers, llama-cpp: a GGUF model file; openai: the model name the server "
-        "is asked for (default: $FLOWENGINE_MODEL or the config file)",
+        help="a GGUF model file, or for a server the model name it is asked for (default: "
+        "the embedded SmolLM2-135M, or for openai $FLOWENGINE_MODEL or the config file)",
     )
-    group.add_argument(
-        "--max-batch",
-        type=positive,
-        default=None,
-        metavar="N",
-        help=f"llama-cpp: requests decoded together in one pass (default: {defaults.MAX_BATCH}; 1 "
-        "decodes one request at a time)",
-    )
-    group.add_argument(
-        "--tick-tokens",
-        type=positive,
-        default=None,
-        metavar="N",
-        help=f"llama-cpp: tokens one pass may evaluate, generated tokens first, then prompt "
-        f"chunks (default: {defaults.TICK_TOKENS})",
-    )
-    group.add_argument(
-        "--base-url",
-        metavar="URL",
-        help="openai: the server, e.g. http://127.0.0.1:8080/v1 (default: "
-        "$FLOWENGINE_BASE_URL, the config file, or http://127.0.0.1:8080/v1); the key is "
-        "read from $FLOWENGINE_API_KEY",
-    )
-    group.add_argument(
-        "--max-inflight",
-        type=positive,
-        default=None,
-        metavar="N",
-        help="openai: requests sent to the server at once, since servers batch (default: "
-        "$FLOWENGINE_MAX_INFLIGHT, the config file, or 8)",
-    )
-    group.add_argument(
-        "--request-timeout",
-        type=_seconds,
-        default=None,
-        metavar="S",
-        help="openai: seconds one request may take (default: $FLOWENGINE_REQUEST_TIMEOUT, "
-        "the config file, or 120)",
-    )
-    group.add_argument(
-        "--script",
-        metavar="FILE",
-        help='for --backend scripted: {"default": ..., "rules": [{"contains": ..., "reply": ...}]}',
-    )
+    for name, plugin in backends.items():
+        if not plugin.options:
+            continue
+        own = parser.add_argument_group(f"--backend {name}")
+        for option in plugin.options:
+            if option.flag in _flags(parser):
+                continue  # shared with an earlier backend, with the same meaning
+            own.add_argument(
+                option.flag,
+                type=_OPTION_TYPES[option.kind],
+                default=None,
+                metavar=option.metavar,
+                help=option.help,
+            )
     group.add_argument(
         "--replay", metavar="RUN_ID", help="answer with the replies recorded for this run"
     )
@@ -152,6 +129,10 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     add_db_option(parser)
 
 
+def _flags(parser: argparse.ArgumentParser) -> set[str]:
+    return {flag for action in parser._actions for flag in action.option_strings}
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -160,6 +141,14 @@ def _seconds(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"{text}: give more than 0 seconds")
     return value
+
+
+def _text(text: str) -> str:
+    return text
+
+
+_OPTION_TYPES = {"text": _text, "count": positive, "seconds": _seconds, "file": _text}
+"""How each kind of backend option is read from the command line."""
 
 
 def _threads(text: str) -> int | None:
@@ -173,7 +162,8 @@ def _threads(text: str) -> int | None:
         ) from None
 
 
-def add_parsers(commands: Any) -> None:
+def add_parsers(commands: Any, with_backends: bool = True) -> None:
+    """``run`` and ``resume``; ``with_backends``: see :func:`add_model_options`."""
     formatter = FORMATTER
     run = commands.add_parser(
         "run",
@@ -217,7 +207,7 @@ def add_parsers(commands: Any) -> None:
         help="on a terminal too, leave a run that reaches an input step waiting instead of "
         "asking its question here",
     )
-    add_model_options(run)
+    add_model_options(run, with_backends)
     run.set_defaults(handler=cmd_run)
 
     resume = commands.add_parser(
@@ -246,7 +236,7 @@ def add_parsers(commands: Any) -> None:
     )
     resume.add_argument("--json", action="store_true", help="print the outcome as JSON")
     resume.add_argument("--quiet", "-q", action="store_true", help="do not show steps")
-    add_model_options(resume)
+    add_model_options(resume, with_backends)
     resume.set_defaults(handler=cmd_resume)
 
 
@@ -254,40 +244,48 @@ def _session_config(args: argparse.Namespace) -> Any:
     from flowengine.kernel.scheduler import SchedulerConfig
     from flowengine.runtime.session import SessionConfig
 
-    if args.backend == "scripted" and not (args.script or args.replay):
-        raise UsageError("--backend scripted needs --script FILE or --replay RUN_ID")
-    if args.script and args.backend != "scripted":
-        raise UsageError("--script goes with --backend scripted")
-    remote = args.backend == "openai"
-    if args.model and args.backend == "scripted":
-        raise UsageError("--model goes with --backend ctransformers, llama-cpp or openai")
-    for flag in ("max_batch", "tick_tokens"):
-        if getattr(args, flag) is not None and args.backend != "llama-cpp":
-            raise UsageError(f"--{flag.replace('_', '-')} goes with --backend llama-cpp")
-    for flag in ("base_url", "max_inflight", "request_timeout"):
-        if getattr(args, flag) is not None and not remote:
-            raise UsageError(f"--{flag.replace('_', '-')} goes with --backend openai")
-    for flag in ("model", "script"):
-        value = getattr(args, flag)
-        if value and not (remote and flag == "model") and not Path(value).is_file():
-            raise UsageError(f"--{flag} {value}: no such file")
+    backends = available_backends()
+    plugin = backends.get(args.backend)
+    if plugin is None:
+        raise UsageError(
+            f"--backend {args.backend}: no such backend; the backends here are: "
+            f"{', '.join(backends)} (flowengine run --help describes them)"
+        )
+    options = {}
+    for other in backends.values():
+        for option in other.options:
+            value = getattr(args, option.dest, None)
+            if value is None:
+                continue
+            if option not in plugin.options:
+                owners = [n for n, b in backends.items() if option in b.options]
+                raise UsageError(f"{option.flag} goes with --backend {' or '.join(owners)}")
+            if option.kind == "file" and not Path(value).is_file():
+                raise UsageError(f"{option.flag} {value}: no such file")
+            options[option.dest] = value
+    if args.replay is None:
+        for option in plugin.options:
+            if option.required and option.dest not in options:
+                raise UsageError(
+                    f"--backend {plugin.name} needs {option.flag} {option.metavar} "
+                    "or --replay RUN_ID"
+                )
+    if args.model and plugin.model is None:
+        takes = [n for n, b in backends.items() if b.model is not None]
+        raise UsageError(f"--model goes with --backend {', '.join(takes)}")
+    if args.model and plugin.model == "file" and not Path(args.model).is_file():
+        raise UsageError(f"--model {args.model}: no such file")
     return SessionConfig(
         db=db_path(args),
         backend=args.backend,
-        model=Path(args.model) if args.model and not remote else None,
-        model_name=args.model if remote else None,
-        base_url=args.base_url,
-        max_inflight=args.max_inflight,
-        request_timeout=args.request_timeout,
-        script=Path(args.script) if args.script else None,
+        model=args.model,
+        options=options,
         replay=args.replay,
         scheduler=SchedulerConfig(args.scheduler, args.quantum),
         pool_size=args.pool,
         context_length=args.context_length,
         threads=args.threads,
         reuse_prefix=args.reuse_prefix,
-        max_batch=args.max_batch or defaults.MAX_BATCH,
-        tick_tokens=args.tick_tokens or defaults.TICK_TOKENS,
     )
 
 

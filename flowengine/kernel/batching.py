@@ -122,6 +122,10 @@ class BatchedExecutor:
             self._waiting.extend(requests)
             self._ready.notify()
 
+    def decode(self, tokens: Sequence[int]) -> str:
+        """Generated tokens as text, in the backend's vocabulary."""
+        return self._backend.decode(tokens)
+
     def forget(self, run_id: str) -> None:
         """A run ended: its sequence is free once the worker next admits."""
         with self._ready:

@@ -21,7 +21,7 @@ from typing import Any
 
 from flowengine.errors import ContextOverflow
 from flowengine.kernel import defaults
-from flowengine.kernel.backends.base import Backend, KVCache
+from flowengine.kernel.backends.base import CachingBackend, KVCache
 from flowengine.kernel.llm_request import LLMRequest
 
 
@@ -112,7 +112,7 @@ class ContextPool:
     """Hands KV caches to runs; only the kernel's worker thread calls it."""
 
     def __init__(
-        self, backend: Backend, size: int = defaults.POOL_SIZE, reuse_prefix: bool = True
+        self, backend: CachingBackend, size: int = defaults.POOL_SIZE, reuse_prefix: bool = True
     ) -> None:
         if size < 1:
             raise ValueError("the context pool needs at least one context")

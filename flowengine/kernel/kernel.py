@@ -13,12 +13,12 @@ from __future__ import annotations
 import concurrent.futures
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from flowengine.kernel import defaults
 from flowengine.kernel.access import AccessDenied, AccessManager, Grant
-from flowengine.kernel.backends.base import Backend
+from flowengine.kernel.backends.base import Backend, BackendError, CachingBackend, Capability
 from flowengine.kernel.constrain import JsonConstraint
 from flowengine.kernel.context import ContextPool, RunCache
 from flowengine.kernel.llm_request import ContentFreeScores, LLMRequest, SliceRecord, TickRecord
@@ -48,7 +48,19 @@ class Kernel:
         self.tools = tools or ToolRegistry(list(available_tools().values()))
         self.access = AccessManager()
         self.memory = MemoryManager(self.access, memory_quota)
-        self.contexts = ContextPool(backend, pool_size, reuse_prefix)
+        # A backend that is neither a server nor batched is served by this kernel's own
+        # worker, from a pool of KV caches it must be able to make.
+        self.contexts: ContextPool | None = None
+        self._text: Callable[[Sequence[int]], str] | None = None
+        """Generated tokens to text, on the paths that generate locally."""
+        if not backend.capabilities & {Capability.SERVER, Capability.BATCHING}:
+            if not isinstance(backend, CachingBackend):
+                raise BackendError(
+                    f"backend '{backend.name}' is neither a model server nor batched, and "
+                    "has no decode()/new_cache() for the kernel's own KV caches"
+                )
+            self.contexts = ContextPool(backend, pool_size, reuse_prefix)
+            self._text = backend.decode
         self._content_free_scores = ContentFreeScores()
         """Only the thread serving the model touches it."""
         self.slices: list[SliceRecord] = []
@@ -60,7 +72,7 @@ class Kernel:
         self._worker = threading.Thread(target=self._serve, name="kernel-llm", daemon=True)
         # A model server gets the remote path (kernel/server_executor.py): many requests in flight.
         self._remote: Any = None
-        if getattr(backend, "remote", False):
+        if Capability.SERVER in backend.capabilities:
             from flowengine.kernel.server_executor import RemoteExecutor
 
             self._remote = RemoteExecutor(
@@ -74,7 +86,7 @@ class Kernel:
             )
         # A batched backend (llama.cpp) gets continuous batching (kernel/batching.py).
         self._batched: Any = None
-        if getattr(backend, "batched", False):
+        if Capability.BATCHING in backend.capabilities:
             from flowengine.kernel.batching import BatchedExecutor
 
             self._batched = BatchedExecutor(
@@ -87,6 +99,8 @@ class Kernel:
                 self._content_free_scores,
                 reuse_prefix,
             )
+        if self._batched is not None:
+            self._text = self._batched.decode
         if self._remote is None and self._batched is None:
             self._worker.start()
         self._executor: Any = self._remote or self._batched or self._queue
@@ -100,7 +114,8 @@ class Kernel:
         return self.memory.open(run_id)
 
     def end_run(self, run_id: str) -> None:
-        self.contexts.forget(run_id)
+        if self.contexts is not None:
+            self.contexts.forget(run_id)
         if self._batched is not None:
             self._batched.forget(run_id)
         self.memory.release(run_id)
@@ -136,6 +151,7 @@ class Kernel:
                 self._finish(request)
 
     def _run_slice(self, request: LLMRequest) -> None:
+        assert self.contexts is not None  # the kernel's own worker serves only this path
         cache, replayed = self.contexts.acquire(request)
         started = time.time()
         if request.first_start is None:
@@ -277,9 +293,9 @@ class Kernel:
 
     def _finish(self, request: LLMRequest) -> None:
         request.end = time.time()
-        if request.kind == "generate" and request.error is None and self._remote is None:
-            request.response = request.prefill + self.backend.decode(request.output_tokens)
-        if self._remote is None:
+        if request.kind == "generate" and request.error is None and self._text is not None:
+            request.response = request.prefill + self._text(request.output_tokens)
+        if self.contexts is not None:
             self.contexts.release(request)
         if self.storage is not None:
             self.storage.record_request(

@@ -28,6 +28,7 @@ from flowengine.agentfile.templates import (
 from flowengine.errors import AccessDenied, ContextOverflow, MemoryQuotaExceeded, StepError
 from flowengine.graph.build import build_graph, successor
 from flowengine.kernel import defaults
+from flowengine.kernel.backends.base import Capability
 from flowengine.kernel.context import fit_prompt
 from flowengine.kernel.kernel import Kernel
 from flowengine.kernel.llm_request import LLMRequest
@@ -490,7 +491,7 @@ class AgentRun:
         backend = self.kernel.backend
         # A model server is sent the schema and constrains the reply itself where it can.
         constrained = json_mode and (
-            backend.grammar_tokenizer() is not None or getattr(backend, "remote", False)
+            backend.grammar_tokenizer() is not None or Capability.SERVER in backend.capabilities
         )
         request = self._request(
             step,

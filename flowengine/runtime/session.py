@@ -8,17 +8,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from flowengine.errors import FlowengineError
 from flowengine.kernel import defaults
 from flowengine.kernel.backends.base import Backend, BackendError
+from flowengine.kernel.backends.registry import DEFAULT as DEFAULT_BACKEND
+from flowengine.kernel.backends.registry import BackendSettings, backend_plugin
 from flowengine.kernel.kernel import Kernel
 from flowengine.kernel.scheduler import SchedulerConfig
+from flowengine.plugins import one_line
 from flowengine.runtime.interpreter import AgentRun, Checkpoint, RunOutcome, RunSetup, StepEvent
 from flowengine.storage.location import default_db
 from flowengine.storage.writer import Storage
 
-BACKENDS = ("ctransformers", "llama-cpp", "openai", "scripted")
 _USER_MESSAGE = re.compile(
     r"(?:<\|im_start\|>user\n|<\|user\|>)(.*?)(?:<\|im_end\|>|<\|end\|>)", re.S
 )
@@ -28,9 +31,12 @@ REPLAY_KEY_CHARS = 300
 @dataclass
 class SessionConfig:
     db: Path = field(default_factory=default_db)
-    backend: str = "ctransformers"
-    model: Path | None = None
-    script: Path | None = None
+    backend: str = DEFAULT_BACKEND
+    """A name from ``kernel/backends/registry.py``: a built-in or a plugin's."""
+    model: Path | str | None = None
+    """A GGUF file, or for a server the model name it is asked for (the backend says which)."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """The backend's own options by name (``script``, ``max_batch``, ``base_url``...)."""
     replay: str | None = None
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     pool_size: int | None = None
@@ -41,18 +47,6 @@ class SessionConfig:
     """Model threads; None adapts to how busy the machine is (``kernel/threads.py``)."""
     reuse_prefix: bool = True
     """Keep each run's KV cache between its steps (off only to measure what it saves)."""
-    base_url: str | None = None
-    """For ``openai``: the server (None: the environment, the config file, the default)."""
-    model_name: str | None = None
-    """For ``openai``: the model the server is asked for."""
-    max_inflight: int | None = None
-    """For ``openai``: requests sent to the server at once."""
-    request_timeout: float | None = None
-    """For ``openai``: seconds one request may take."""
-    max_batch: int = defaults.MAX_BATCH
-    """For ``llama-cpp``: requests decoded together in one pass."""
-    tick_tokens: int = defaults.TICK_TOKENS
-    """For ``llama-cpp``: tokens one pass may evaluate."""
 
 
 def replay_script(storage: Storage, run_id: str) -> object:
@@ -75,42 +69,27 @@ def replay_script(storage: Storage, run_id: str) -> object:
 
 
 def open_backend(config: SessionConfig, storage: Storage) -> Backend:
-    if config.backend == "scripted" or config.replay:
+    """The configured backend, opened; ``--replay`` answers from a stored run instead."""
+    if config.replay:
         from flowengine.kernel.backends.scripted import Script, ScriptedBackend
 
-        if config.replay:
-            script = replay_script(storage, config.replay)
-        elif config.script is not None:
-            script = Script.from_file(config.script)
-        else:
-            raise BackendError("--backend scripted needs --script FILE or --replay RUN_ID")
+        script = replay_script(storage, config.replay)
         assert isinstance(script, Script)
         return ScriptedBackend(script, config.context_length)
-    if config.backend == "openai":
-        from flowengine.kernel.backends.openai import OpenAIBackend, resolve_settings
-
-        settings = resolve_settings(
-            config.base_url,
-            config.model_name,
-            config.max_inflight,
-            config.request_timeout,
-            config.context_length,
-        )
-        return OpenAIBackend(settings)
-    if config.backend == "llama-cpp":
-        from flowengine.kernel.backends.llamacpp import LlamaCppBackend
-
-        return LlamaCppBackend(
-            config.model,
-            config.context_length,
-            config.threads,
-            sequences=max(config.pool_size or 2 * config.max_batch, config.max_batch),
-            max_batch=config.max_batch,
-            tick_tokens=config.tick_tokens,
-        )
-    from flowengine.kernel.backends.ctransformers import LocalBackend
-
-    return LocalBackend(config.model, config.context_length, config.threads)
+    plugin = backend_plugin(config.backend)
+    settings = BackendSettings(
+        model=str(config.model) if config.model is not None else None,
+        context_length=config.context_length,
+        threads=config.threads,
+        pool_size=config.pool_size,
+        options=dict(config.options),
+    )
+    try:
+        return plugin.open(settings)
+    except FlowengineError:
+        raise
+    except Exception as exc:  # a plugin's bug is that backend's failure, said in one line
+        raise BackendError(f"backend '{plugin.name}' could not open: {one_line(exc)}") from None
 
 
 class Session:

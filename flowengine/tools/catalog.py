@@ -21,16 +21,15 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
+from flowengine.plugins import Provider, entry_points, one_line
 from flowengine.tools.base import Tool
 
 GROUP = "flowengine.tools"
-DISTRIBUTION = "flowengine"
 PLUGINS_VARIABLE = "FLOWENGINE_TOOL_PLUGINS"
 
 BUILTIN_ENTRY_POINTS = {
@@ -41,21 +40,6 @@ BUILTIN_ENTRY_POINTS = {
 equal). Used as they are when flowengine runs from a checkout that was never installed."""
 
 log = logging.getLogger("flowengine.tools")
-
-
-@dataclass(frozen=True)
-class Provider:
-    """Where tools came from: an entry point's name, and the distribution that declares it."""
-
-    plugin: str
-    distribution: str
-
-    @property
-    def builtin(self) -> bool:
-        return self.distribution == DISTRIBUTION
-
-    def __str__(self) -> str:
-        return "built-in" if self.builtin else f"plugin {self.plugin} ({self.distribution})"
 
 
 @dataclass
@@ -90,37 +74,7 @@ def catalog() -> Catalog:
 
 
 def _entry_points() -> list[tuple[metadata.EntryPoint, Provider]]:
-    """Built-ins first, then plugins sorted by distribution and name, so the order (and
-    which of two tools of the same name wins) does not depend on sys.path."""
-    wanted = _wanted_distributions()
-    builtins: list[tuple[metadata.EntryPoint, Provider]] = []
-    plugins: list[tuple[metadata.EntryPoint, Provider]] = []
-    for entry_point in metadata.entry_points(group=GROUP):
-        distribution = entry_point.dist.name if entry_point.dist is not None else "unknown"
-        provider = Provider(entry_point.name, distribution)
-        if provider.builtin:
-            builtins.append((entry_point, provider))
-        elif wanted is None or _normal(distribution) in wanted:
-            plugins.append((entry_point, provider))
-    if not builtins:  # running from a source checkout: no installed metadata to read
-        builtins = [
-            (metadata.EntryPoint(name, value, GROUP), Provider(name, DISTRIBUTION))
-            for name, value in BUILTIN_ENTRY_POINTS.items()
-        ]
-    builtins.sort(key=lambda pair: pair[1].plugin)
-    plugins.sort(key=lambda pair: (pair[1].distribution, pair[1].plugin))
-    return builtins + plugins
-
-
-def _wanted_distributions() -> set[str] | None:
-    value = os.environ.get(PLUGINS_VARIABLE)
-    if value is None:
-        return None
-    return {_normal(name) for name in value.split(",") if name.strip()}
-
-
-def _normal(distribution: str) -> str:
-    return distribution.strip().lower().replace("_", "-").replace(".", "-")
+    return entry_points(GROUP, BUILTIN_ENTRY_POINTS, PLUGINS_VARIABLE)
 
 
 def _add(loaded: Catalog, entry_point: metadata.EntryPoint, provider: Provider) -> None:
@@ -131,7 +85,7 @@ def _add(loaded: Catalog, entry_point: metadata.EntryPoint, provider: Provider) 
         for tool in tools:
             _check_parameters(tool)
     except (Exception, SystemExit) as exc:  # a plugin's bug must not stop flowengine
-        loaded.problems.append(f"{where} was skipped: {_one_line(exc)}{fix}")
+        loaded.problems.append(f"{where} was skipped: {one_line(exc)}{fix}")
         return
     for tool in tools:
         if tool.name in loaded.tools:
@@ -167,8 +121,3 @@ def _check_parameters(tool: Tool) -> None:
         raise ValueError(
             f"tool {tool.name}: parameters is not a valid JSON Schema: {exc.message}"
         ) from None
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else 'no message'}"

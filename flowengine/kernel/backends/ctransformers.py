@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from flowengine.kernel import defaults
-from flowengine.kernel.backends.base import BackendError, Message, chatml
+from flowengine.kernel.backends.base import BackendError, Capability, Message, chatml
 from flowengine.kernel.backends.gguf_convert import PreparedModel, prepare
+from flowengine.kernel.backends.registry import BackendPlugin, BackendSettings
 from flowengine.kernel.sampling import RECENT_TOKENS, REPETITION_PENALTY, greedy, log_prob
 from flowengine.kernel.threads import ThreadPolicy
 
@@ -93,11 +94,14 @@ class LocalCache:
         return log_prob(self._logits(), token)
 
 
-class LocalBackend:
+class CTransformersBackend:
     """A GGUF model through ctransformers, tokenized with ``tokenizers`` when the file's
     vocabulary is byte-level BPE (ctransformers' own tokenizer gets those wrong)."""
 
     name = "ctransformers"
+    capabilities = frozenset(
+        {Capability.CONSTRAINED_DECODING, Capability.LABEL_LOGPROBS, Capability.KV_REUSE}
+    )
 
     def __init__(
         self,
@@ -188,3 +192,15 @@ class LocalBackend:
 
     def close(self) -> None:
         self._tokenizer = None
+
+
+def _open(settings: BackendSettings) -> CTransformersBackend:
+    return CTransformersBackend(settings.model_path, settings.context_length, settings.threads)
+
+
+PLUGIN = BackendPlugin(
+    name="ctransformers",
+    help="a local GGUF model through ctransformers (default: the embedded SmolLM2-135M)",
+    capabilities=CTransformersBackend.capabilities,
+    open=_open,
+)

@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 
 from flowengine.kernel import defaults
-from flowengine.kernel.backends.base import BackendError, Message, chatml
+from flowengine.kernel.backends.base import BackendError, Capability, Message, chatml
+from flowengine.kernel.backends.registry import BackendPlugin, BackendSettings, Option
 from flowengine.kernel.threads import ThreadPolicy
 
 SEQUENCES = 2 * defaults.MAX_BATCH
@@ -71,8 +72,16 @@ class LlamaCppBackend:
     """A GGUF model through llama.cpp, with one context shared by many sequences."""
 
     name = "llama-cpp"
-    batched = True
-    """The kernel serves this backend with its batched executor (``kernel/batching.py``)."""
+    capabilities = frozenset(
+        {
+            Capability.CONSTRAINED_DECODING,
+            Capability.LABEL_LOGPROBS,
+            Capability.KV_REUSE,
+            Capability.BATCHING,
+            Capability.CHAT_TEMPLATE,
+        }
+    )
+    """BATCHING: the kernel serves it with its batched executor (``kernel/batching.py``)."""
 
     def __init__(
         self,
@@ -230,9 +239,6 @@ class LlamaCppBackend:
                     )
         return self._grammar_tokenizer
 
-    def new_cache(self) -> Any:
-        raise BackendError("the llama-cpp backend is served by the batched executor")
-
     # -- the shared context (the batched executor's worker thread only) -----------------
 
     def forget(self, sequence: int, start: int = 0) -> None:
@@ -291,3 +297,40 @@ class LlamaCppBackend:
             self._llama.llama_free(self._context)
             self._llama.llama_model_free(self._model)
             self._context = None
+
+
+def _open(settings: BackendSettings) -> LlamaCppBackend:
+    max_batch = settings.option("max_batch", defaults.MAX_BATCH)
+    return LlamaCppBackend(
+        settings.model_path,
+        settings.context_length,
+        settings.threads,
+        sequences=max(settings.pool_size or 2 * max_batch, max_batch),
+        max_batch=max_batch,
+        tick_tokens=settings.option("tick_tokens", defaults.TICK_TOKENS),
+    )
+
+
+PLUGIN = BackendPlugin(
+    name="llama-cpp",
+    help="any GGUF model llama.cpp loads (Qwen2.5, Llama 3, Gemma 3, ...), concurrent runs "
+    "decoded in one batch",
+    capabilities=LlamaCppBackend.capabilities,
+    open=_open,
+    options=(
+        Option(
+            "--max-batch",
+            f"requests decoded together in one pass (default: {defaults.MAX_BATCH}; 1 decodes "
+            "one request at a time)",
+            kind="count",
+            metavar="N",
+        ),
+        Option(
+            "--tick-tokens",
+            "tokens one pass may evaluate, generated tokens first, then prompt chunks "
+            f"(default: {defaults.TICK_TOKENS})",
+            kind="count",
+            metavar="N",
+        ),
+    ),
+)

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flowengine.kernel.backends.base import BackendError, Message, chatml
+from flowengine.kernel.backends.base import BackendError, Capability, Message, chatml
+from flowengine.kernel.backends.registry import BackendPlugin, BackendSettings, Option
 
 ENV_BASE_URL = "FLOWENGINE_BASE_URL"
 ENV_MODEL = "FLOWENGINE_MODEL"
@@ -332,7 +333,11 @@ class OpenAIBackend:
     """
 
     name = "openai"
-    remote = True
+    capabilities = frozenset(
+        {Capability.SERVER, Capability.CONSTRAINED_DECODING, Capability.LABEL_LOGPROBS}
+    )
+    """SERVER: the kernel serves it with its executor for servers
+    (``kernel/server_executor.py``); JSON is constrained by the server when it can."""
     eos_token_id = -1
 
     def __init__(self, settings: ServerSettings) -> None:
@@ -348,17 +353,55 @@ class OpenAIBackend:
         # The server scores labels by their text; these only size the request.
         return self.encode(label)
 
-    def decode(self, tokens: Sequence[int]) -> str:
-        raise BackendError("the openai backend has no local tokenizer to decode with")
-
     def chat_prompt(self, messages: Sequence[Message]) -> str:
         return chatml(messages)
 
     def grammar_tokenizer(self) -> Any:
         return None
 
-    def new_cache(self) -> Any:
-        raise BackendError("the openai backend keeps no local KV caches")
-
     def close(self) -> None:
         self.client.close()
+
+
+def _open(settings: BackendSettings) -> OpenAIBackend:
+    return OpenAIBackend(
+        resolve_settings(
+            settings.option("base_url"),
+            settings.model,
+            settings.option("max_inflight"),
+            settings.option("request_timeout"),
+            settings.context_length,
+        )
+    )
+
+
+PLUGIN = BackendPlugin(
+    name="openai",
+    help="an OpenAI-compatible server (--base-url, --model NAME)",
+    capabilities=OpenAIBackend.capabilities,
+    open=_open,
+    model="name",
+    options=(
+        Option(
+            "--base-url",
+            "the server, e.g. http://127.0.0.1:8080/v1 (default: $FLOWENGINE_BASE_URL, the "
+            "config file, or http://127.0.0.1:8080/v1); the key is read from "
+            "$FLOWENGINE_API_KEY",
+            metavar="URL",
+        ),
+        Option(
+            "--max-inflight",
+            "requests sent to the server at once, since servers batch (default: "
+            "$FLOWENGINE_MAX_INFLIGHT, the config file, or 8)",
+            kind="count",
+            metavar="N",
+        ),
+        Option(
+            "--request-timeout",
+            "seconds one request may take (default: $FLOWENGINE_REQUEST_TIMEOUT, the config "
+            "file, or 120)",
+            kind="seconds",
+            metavar="S",
+        ),
+    ),
+)

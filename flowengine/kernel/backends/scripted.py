@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flowengine.kernel.backends.base import BackendError, Message
+from flowengine.kernel.backends.base import BackendError, Capability, Message
+from flowengine.kernel.backends.registry import BackendPlugin, BackendSettings, Option
 
 _PIECES = re.compile(r"<\|[a-z_]+\|>|\s+|\w+|[^\w\s]")
 REPLY_START = "<|assistant|>"
@@ -128,6 +129,7 @@ class ScriptedCache:
 
 class ScriptedBackend:
     name = "scripted"
+    capabilities = frozenset({Capability.LABEL_LOGPROBS, Capability.KV_REUSE})
     model_name = "scripted"
 
     def __init__(self, script: Script, context_length: int = 4096) -> None:
@@ -183,3 +185,28 @@ class ScriptedBackend:
 
     def close(self) -> None:
         pass
+
+
+def _open(settings: BackendSettings) -> ScriptedBackend:
+    script = settings.option("script")
+    if script is None:
+        raise BackendError("--backend scripted needs --script FILE or --replay RUN_ID")
+    return ScriptedBackend(Script.from_file(Path(script)), settings.context_length)
+
+
+PLUGIN = BackendPlugin(
+    name="scripted",
+    help="replies from --script FILE, for tests",
+    capabilities=ScriptedBackend.capabilities,
+    open=_open,
+    model=None,
+    options=(
+        Option(
+            "--script",
+            '{"default": ..., "rules": [{"contains": ..., "reply": ...}]}',
+            kind="file",
+            metavar="FILE",
+            required=True,
+        ),
+    ),
+)
