@@ -356,7 +356,7 @@ AGAIN = Script(rules=[Rule("yes", contains="Again?"), Rule("no", contains="Done 
 
 
 @pytest.mark.parametrize(
-    ("yaml", "status", "steps"),
+    ("yaml", "status", "steps", "message"),
     [
         (  # a self-loop the model never leaves ends at the agent's max_steps
             "name: Spin\nmax_steps: 25\nsteps:\n  Spin:\n    type: decision\n"
@@ -364,6 +364,7 @@ AGAIN = Script(rules=[Rule("yes", contains="Again?"), Rule("no", contains="Done 
             "  End:\n    type: terminal\n    output: never\n",
             "max_steps",
             25,
+            "stopped after 25 steps (max_steps) before 'Spin'",
         ),
         (  # a two-step loop guarded by max_visits on its first step
             "name: Loop\nsteps:\n  A:\n    type: process\n    instruction: a\n    next: B\n"
@@ -371,6 +372,7 @@ AGAIN = Script(rules=[Rule("yes", contains="Again?"), Rule("no", contains="Done 
             "    branches: {yes: End, no: A}\n  End:\n    type: terminal\n    output: never\n",
             "max_visits",
             8,
+            "step 'A' would run a 5th time; its max_visits is 4",
         ),
         (  # a decision that always picks its back edge, guarded on the decision
             "name: Stuck\nmax_steps: 1000\nsteps:\n  Work:\n    type: process\n"
@@ -379,15 +381,16 @@ AGAIN = Script(rules=[Rule("yes", contains="Again?"), Rule("no", contains="Done 
             "  End:\n    type: terminal\n    output: done\n",
             "max_visits",
             13,
+            "step 'Check' would run a 7th time; its max_visits is 6",
         ),
     ],
 )
 def test_runaway_agents_stop_with_a_clear_status(
-    tmp_path: Path, yaml: str, status: str, steps: int
+    tmp_path: Path, yaml: str, status: str, steps: int, message: str
 ) -> None:
     outcome, storage = _run(tmp_path, yaml, script=AGAIN)
     assert outcome.status == status and outcome.steps == steps
-    assert status in (outcome.error or "")
+    assert message in (outcome.error or "")
     [(stored_status, stored_steps)] = storage.query(
         "SELECT status, steps FROM runs WHERE run_id = ?", [outcome.run_id]
     )

@@ -265,7 +265,7 @@ class AgentRun:
         if step.max_visits is not None and visits >= step.max_visits:
             return (
                 "max_visits",
-                f"step '{step.id}' would run a {visits + 1}th time; its max_visits is "
+                f"step '{step.id}' would run a {_ordinal(visits + 1)} time; its max_visits is "
                 f"{step.max_visits}",
             )
         return None
@@ -680,3 +680,9 @@ def parse_json_output(text: str, schema: dict[str, Any] | None) -> tuple[Any, li
         where = "/".join(str(part) for part in error.absolute_path) or "(top level)"
         errors.append(f"{where}: {error.message}")
     return value, errors
+
+
+def _ordinal(n: int) -> str:
+    """1st, 2nd, 3rd, 4th ... 11th, 12th, 13th ... 21st."""
+    suffix = "th" if n % 100 in (11, 12, 13) else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
