@@ -304,3 +304,31 @@ def test_viz_of_a_stored_run_as_mermaid_renders_with_its_colon_title(mermaid, tm
     visited = [n for n in _nodes(result).values() if "visited" in n["classes"]]
     assert len(visited) == len(set(outcome["path"]))
     assert all(n["stroke"] == BLUE for n in visited)
+
+
+def test_viz_to_a_markdown_file_writes_a_fenced_block_mermaid_cli_renders(tmp_path: Path) -> None:
+    require(MMDC, CHROMIUM)
+    page = tmp_path / "plan.md"
+    done = run_cli("viz", str(AGENTS / "math_agent.yaml"), "-o", str(page))
+    assert done.returncode == 0, done.stderr
+    text = page.read_text()
+    assert text.startswith("```mermaid\n---\n") and text.endswith("\n```\n")
+    rendered = subprocess.run(
+        [
+            str(MMDC),
+            "-q",
+            "-p",
+            str(PUPPETEER_CONFIG),
+            "-i",
+            str(page),
+            "-o",
+            str(tmp_path / "out.md"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert rendered.returncode == 0, rendered.stderr
+    svg = (tmp_path / "out-1.svg").read_text()
+    assert svg.startswith("<svg") and "<b>classify</b>" in svg
+    assert "![diagram](./out-1.svg)" in (tmp_path / "out.md").read_text()

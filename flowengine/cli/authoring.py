@@ -24,9 +24,12 @@ if TYPE_CHECKING:
     from flowengine.agentfile.diagnostics import Diagnostic
 
 AGENT_SUFFIXES = (".yaml", ".yml")
+MARKDOWN_SUFFIXES = (".md", ".markdown")
 VIZ_SUFFIXES = {
     ".mmd": "mermaid",
     ".mermaid": "mermaid",
+    ".md": "mermaid",
+    ".markdown": "mermaid",
     ".dot": "dot",
     ".gv": "dot",
     ".svg": "svg",
@@ -214,6 +217,9 @@ def cmd_viz(args: argparse.Namespace) -> int:
     output = args.output
     if output is None and fmt not in TEXT_FORMATS:
         output = f"{path.stem}.{fmt}"
+    if fmt == "mermaid" and Path(output or "").suffix.lower() in MARKDOWN_SUFFIXES:
+        # A Markdown file shows a diagram only inside a fenced ```mermaid block.
+        drawing = b"```mermaid\n" + drawing.rstrip(b"\n") + b"\n```\n"
     if output in (None, "-"):
         sys.stdout.buffer.write(drawing)
         sys.stdout.flush()
