@@ -588,6 +588,7 @@ class AgentRun:
         following: str | None,
         outcome: RunOutcome,
     ) -> None:
+        """Store the finished step, the run's checkpoint; returns once it is durable."""
         # What the step changed, not the whole memory: a row per step of the whole memory
         # made storage grow with the square of a run's length (storage/checkpoints.py).
         saved = {step.save_as: self.memory.variables[step.save_as]} if step.save_as else {}
@@ -610,6 +611,7 @@ class AgentRun:
         # only, because rewriting it (with the agent source) every step tripled the cost.
 
     def _save_run(self, outcome: RunOutcome) -> None:
+        """Store the run's row (at its start and end); returns once it is durable."""
         self.kernel.record_run(self._run_row(outcome))
 
     def _run_row(self, outcome: RunOutcome) -> RunRow:

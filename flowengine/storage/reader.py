@@ -14,7 +14,7 @@ from typing import Any
 from flowengine.errors import StorageError
 from flowengine.storage.checkpoints import fold
 from flowengine.storage.journal import has_journal, journal_path
-from flowengine.storage.tables import META_TABLE, STEP_SEQ_TABLES, TABLES
+from flowengine.storage.tables import META_TABLE, STEP_SEQ_TABLES, STEP_SEQ_VERSION, TABLES
 from flowengine.storage.writer import connect
 
 # A running run's row is written at its start and end only; its steps are counted live.
@@ -45,7 +45,11 @@ def open_reading(paths: Sequence[Path]) -> Any:
         present = set(
             connection.execute("SELECT database_name, table_name FROM duckdb_tables()").fetchall()
         )
-        old = {i for i in range(len(paths)) if _version(connection, f"db{i}", present) < 7}
+        old = {
+            i
+            for i in range(len(paths))
+            if _version(connection, f"db{i}", present) < STEP_SEQ_VERSION
+        }
         for table in TABLES:
             # A file from an older release may lack a table (batch_ticks came in 6).
             holding = [i for i in range(len(paths)) if (f"db{i}", table) in present]
