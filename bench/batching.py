@@ -110,9 +110,12 @@ def one_mode(
         [(generated, turnaround, waiting)] = session.storage.query(
             "SELECT sum(output_tokens), avg(turnaround_s), avg(waiting_s) FROM llm_requests"
         )
-        ticks = session.kernel.ticks
-    decoding = [t for t in ticks if t.prompt_tokens == 0]
-    decode_seconds = sum(t.end - t.start for t in decoding)
+        # The kernel keeps only its newest decodes; storage has them all.
+        [(mean_batch, decoded, decode_seconds)] = session.storage.query(
+            "SELECT avg(sequences), sum(tokens) FILTER (WHERE prompt_tokens = 0), "
+            "sum(epoch(ended) - epoch(started)) FILTER (WHERE prompt_tokens = 0) "
+            "FROM batch_ticks"
+        )
     assert all(o.status == "completed" for o in outcomes), [o.error for o in outcomes]
     return {
         "tokens_per_s": generated / makespan,
@@ -120,11 +123,9 @@ def one_mode(
         "mean_turnaround_s": turnaround,
         "mean_waiting_s": waiting,
         "generated": generated,
-        "mean_batch": statistics.mean(t.sequences for t in ticks) if ticks else 1.0,
+        "mean_batch": mean_batch if mean_batch is not None else 1.0,
         # Ticks that only decode (no prompt chunk): what batching itself gains.
-        "decode_tokens_per_s": (
-            sum(t.tokens for t in decoding) / decode_seconds if decode_seconds else None
-        ),
+        "decode_tokens_per_s": decoded / decode_seconds if decode_seconds else None,
     }
 
 

@@ -251,7 +251,62 @@ def render(results: dict) -> str:
         lines += render_server(results["server"])
     if "batching" in results:
         lines += render_batching(results["batching"])
+    if "long_run" in results:
+        lines += render_long_run(results["long_run"])
     return "\n".join(lines)
+
+
+def _pair(entry: dict, key: str, scale: float, unit: str, digits: int = 2) -> str:
+    """Two table cells: the figure before (n/a when not measured) and after."""
+    after = f"{entry['after'][key] / scale:.{digits}f} {unit}"
+    if "before" not in entry:
+        return f"n/a | {after}"
+    return f"{entry['before'][key] / scale:.{digits}f} {unit} | {after}"
+
+
+def render_long_run(r: dict) -> list[str]:
+    """Section 10: one long run's storage, write time and memory against its length."""
+    lines = [
+        "## 10. Long runs: bounded records (issue 24)",
+        "",
+        "`python bench/long_run.py --before DIR`: one Looper run (`tests/looper.py`) of N",
+        "steps on the scripted backend (an instant model), in a fresh process per run,",
+        "writing a fresh DuckDB file. *before* is the code before step rows stored only what",
+        "they changed (commit 6ec0d3c, each row holding the whole memory and path), measured",
+        "right after *after* on the same machine. *state* is the bytes of the `steps.state`",
+        "column; *write* the seconds the storage threads spent (journal and DuckDB); *peak*",
+        "the process's `ru_maxrss`, imports included (about 105 MiB). Medians of "
+        f"{r.get('repeat', 1)} runs each, before and after alternating; load average "
+        f"{r.get('load_average', [0.0])[0]:.1f} at the start.",
+        "",
+        "| steps | file: before | after | state: before | after | write: before | after "
+        "| run: before | after | peak: before | after |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for entry in r["sizes"].values():
+        lines.append(
+            f"| {entry['after']['steps']:,} | {_pair(entry, 'db_bytes', 2**20, 'MiB')} | "
+            f"{_pair(entry, 'state_bytes', 2**20, 'MiB')} | {_pair(entry, 'write_s', 1, 's')} | "
+            f"{_pair(entry, 'seconds', 1, 's')} | {_pair(entry, 'peak_mib', 1, 'MiB', 0)} |"
+        )
+    lines.append("")
+    longest = list(r["sizes"].values())[-1]
+    if "before" in longest:
+        b, a = longest["before"], longest["after"]
+        lines += [
+            f"At {a['steps']:,} steps the `state` column is "
+            f"{b['state_bytes'] / a['state_bytes']:,.0f}x smaller; it doubles when the run's",
+            "length doubles, where it grew four times. The storage threads write for "
+            f"{a['write_s'] / b['write_s']:.2f}x the time,",
+            f"and the process peaks at {a['peak_mib'] / b['peak_mib']:.2f}x the memory. The file",
+            "itself grows less than the column, because DuckDB compresses the repeated JSON",
+            "and allocates in blocks (a small file stays at its first 1.76 MiB). A run's time",
+            "still grows faster than its length on both sides: each step's prompt carries the",
+            "progress so far (up to the context window), and the memory quota is checked on",
+            "the whole memory; that is the run's work, not storage's.",
+            "",
+        ]
+    return lines
 
 
 def render_batching(b: dict) -> list[str]:
@@ -737,7 +792,17 @@ def render_demo(d: dict) -> list[str]:
     return lines
 
 
-PARTS = ("overhead", "kernel", "decisions", "demo", "validation", "durable", "server", "batching")
+PARTS = (
+    "overhead",
+    "kernel",
+    "decisions",
+    "demo",
+    "validation",
+    "durable",
+    "server",
+    "batching",
+    "long_run",
+)
 
 
 def main() -> None:

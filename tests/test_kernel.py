@@ -46,7 +46,7 @@ def test_round_robin_interleaves_and_matches_fifo(pool: int) -> None:
         done = _run_concurrently(kernel, [_request(backend, f"r{n}", f"ask {n}") for n in "abc"])
         kernel.close()
         outputs[policy] = [r.response for r in done]
-        order = [s.run_id for s in kernel.slices]
+        order = [s.run_id for s in kernel.recent_slices]
         if policy == "fifo":
             assert order == ["ra", "rb", "rc"]
             assert all(r.preemptions == 0 for r in done)
@@ -59,7 +59,9 @@ def test_round_robin_interleaves_and_matches_fifo(pool: int) -> None:
                 assert sum(r.restores for r in done) >= 6
             else:
                 assert sum(r.restores for r in done) == 0
-                assert sum(s.evaluated for s in kernel.slices) == sum(len(r.tokens) for r in done)
+                assert sum(s.evaluated for s in kernel.recent_slices) == sum(
+                    len(r.tokens) for r in done
+                )
         for request in done:
             assert request.first_start is not None and request.end is not None
             assert request.turnaround >= request.waiting >= 0
@@ -201,3 +203,24 @@ def test_a_single_row_and_a_batch_store_the_same_values(tmp_path: Path) -> None:
         ("batch-2", 1, "m é", when, "22:13"),
         ("no-time", None, "m", None, None),
     ]
+
+
+def test_the_kernel_keeps_only_its_newest_slices_and_stores_them_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A long-lived process must not grow with every slice it served: the slices go to
+    storage as they happen, and memory keeps a short window of the newest."""
+    from flowengine.kernel import defaults
+
+    monkeypatch.setattr(defaults, "RECENT_RECORDS", 3)
+    storage = Storage(tmp_path / "k.duckdb")
+    backend = ScriptedBackend(SCRIPT)
+    kernel = Kernel(backend, SchedulerConfig("rr", quantum=5), storage)  # type: ignore[arg-type]
+    done = _run_concurrently(kernel, [_request(backend, f"r{n}", f"ask {n}") for n in "abc"])
+    kernel.close()
+    served = sum(request.slices for request in done)
+    assert served > 3
+    assert len(kernel.recent_slices) == 3
+    [(stored,)] = storage.query("SELECT count(*) FROM llm_slices")
+    storage.close()
+    assert stored == served

@@ -132,3 +132,37 @@ def test_the_checker_sees_a_real_upward_import(tmp_path: Path) -> None:
     rogue = tmp_path / "rogue.py"
     rogue.write_text("def f():\n    from flowengine.runtime.interpreter import AgentRun\n")
     assert ("flowengine.runtime.interpreter", 2) in _imports(rogue)
+
+
+KERNEL_INSIDES = {"storage", "backend"}
+"""What the kernel keeps to itself: runs ask it (``Kernel.fit_prompt``, ``record_step``...)."""
+
+
+def _names_a_kernel(node: ast.expr) -> bool:
+    """``kernel``, ``self.kernel``, ``session.kernel``: an expression naming a kernel."""
+    name = node.id if isinstance(node, ast.Name) else getattr(node, "attr", "")
+    return "kernel" in name.lower()
+
+
+def test_runtime_never_reaches_into_the_kernel() -> None:
+    """The runtime asks the kernel, never its backend or storage: ``kernel.backend.encode``
+    or ``self.kernel.storage`` anywhere in runtime/ fails here (getattr too)."""
+    reached = []
+    for path in sorted((PACKAGE / "runtime").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Attribute) and node.attr in KERNEL_INSIDES:
+                target = node.value
+            elif (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id in ("getattr", "setattr", "hasattr")
+                and len(node.args) >= 2
+                and isinstance(node.args[1], ast.Constant)
+                and node.args[1].value in KERNEL_INSIDES
+            ):
+                target = node.args[0]
+            else:
+                continue
+            if _names_a_kernel(target):
+                reached.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not reached, f"the runtime reaches into the kernel at {', '.join(reached)}"

@@ -194,7 +194,7 @@ def test_constrained_replies_stay_valid_through_preemption_and_eviction() -> Non
         assert request.error is None
         picked = json.loads(request.response)
         assert len(picked) == 3 and set(picked) <= set(fruits["items"]["enum"])
-    assert max(tick.sequences for tick in kernel.ticks) == 2
+    assert max(tick.sequences for tick in kernel.recent_ticks) == 2
 
 
 def test_a_decision_scores_labels_in_the_batch() -> None:

@@ -20,11 +20,13 @@ import pytest
 
 from flowengine.errors import StorageError
 from flowengine.storage import tables
+from flowengine.storage.checkpoints import fold, step_change
 from flowengine.storage.reader import Records
 from flowengine.storage.rows import ROW_TYPES, ErrorRow, Row, RunRow
 from flowengine.storage.tables import META_TABLE, MIGRATIONS, SCHEMA_VERSION, TABLES, table_of
 from flowengine.storage.writer import Storage
 from tests.conftest import AGENTS, ROOT, run_cli
+from tests.looper import looper
 
 V1 = ROOT / "tests" / "data" / "v1.duckdb"
 V1_SCRIPTS = ROOT / "tests" / "data" / "v1"
@@ -100,6 +102,16 @@ def test_a_v1_database_reads_through_the_cli_and_is_left_as_it_was(v1_copy: Path
     assert [(c["tool"], c["ok"]) for c in detail["tool_calls"]] == [("calculator", False)]
     assert [e["code"] for e in detail["errors"]] == ["tool-failed", "llm-failed"]
     assert detail["llm_requests"][-1]["error"].endswith("the model stopped answering")
+    # The file stored step_seq one less than its step's seq; it reads as version 7 stores it.
+    seqs = {step["step_id"]: step["seq"] for step in detail["steps"]}
+    assert [(e["step_id"], e["step_seq"]) for e in detail["errors"]] == [
+        ("calculate", seqs["calculate"]),
+        ("answer", len(seqs) + 1),  # the step that never finished
+    ]
+    assert [c["step_seq"] for c in detail["tool_calls"]] == [seqs["calculate"]]
+    assert all(
+        r["step_seq"] == seqs[r["step_id"]] for r in detail["llm_requests"] if r["step_id"] in seqs
+    )
     table = run_cli("logs", failed["run_id"], "--db", str(v1_copy))
     assert table.returncode == 0 and "division by zero" in table.stdout, table.stderr
 
@@ -133,9 +145,25 @@ def test_resuming_the_killed_v1_run_migrates_the_file_and_finishes_the_run(
     seqs = _query(v1_copy, f"SELECT seq FROM steps WHERE run_id = '{run_id}' ORDER BY seq")
     assert [seq for (seq,) in seqs] == list(range(1, outcome["steps"] + 1))
     assert outcome["steps"] > stored
-    # The resumed part stored its calculator calls next to those from before the kill.
+    # The resumed part stored its calculator calls next to those from before the kill,
+    # each with its step's seq: the migrated ones and the new ones alike.
     calls = _query(v1_copy, f"SELECT count(*) FROM tool_calls WHERE run_id = '{run_id}'")
     assert calls == [(200,)]
+    joined = _query(
+        v1_copy,
+        "SELECT count(*) FROM tool_calls t JOIN steps s ON s.run_id = t.run_id "
+        f"AND s.seq = t.step_seq AND s.step_id = t.step_id WHERE t.run_id = '{run_id}'",
+    )
+    assert joined == [(200,)]
+    # Steps from before hold the whole memory; the resumed ones only what they changed.
+    states = [
+        json.loads(state)
+        for (state,) in _query(
+            v1_copy, f"SELECT state FROM steps WHERE run_id = '{run_id}' ORDER BY seq"
+        )
+    ]
+    assert all("path" in state for state in states[:stored])
+    assert all(set(state) == {"set", "progress_dropped"} for state in states[stored:])
 
     # The old runs are still there, and new runs go in beside them.
     task = "What is (3 + 4) * 2?"
@@ -373,3 +401,62 @@ def test_a_failed_migration_leaves_the_file_as_it_was(
         Storage(v1_copy)
     assert META_TABLE not in _tables(v1_copy) and "extra" not in _tables(v1_copy)
     assert _query(v1_copy, "SELECT count(*) FROM runs") == [(5,)]
+
+
+def test_a_runs_memory_is_the_fold_of_its_steps_whole_or_changed() -> None:
+    """Rows of a file from before version 7 hold the whole memory and replace what was
+    folded; later rows add what they changed (a run begun before and resumed after)."""
+    whole = {
+        "variables": {"a": 1},
+        "progress": [{"step": "s1", "result": "r1"}],
+        "visits": {"s1": 1},
+        "progress_dropped": 0,
+        "path": ["s1"],
+    }
+    rows = [
+        ("s1", json.dumps("r1"), json.dumps(whole)),
+        ("s2", json.dumps({"x": 2}), json.dumps(step_change({"b": {"x": 2}}, 1))),
+        ("s1", json.dumps("r3"), step_change({}, 1)),
+    ]
+    assert fold(rows) == {
+        "variables": {"a": 1, "b": {"x": 2}},
+        "progress": [
+            {"step": "s1", "result": "r1"},
+            {"step": "s2", "result": {"x": 2}},
+            {"step": "s1", "result": "r3"},
+        ],
+        "visits": {"s1": 2, "s2": 1},
+        "progress_dropped": 1,
+        "path": ["s1", "s2", "s1"],
+    }
+
+
+def test_a_steps_row_grows_with_what_it_changed_not_with_the_run(tmp_path: Path) -> None:
+    """A long run's last step row is as small as its first: storage grows linearly."""
+    script = tmp_path / "script.json"
+    script.write_text(json.dumps({"default": "round done"}))
+    agent = tmp_path / "looper.yaml"
+    agent.write_text(looper(100) + "max_steps: 300\n")
+    db = tmp_path / "long.duckdb"
+    done = run_cli(
+        "run",
+        str(agent),
+        "--input",
+        "go",
+        "--backend",
+        "scripted",
+        "--script",
+        str(script),
+        "--db",
+        str(db),
+        "--quiet",
+    )
+    assert done.returncode == 0, done.stderr
+    sizes = [size for (size,) in _query(db, "SELECT length(state) FROM steps ORDER BY seq")]
+    # Only the count of progress entries left out of prompts grows, by a digit or two.
+    assert len(sizes) == 201 and max(sizes) <= sizes[0] + 3
+    with Records(db) as records:
+        memory = records.memory_after(records.runs()[0]["run_id"], 201)
+    assert memory["visits"] == {"Work": 100, "Check": 100, "Done": 1}
+    assert memory["path"][-3:] == ["Work", "Check", "Done"]
+    assert memory["progress"][-1]["result"] == "finished after 100 rounds: stop"

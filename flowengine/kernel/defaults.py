@@ -29,3 +29,7 @@ MAX_BATCH = 8
 
 TICK_TOKENS = 512
 """Tokens one batched pass may evaluate: generated tokens first, then prompt chunks."""
+
+RECENT_RECORDS = 1024
+"""Slices and batched decodes the kernel keeps in memory, the newest (for tests and live
+views); every one goes to storage as it happens, so a long process's memory stays flat."""

@@ -13,18 +13,33 @@ from __future__ import annotations
 import concurrent.futures
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from flowengine.kernel import defaults
 from flowengine.kernel.access import AccessDenied, AccessManager, Grant
-from flowengine.kernel.backends.base import Backend, BackendError, CachingBackend, Capability
+from flowengine.kernel.backends.base import (
+    Backend,
+    BackendError,
+    CachingBackend,
+    Capability,
+    Message,
+)
 from flowengine.kernel.constrain import JsonConstraint
-from flowengine.kernel.context import ContextPool, RunCache
+from flowengine.kernel.context import ContextPool, RunCache, fit_prompt
 from flowengine.kernel.llm_request import ContentFreeScores, LLMRequest, SliceRecord, TickRecord
 from flowengine.kernel.memory import MemoryManager, RunMemory
 from flowengine.kernel.scheduler import ReadyQueue, SchedulerConfig
-from flowengine.storage.rows import ErrorRow, LLMRequestRow, SliceRow, TickRow, ToolCallRow
+from flowengine.storage.rows import (
+    ErrorRow,
+    LLMRequestRow,
+    RunRow,
+    SliceRow,
+    StepRow,
+    TickRow,
+    ToolCallRow,
+)
 from flowengine.storage.writer import Storage
 from flowengine.tools.base import ToolResult
 from flowengine.tools.catalog import available_tools
@@ -63,9 +78,11 @@ class Kernel:
             self._text = backend.decode
         self._content_free_scores = ContentFreeScores()
         """Only the thread serving the model touches it."""
-        self.slices: list[SliceRecord] = []
-        self.ticks: list[TickRecord] = []
-        """The batched executor's decodes (llama-cpp backend only)."""
+        # Every slice and decode is stored as it happens (``llm_slices``, ``batch_ticks``);
+        # only the newest are kept here, so that memory does not grow with a process's life.
+        self.recent_slices: deque[SliceRecord] = deque(maxlen=defaults.RECENT_RECORDS)
+        self.recent_ticks: deque[TickRecord] = deque(maxlen=defaults.RECENT_RECORDS)
+        """The batched executor's newest decodes (llama-cpp backend only)."""
         self.on_slice: Callable[[SliceRecord], None] | None = None
         self._queue = ReadyQueue(self.scheduler)
         self._futures: dict[str, concurrent.futures.Future[LLMRequest]] = {}
@@ -120,6 +137,67 @@ class Kernel:
             self._batched.forget(run_id)
         self.memory.release(run_id)
         self.access.forget(run_id)
+
+    # -- what runs ask of the model, before a request -----------------------------------
+    # Runs never reach the backend or storage themselves (tests/test_layers.py checks):
+    # the kernel answers for the model it serves and keeps the records.
+
+    @property
+    def model_info(self) -> tuple[str, str]:
+        """The backend's name and the model's, as a run's row records them."""
+        return self.backend.name, self.backend.model_name
+
+    @property
+    def constrains_json(self) -> bool:
+        """Whether a reply can be held to a JSON Schema while it is generated: a grammar
+        on the local model, or a model server that is sent the schema."""
+        return (
+            self.backend.grammar_tokenizer() is not None
+            or Capability.SERVER in self.backend.capabilities
+        )
+
+    def label_tokens(self, labels: Sequence[str]) -> list[list[int]]:
+        """Each label's tokens as the model would write it as a reply."""
+        return [self.backend.label_tokens(label) for label in labels]
+
+    def chat_tokens(self, messages: Sequence[Message]) -> list[int]:
+        """The tokens of a chat prompt (a decision's content-free prompt, say)."""
+        return self.backend.encode(self.backend.chat_prompt(messages))
+
+    def fit_prompt(
+        self,
+        messages: Callable[[int], Sequence[Message]],
+        suffix: str,
+        reserve: int,
+        entries: int,
+        start: int = 0,
+    ) -> tuple[str, list[int], int]:
+        """The chat prompt (``messages(k)`` without the ``k`` oldest of ``entries``
+        progress entries, then ``suffix``) that leaves ``reserve`` tokens of the model's
+        window free: its text, tokens and entries left out (``context.fit_prompt``)."""
+        backend = self.backend
+        return fit_prompt(
+            lambda dropped: backend.chat_prompt(messages(dropped)) + suffix,
+            backend.encode,
+            backend.context_length - reserve,
+            entries,
+            start=start,
+        )
+
+    # -- records of runs and steps ------------------------------------------------------
+
+    def record_run(self, row: RunRow) -> None:
+        """Store a run's row and return once it is durable."""
+        if self.storage is not None:
+            self.storage.record_run(row)
+            self.storage.commit()
+
+    def record_step(self, row: StepRow) -> None:
+        """Store a finished step (the run's checkpoint) and return once it is durable,
+        with every row recorded before it."""
+        if self.storage is not None:
+            self.storage.record_step(row)
+            self.storage.commit()
 
     # -- LLM requests -----------------------------------------------------------------
 
@@ -256,7 +334,7 @@ class Kernel:
         return scores
 
     def _record_slice(self, record: SliceRecord) -> None:
-        self.slices.append(record)
+        self.recent_slices.append(record)
         if self.on_slice is not None:
             self.on_slice(record)
         if self.storage is not None:
@@ -276,7 +354,7 @@ class Kernel:
             )
 
     def _record_tick(self, record: TickRecord) -> None:
-        self.ticks.append(record)
+        self.recent_ticks.append(record)
         if self.storage is not None:
             self.storage.record_tick(
                 TickRow(

@@ -1,7 +1,8 @@
 """The interpreter: walks an agent's compiled graph, one step at a time, through the kernel.
 
-Each finished step is checkpointed to storage (its result and the run's memory after it)
-before the next begins, so a run whose process dies can be resumed from its last step.
+Each finished step is checkpointed to storage (its result and what it changed in the
+run's memory; the memory is the fold of a run's steps, ``storage/checkpoints.py``) before
+the next begins, so a run whose process dies can be resumed from its last step.
 """
 
 from __future__ import annotations
@@ -28,12 +29,12 @@ from flowengine.agentfile.templates import (
 from flowengine.errors import AccessDenied, ContextOverflow, MemoryQuotaExceeded, StepError
 from flowengine.graph.build import build_graph, successor
 from flowengine.kernel import defaults
-from flowengine.kernel.backends.base import Capability
-from flowengine.kernel.context import fit_prompt
+from flowengine.kernel.backends.base import Message
 from flowengine.kernel.kernel import Kernel
 from flowengine.kernel.llm_request import LLMRequest
 from flowengine.kernel.memory import RunMemory
 from flowengine.runtime import prompts
+from flowengine.storage.checkpoints import step_change
 from flowengine.storage.rows import RunRow, StepRow
 from flowengine.storage.tables import to_json
 
@@ -142,6 +143,12 @@ class AgentRun:
         self._answer_given: tuple[Any] | None = None
         """The answer for the next input step, until that step takes it."""
 
+    @property
+    def step_seq(self) -> int:
+        """The ``seq`` of the step now running (its row's, once stored): what the LLM
+        requests, tool calls and errors recorded while it runs carry as ``step_seq``."""
+        return self.seq + 1
+
     # -- the loop -------------------------------------------------------------------
 
     def run(self, checkpoint: Checkpoint | None = None) -> RunOutcome:
@@ -195,7 +202,7 @@ class AgentRun:
             # If the storage itself failed, the run's row below still says why.
             with contextlib.suppress(Exception):
                 self.kernel.record_error(
-                    self.run_id, current or "", self.seq, failure.code, failure.message
+                    self.run_id, current or "", self.step_seq, failure.code, failure.message
                 )
         finally:
             outcome.steps = self.seq
@@ -231,7 +238,9 @@ class AgentRun:
             except Exception as exc:  # isolated to this step, and stored
                 message = f"step '{step.id}' crashed: {type(exc).__name__}: {exc}"
                 # Each attempt is stored, as each failed tool call is.
-                self.kernel.record_error(self.run_id, step.id, self.seq, "step-crashed", message)
+                self.kernel.record_error(
+                    self.run_id, step.id, self.step_seq, "step-crashed", message
+                )
                 if attempt < step.retry:
                     continue
                 raise StepError(message, "step-crashed") from exc
@@ -253,7 +262,7 @@ class AgentRun:
             target = successor(self.graph, step.id, "on_error")
             where = f"went to '{policy}' (on_error)"
         self.kernel.record_error(
-            self.run_id, step.id, self.seq, "step-recovered", f"{failure.message}; {where}"
+            self.run_id, step.id, self.step_seq, "step-recovered", f"{failure.message}; {where}"
         )
         return target
 
@@ -322,7 +331,9 @@ class AgentRun:
             }
             for _attempt in range(step.retry + 1):
                 try:
-                    called = self.kernel.call_tool(self.run_id, step.id, self.seq, step.tool, args)
+                    called = self.kernel.call_tool(
+                        self.run_id, step.id, self.step_seq, step.tool, args
+                    )
                 except AccessDenied as exc:
                     raise StepError(f"step '{step.id}': {exc}", "tool-denied") from None
                 if called.ok:
@@ -355,9 +366,8 @@ class AgentRun:
         question = self._render(step.question or "", step)
         examples = [(example.input, example.label) for example in step.examples]
         request = self._request(step, "choose", prompts.decision_ask(question, labels, examples))
-        backend = self.kernel.backend
         request.labels = labels
-        request.label_tokens = [backend.label_tokens(label) for label in labels]
+        request.label_tokens = self.kernel.label_tokens(labels)
         # Calibration against this prompt with its content replaced by "N/A" (the same
         # description, examples and labels) helped with worked examples, which bias a
         # small model towards the labels they show, and hurt without them on the held-out
@@ -368,7 +378,7 @@ class AgentRun:
             content_free = prompts.content_free_messages(
                 system, self.agent.progress_for(step) != "none", labels, examples
             )
-            request.content_free_tokens = backend.encode(backend.chat_prompt(content_free))
+            request.content_free_tokens = self.kernel.chat_tokens(content_free)
         return self._submit(step, request).response
 
     def _terminal(self, step: Step, outcome: RunOutcome) -> Any:
@@ -423,7 +433,7 @@ class AgentRun:
     def _checked_json(self, step: Step, text: str) -> tuple[Any, list[str]]:
         value, errors = parse_json_output(text, self._output_schema(step))
         for message in errors:
-            self.kernel.record_error(self.run_id, step.id, self.seq, "output-invalid", message)
+            self.kernel.record_error(self.run_id, step.id, self.step_seq, "output-invalid", message)
         return (value if value is not None else text), errors
 
     # -- LLM calls ------------------------------------------------------------------
@@ -437,7 +447,6 @@ class AgentRun:
         prefill: str = "",
         max_tokens: int | None = None,
     ) -> LLMRequest:
-        backend = self.kernel.backend
         setting = self.agent.progress_for(step)
         progress = prompts.progress_to_show(self.memory.progress, setting)
         already_dropped = self.memory.progress_dropped if setting == "all" else 0
@@ -447,17 +456,12 @@ class AgentRun:
 
         system = self._render(self.agent.description, step) if self.agent.description else ""
 
-        def render(dropped: int) -> str:
-            chat = prompts.messages(system, task, progress, ask, dropped, data)
-            return backend.chat_prompt(chat) + prefill
+        def chat(dropped: int) -> list[Message]:
+            return prompts.messages(system, task, progress, ask, dropped, data)
 
         try:
-            text, tokens, dropped = fit_prompt(
-                render,
-                backend.encode,
-                backend.context_length - reserve,
-                len(progress),
-                start=already_dropped,
+            text, tokens, dropped = self.kernel.fit_prompt(
+                chat, prefill, reserve, len(progress), start=already_dropped
             )
         except ContextOverflow as exc:
             raise StepError(f"step '{step.id}': {exc}", "context-overflow") from None
@@ -467,7 +471,7 @@ class AgentRun:
             self.kernel.record_error(
                 self.run_id,
                 step.id,
-                self.seq,
+                self.step_seq,
                 "progress-shortened",
                 f"left out the {dropped} oldest progress entries to fit the context window "
                 "(a block at once, so that later prompts keep the same beginning)",
@@ -476,7 +480,7 @@ class AgentRun:
             run_id=self.run_id,
             agent=self.agent.name,
             step_id=step.id,
-            step_seq=self.seq,
+            step_seq=self.step_seq,
             kind="choose" if kind == "choose" else "generate",
             prompt=text,
             prompt_tokens=tokens,
@@ -488,11 +492,8 @@ class AgentRun:
     def _generate(
         self, step: Step, ask: str, data: tuple[str, Any] | None = None, json_mode: bool = False
     ) -> str:
-        backend = self.kernel.backend
         # A model server is sent the schema and constrains the reply itself where it can.
-        constrained = json_mode and (
-            backend.grammar_tokenizer() is not None or Capability.SERVER in backend.capabilities
-        )
+        constrained = json_mode and self.kernel.constrains_json
         request = self._request(
             step,
             "generate",
@@ -587,11 +588,11 @@ class AgentRun:
         following: str | None,
         outcome: RunOutcome,
     ) -> None:
-        storage = self.kernel.storage
-        if storage is None:
-            return
-        state = {**self.memory.snapshot(), "path": self.path}
-        storage.record_step(
+        """Store the finished step, the run's checkpoint; returns once it is durable."""
+        # What the step changed, not the whole memory: a row per step of the whole memory
+        # made storage grow with the square of a run's length (storage/checkpoints.py).
+        saved = {step.save_as: self.memory.variables[step.save_as]} if step.save_as else {}
+        self.kernel.record_step(
             StepRow(
                 run_id=self.run_id,
                 seq=self.seq,
@@ -603,23 +604,20 @@ class AgentRun:
                 tool=step.tool,
                 result=result,
                 next_step=following,
-                state=state,
+                state=step_change(saved, self.memory.progress_dropped),
             )
         )
         # The step row is the checkpoint; the run's own row is written at its start and end
         # only, because rewriting it (with the agent source) every step tripled the cost.
-        storage.commit()
 
     def _save_run(self, outcome: RunOutcome) -> None:
-        storage = self.kernel.storage
-        if storage is None:
-            return
-        storage.record_run(self._run_row(outcome))
-        storage.commit()
+        """Store the run's row (at its start and end); returns once it is durable."""
+        self.kernel.record_run(self._run_row(outcome))
 
     def _run_row(self, outcome: RunOutcome) -> RunRow:
         """The run's row in ``runs``: the only place one is built."""
         kernel = self.kernel
+        backend, model = kernel.model_info
         output = outcome.output
         return RunRow(
             run_id=self.run_id,
@@ -632,8 +630,8 @@ class AgentRun:
                 "max_tokens": self.setup.max_tokens,
             },
             status=outcome.status,
-            backend=kernel.backend.name,
-            model=kernel.backend.model_name,
+            backend=backend,
+            model=model,
             scheduler=kernel.scheduler.policy,
             quantum=kernel.scheduler.quantum,
             created=self.created,

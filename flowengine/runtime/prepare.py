@@ -12,6 +12,7 @@ from flowengine.agentfile.model import Agent
 from flowengine.errors import AgentFileError, RunError
 from flowengine.graph.validate import Validated, validate_file, validate_text
 from flowengine.runtime.interpreter import FINAL_STATUSES, Checkpoint, RunSetup
+from flowengine.storage.checkpoints import fold
 from flowengine.storage.writer import Storage
 
 
@@ -75,15 +76,16 @@ def resume_setup(storage: Storage, run_id: str) -> tuple[RunSetup, Checkpoint, s
     setup = RunSetup(agent=agent, source_text=source, task=task, inputs=inputs, run_id=run_id)
     if max_tokens:
         setup.max_tokens = max_tokens
-    last = storage.query(
-        "SELECT seq, next_step, state FROM steps WHERE run_id = ? ORDER BY seq DESC LIMIT 1",
+    steps = storage.query(
+        "SELECT seq, next_step, step_id, result, state FROM steps WHERE run_id = ? ORDER BY seq",
         [run_id],
     )
-    if not last:
+    if not steps:
         return setup, Checkpoint(0, agent.start_step, {}, []), status
-    seq, next_step, state_json = last[0]
-    state = json.loads(state_json)
-    return setup, Checkpoint(seq, next_step, state, list(state.get("path", []))), status
+    # Each step stored what it changed; the memory to resume with is their fold.
+    state = fold((step_id, result, changed) for _, _, step_id, result, changed in steps)
+    seq, next_step = steps[-1][0], steps[-1][1]
+    return setup, Checkpoint(seq, next_step, state, list(state["path"])), status
 
 
 def with_answer(

@@ -1,13 +1,20 @@
-"""Reading what storage kept: runs, a run's steps and requests, scheduler statistics."""
+"""Reading what storage kept: runs, a run's steps and requests, scheduler statistics.
+
+Readers open files here (``open_reading``), so every reader sees the current schema
+whatever the file's version; a file a live writer holds is read through a copy
+(``copy_live``), with the rows its journal holds."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from flowengine.errors import StorageError
-from flowengine.storage.tables import TABLES
+from flowengine.storage.checkpoints import fold
+from flowengine.storage.journal import has_journal, journal_path
+from flowengine.storage.tables import META_TABLE, STEP_SEQ_TABLES, STEP_SEQ_VERSION, TABLES
 from flowengine.storage.writer import connect
 
 # A running run's row is written at its start and end only; its steps are counted live.
@@ -17,47 +24,119 @@ _STEP_COUNT = (
 )
 
 
+def open_reading(paths: Sequence[Path]) -> Any:
+    """An in-memory DuckDB that reads these files as the current schema does.
+
+    Each file is checked (and a journal a crash left is replayed), then attached
+    read-only; every table is a temporary view over the union of the files' tables. A
+    file from before schema version 7 counted ``step_seq`` one less than its step's
+    ``seq``; its view adds that one, so every reader joins ``step_seq = seq``."""
+    import duckdb
+
+    for each in paths:
+        if not each.exists():
+            raise StorageError(f"{each}: no database yet; `flowengine run` creates it")
+        connect(each, read_only=True).close()  # a clear error for a file we cannot read
+    connection = duckdb.connect(":memory:")
+    try:
+        for index, each in enumerate(paths):
+            quoted = str(each).replace("'", "''")
+            connection.execute(f"ATTACH '{quoted}' AS db{index} (READ_ONLY)")
+        present = set(
+            connection.execute("SELECT database_name, table_name FROM duckdb_tables()").fetchall()
+        )
+        old = {
+            i
+            for i in range(len(paths))
+            if _version(connection, f"db{i}", present) < STEP_SEQ_VERSION
+        }
+        for table in TABLES:
+            # A file from an older release may lack a table (batch_ticks came in 6).
+            holding = [i for i in range(len(paths)) if (f"db{i}", table) in present]
+            if holding:
+                union = " UNION ALL BY NAME ".join(
+                    _select(table, f"db{index}", index in old) for index in holding
+                )
+                connection.execute(f"CREATE TEMP VIEW {table} AS {union}")
+    except duckdb.Error as exc:
+        connection.close()
+        raise StorageError(
+            f"cannot read {', '.join(map(str, paths))}: {str(exc).splitlines()[0]}"
+        ) from None
+    return connection
+
+
+def wal_path(db: Path) -> Path:
+    """DuckDB's own write-ahead log, beside the file."""
+    return db.with_name(db.name + ".wal")
+
+
+def signature(db: Path) -> str:
+    """The sizes and times of the file, its write-ahead log and its journal: they change
+    on every commit. Reading them takes no lock, so a writer is never kept out."""
+    parts: list[str] = []
+    for path in (db, wal_path(db), journal_path(db)):
+        try:
+            stat = path.stat()
+            parts.append(f"{stat.st_mtime_ns}:{stat.st_size}")
+        except OSError:
+            parts.append("-")
+    return "/".join(parts)
+
+
+def copy_live(db: Path, copy: Path) -> None:
+    """Copy a file a live writer holds to ``copy``, ready to read with ``open_reading``.
+
+    DuckDB lets no other process open a file a writer holds, not even to read. The
+    journal is copied first (rows acknowledged but not yet in DuckDB; groups that reach
+    DuckDB while the file is copied are in both copies, and replaying skips them), then
+    the file and its log; the journal is replayed into the copy and the copy
+    checkpointed once, so that each read opens it quickly. Raises StorageError when the
+    writer changed the file mid-copy (try again)."""
+    import duckdb
+
+    try:
+        if journal_path(db).exists():
+            shutil.copyfile(journal_path(db), journal_path(copy))
+        shutil.copyfile(db, copy)
+        if wal_path(db).exists():
+            shutil.copyfile(wal_path(db), wal_path(copy))
+        if has_journal(copy):
+            connect(copy).close()
+        with duckdb.connect(str(copy)) as connection:
+            connection.execute("SELECT count(*) FROM runs").fetchone()
+            connection.execute("CHECKPOINT")
+    except (OSError, duckdb.Error) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+        raise StorageError(first) from None
+
+
+def _version(connection: Any, database: str, present: set[tuple[str, str]]) -> int:
+    """An attached file's schema version (1 before versions were recorded)."""
+    if (database, META_TABLE) not in present:
+        return 1
+    found = connection.execute(
+        f"SELECT max(schema_version) FROM {database}.{META_TABLE}"
+    ).fetchone()
+    return int(found[0]) if found and found[0] is not None else 1
+
+
+def _select(table: str, database: str, old_step_seq: bool) -> str:
+    """One file's rows of ``table``, with ``step_seq`` as ``steps.seq`` (version 7)."""
+    if old_step_seq and table in STEP_SEQ_TABLES:
+        return f"SELECT * REPLACE (step_seq + 1 AS step_seq) FROM {database}.{table}"
+    return f"SELECT * FROM {database}.{table}"
+
+
 class Records:
     """Database files opened read-only once, for the several queries a command makes.
 
     Several files (one per flowengine process, say) are read together: each is attached
-    to an in-memory DuckDB and every table is a view over the union of theirs."""
+    to an in-memory DuckDB and every table is a view over the union of theirs
+    (``open_reading``)."""
 
     def __init__(self, path: Path | Sequence[Path]) -> None:
-        paths = [path] if isinstance(path, Path) else list(path)
-        for each in paths:
-            if not each.exists():
-                raise StorageError(f"{each}: no database yet; `flowengine run` creates it")
-        if len(paths) == 1:
-            self._connection = connect(paths[0], read_only=True)
-            return
-        import duckdb
-
-        for each in paths:
-            connect(each, read_only=True).close()  # a clear error for a file we cannot read
-        self._connection = duckdb.connect(":memory:")
-        try:
-            for index, each in enumerate(paths):
-                quoted = str(each).replace("'", "''")
-                self._connection.execute(f"ATTACH '{quoted}' AS db{index} (READ_ONLY)")
-            present = set(
-                self._connection.execute(
-                    "SELECT database_name, table_name FROM duckdb_tables()"
-                ).fetchall()
-            )
-            for table in TABLES:
-                # A file from an older release may lack a table (batch_ticks came in 6).
-                holding = [i for i in range(len(paths)) if (f"db{i}", table) in present]
-                if holding:
-                    union = " UNION ALL BY NAME ".join(
-                        f"SELECT * FROM db{index}.{table}" for index in holding
-                    )
-                    self._connection.execute(f"CREATE TEMP VIEW {table} AS {union}")
-        except duckdb.Error as exc:
-            self._connection.close()
-            raise StorageError(
-                f"cannot read {', '.join(map(str, paths))} together: {str(exc).splitlines()[0]}"
-            ) from None
+        self._connection = open_reading([path] if isinstance(path, Path) else list(path))
 
     def __enter__(self) -> Records:
         return self
@@ -100,6 +179,15 @@ class Records:
             "FROM steps WHERE run_id = ? ORDER BY seq",
             [run_id],
         )
+
+    def memory_after(self, run_id: str, seq: int) -> dict[str, Any]:
+        """The run's memory after step ``seq``: the fold of its steps up to that one
+        (``storage/checkpoints.py``), whether they stored changes or whole memories."""
+        cursor = self._connection.execute(
+            "SELECT step_id, result, state FROM steps WHERE run_id = ? AND seq <= ? ORDER BY seq",
+            [run_id, seq],
+        )
+        return fold(cursor.fetchall())
 
     def requests(self, run_id: str) -> list[dict[str, Any]]:
         return self._rows(

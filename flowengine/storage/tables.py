@@ -19,11 +19,16 @@ from typing import Any
 from flowengine.errors import StorageError
 from flowengine.storage.rows import ROW_TYPES, Row, SqlType
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 META_TABLE = "flowengine_meta"
 JOURNAL_TABLE = "flowengine_journal"
 """The number of the last journal group DuckDB holds (``storage/journal.py``)."""
 _JOURNAL_SQL = f"CREATE TABLE IF NOT EXISTS {JOURNAL_TABLE} (applied BIGINT)"
+
+STEP_SEQ_VERSION = 7
+"""From this version on, ``step_seq`` is the ``steps.seq`` of the step a row was written in;
+before it, one less (the steps finished before that step)."""
+STEP_SEQ_TABLES = ("llm_requests", "tool_calls", "errors")
 
 _PYTHON_TYPES = {str: "VARCHAR", int: "INTEGER", float: "DOUBLE", bool: "BOOLEAN"}
 
@@ -129,6 +134,14 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     5: (_JOURNAL_SQL,),
     # 5 -> 6: the batched executor's ticks (the table is created below).
     6: (),
+    # 6 -> 7: rows written while a step runs carry that step's ``steps.seq`` (they carried
+    # the steps finished before it, one less, so every join said ``+ 1``). Steps store
+    # what they changed, not the whole state; the rows of both kinds read the same
+    # (``storage/checkpoints.py``), so they stay as they are.
+    7: tuple(
+        f"UPDATE {table} SET step_seq = step_seq + 1 WHERE step_seq IS NOT NULL"
+        for table in STEP_SEQ_TABLES
+    ),
 }
 """Statements that bring a file from the version before each key to that version."""
 

@@ -56,6 +56,10 @@ Pending = dict[tuple[str, bool], list[tuple[Any, ...]]]
 """Rows on their way into DuckDB, by table and whether they replace by key."""
 
 
+class FileLocked(StorageError):
+    """The file is held by a live writer (another flowengine process)."""
+
+
 def connect(path: Path, read_only: bool = False) -> Any:
     """A DuckDB connection to a flowengine database: for writing, created or migrated to
     the current schema, and holding every row its journal kept; for reading, checked to
@@ -73,7 +77,7 @@ def connect(path: Path, read_only: bool = False) -> Any:
     except duckdb.IOException as exc:
         message = str(exc).splitlines()[0]
         if "lock" in message.lower():
-            raise StorageError(
+            raise FileLocked(
                 f"{path}: the database is in use by another flowengine process; "
                 "wait for it to finish or pass --db with another file"
             ) from None

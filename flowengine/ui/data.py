@@ -2,30 +2,30 @@
 
 DuckDB lets no other process open a file, not even read-only, while a writer has it open,
 and a ``flowengine run`` keeps its file open until it ends. So when the file is locked,
-the page reads a copy of it (the file and its write-ahead log) taken at that moment,
-checkpointed once, and says so. A copy is reused until the writer changes the file.
-All SQL of the UI is here, on top of :class:`~flowengine.storage.reader.Records`.
+the page reads a copy of it taken at that moment (``storage.reader.copy_live``: the file,
+its write-ahead log and the journal), and says so. A copy is reused until the writer
+changes the file. Files are opened through storage's reader (``open_reading``), never
+here. All SQL of the UI is here, on top of :class:`~flowengine.storage.reader.Records`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import shutil
 import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from flowengine.errors import StorageError
-from flowengine.storage.journal import has_journal, journal_path
-from flowengine.storage.reader import Records
-from flowengine.storage.writer import connect
+from flowengine.storage.journal import journal_path
+from flowengine.storage.reader import Records, copy_live, open_reading, signature, wal_path
+from flowengine.storage.writer import FileLocked
 
 log = logging.getLogger("flowengine.ui")
 
@@ -35,8 +35,8 @@ REQUESTS_PER_PAGE = 60
 SNAPSHOT_ATTEMPTS = 3
 _EPOCH = "epoch_us({0}) / 1e6"
 # Rows written while a step runs (LLM requests, tool calls, errors) carry in ``step_seq``
-# the number of steps finished before it: the step's ``steps.seq`` minus one. Every query
-# here that joins them to steps says ``- 1`` or ``+ 1`` for that reason.
+# the step's ``steps.seq`` (files from before schema version 7 are read as if they did:
+# ``storage/reader.py``).
 
 
 class DatabaseProblem(StorageError):
@@ -128,7 +128,7 @@ class RunRecords(Records):
         return self._rows(
             f"SELECT seq, step_id, kind, label, tool, next_step, {_EPOCH.format('started')} "
             f"AS started_s, {_EPOCH.format('ended')} AS ended_s, started, "
-            "(SELECT count(*) FROM errors e WHERE e.run_id = s.run_id AND e.step_seq = s.seq - 1) "
+            "(SELECT count(*) FROM errors e WHERE e.run_id = s.run_id AND e.step_seq = s.seq) "
             "AS errors FROM steps s WHERE run_id = ? ORDER BY seq LIMIT ? OFFSET ?",
             [run_id, limit, offset],
         )
@@ -144,27 +144,27 @@ class RunRecords(Records):
             return None
         step = found[0]
         step["result"] = parse_json(step["result"])
-        step["state"] = parse_json(step["state"])
+        step["state"] = self.memory_after(run_id, seq)
         key = [run_id, step["step_id"], seq]
         step["requests"] = self._rows(
             "SELECT request_id, kind, prompt, response, prompt_tokens, output_tokens, "
             "evaluated_tokens, progress_dropped, label_scores, waiting_s, turnaround_s, "
             "service_s, slices, preemptions, restores, error FROM llm_requests "
-            "WHERE run_id = ? AND step_id = ? AND step_seq = ? - 1 ORDER BY created",
+            "WHERE run_id = ? AND step_id = ? AND step_seq = ? ORDER BY created",
             key,
         )
         for request in step["requests"]:
             request["label_scores"] = parse_json(request["label_scores"])
         step["tool_calls"] = self._rows(
             "SELECT tool, args, result, ok, error, duration_s FROM tool_calls "
-            "WHERE run_id = ? AND step_id = ? AND step_seq = ? - 1 ORDER BY started",
+            "WHERE run_id = ? AND step_id = ? AND step_seq = ? ORDER BY started",
             key,
         )
         for call in step["tool_calls"]:
             call["args"], call["result"] = parse_json(call["args"]), parse_json(call["result"])
         step["errors"] = self._rows(
             "SELECT code, message, occurred FROM errors WHERE run_id = ? AND step_id = ? "
-            "AND step_seq = ? - 1 "
+            "AND step_seq = ? "
             "ORDER BY occurred",
             key,
         )
@@ -172,7 +172,7 @@ class RunRecords(Records):
 
     def run_errors(self, run_id: str, limit: int = 50) -> list[dict[str, Any]]:
         return self._rows(
-            "SELECT step_id, step_seq + 1 AS seq, code, message FROM errors WHERE run_id = ? "
+            "SELECT step_id, step_seq AS seq, code, message FROM errors WHERE run_id = ? "
             "ORDER BY occurred LIMIT ?",
             [run_id, limit],
         )
@@ -206,7 +206,7 @@ class RunRecords(Records):
             f"SELECT count(*) FROM llm_requests WHERE run_id IN ({marks})", list(run_ids)
         )
         requests = self._rows(
-            "SELECT request_id, run_id, agent, step_id, step_seq + 1 AS seq, kind, scheduler, "
+            "SELECT request_id, run_id, agent, step_id, step_seq AS seq, kind, scheduler, "
             f"{_EPOCH.format('created')} AS created_s, {_EPOCH.format('first_start')} "
             f"AS first_start_s, {_EPOCH.format('ended')} AS ended_s, waiting_s, turnaround_s, "
             "slices, preemptions, restores, output_tokens, error FROM llm_requests "
@@ -289,8 +289,8 @@ class Database:
             self._state = state
 
     def _connect(self) -> tuple[Any, float | None]:
-        import duckdb
-
+        """A connection through storage's reader: to the file, or to a copy of it while
+        a live writer holds it (a journal a crashed writer left is replayed first)."""
         if not self.path.exists():
             raise DatabaseProblem(
                 "missing",
@@ -299,16 +299,12 @@ class Database:
             )
         if self.path.is_dir():
             raise DatabaseProblem("corrupt", f"{self.path} is a folder; pass --db with a file")
-        if has_journal(self.path):
-            _replay_if_free(self.path)
         try:
-            return duckdb.connect(str(self.path), read_only=True), None
-        except duckdb.IOException as exc:
-            if "lock" not in str(exc).lower():
-                raise self._corrupt(exc) from None
-        except duckdb.Error as exc:
+            return open_reading([self.path]), None
+        except FileLocked:
+            return self._connect_copy()
+        except StorageError as exc:
             raise self._corrupt(exc) from None
-        return self._connect_copy()
 
     def _corrupt(self, exc: Exception) -> DatabaseProblem:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -319,35 +315,24 @@ class Database:
         )
 
     def signature(self) -> str:
-        """The sizes and times of the file and its write-ahead log: they change on every
-        commit. Reading them takes no lock, so a writer is never kept out by a poll."""
-        parts: list[str] = []
-        for path in (self.path, _wal(self.path), journal_path(self.path)):
-            try:
-                stat = path.stat()
-                parts.append(f"{stat.st_mtime_ns}:{stat.st_size}")
-            except OSError:
-                parts.append("-")
-        return "/".join(parts)
+        """What changes on every commit, read without opening the file (a poll must
+        never keep a writer out)."""
+        return signature(self.path)
 
     def _connect_copy(self) -> tuple[Any, float]:
         """A read-only connection to a copy taken while a writer holds the file."""
-        import duckdb
-
         with self._lock:  # connect before another page can replace (and delete) the copy
-            signature = self.signature()
-            if self._copy is None or self._copy[0] != signature:
-                self._copy = (signature, *self._take_copy())
+            current = self.signature()
+            if self._copy is None or self._copy[0] != current:
+                self._copy = (current, *self._take_copy())
             _, copy, copied_at = self._copy
             try:
-                return duckdb.connect(str(copy), read_only=True), copied_at
-            except duckdb.Error as exc:
+                return open_reading([copy]), copied_at
+            except StorageError as exc:
                 raise self._corrupt(exc) from None
 
     def _take_copy(self) -> tuple[Path, float]:
-        """Copy the file and its log, retrying when the writer changed it mid-copy."""
-        import duckdb
-
+        """Copy the file (``copy_live``), retrying when the writer changed it mid-copy."""
         if self._folder is None:
             self._folder = tempfile.TemporaryDirectory(prefix="flowengine-ui-")
         folder = Path(self._folder.name)
@@ -357,28 +342,14 @@ class Database:
             copy = folder / f"copy{self._copies}.duckdb"  # a new name: DuckDB caches by path
             copied_at = time.time()
             try:
-                # The journal first: rows the writer has acknowledged but not yet moved
-                # into DuckDB. Groups that reach DuckDB while the file is copied are in
-                # both copies, and replaying skips them (storage/journal.py).
-                journal = journal_path(self.path)
-                if journal.exists():
-                    shutil.copyfile(journal, journal_path(copy))
-                shutil.copyfile(self.path, copy)
-                if _wal(self.path).exists():
-                    shutil.copyfile(_wal(self.path), _wal(copy))
-                # Replay the logs into the copy once, so each page opens it quickly.
-                if has_journal(copy):
-                    connect(copy).close()
-                with duckdb.connect(str(copy)) as connection:
-                    connection.execute("SELECT count(*) FROM runs").fetchone()
-                    connection.execute("CHECKPOINT")
-            except (OSError, duckdb.Error, StorageError) as exc:
-                problem = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+                copy_live(self.path, copy)
+            except StorageError as exc:
+                problem = str(exc)
                 log.warning("copy %d of locked %s failed: %s", attempt + 1, self.path, problem)
                 time.sleep(0.2 * (attempt + 1))
                 continue
             for old in folder.glob("copy*.duckdb*"):
-                if old.name not in (copy.name, _wal(copy).name, journal_path(copy).name):
+                if old.name not in (copy.name, wal_path(copy).name, journal_path(copy).name):
                     old.unlink(missing_ok=True)  # pages still reading it keep their handle
             return copy, copied_at
         raise DatabaseProblem(
@@ -390,18 +361,6 @@ class Database:
     def close(self) -> None:
         if self._folder is not None:
             self._folder.cleanup()
-
-
-def _wal(path: Path) -> Path:
-    return path.with_name(path.name + ".wal")
-
-
-def _replay_if_free(path: Path) -> None:
-    """Replay the journal a crashed writer left; a live writer (which holds the file, and
-    is read through a copy) and a file that cannot be opened are dealt with by the
-    caller."""
-    with suppress(StorageError):
-        connect(path).close()
 
 
 def parse_json(text: Any) -> Any:

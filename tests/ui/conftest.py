@@ -201,7 +201,7 @@ def _write_huge_run(db: Path) -> None:
                     None,
                     "round done",
                     following,
-                    {"variables": {"n": seq}},
+                    {"set": {"n": seq}, "progress_dropped": 0},
                 ),
             )
             if seq % 100 == 1:
@@ -211,7 +211,7 @@ def _write_huge_run(db: Path) -> None:
                         run_id,
                         agent,
                         step_id,
-                        seq - 1,
+                        seq,
                         "generate",
                         "rr",
                         f"prompt of step {seq} {HOSTILE['script']}",

@@ -368,3 +368,26 @@ def test_a_run_a_killed_writer_left_in_its_journal_is_shown(tmp_path: Path) -> N
         assert _rows(body, "run-link") == ["journaled1"]
     finally:
         viewer.stop()
+
+
+def test_a_v1_file_reads_with_each_row_at_its_step_and_is_left_as_it_was(
+    tmp_path: Path,
+) -> None:
+    """A file from before schema version 7 stored ``step_seq`` one less than its step's
+    seq, and its steps the whole memory: the page shows each row at its own step and the
+    memory after it, through storage's reader, without changing the file."""
+    v1 = tmp_path / "v1.duckdb"
+    shutil.copyfile(ROOT / "tests" / "data" / "v1.duckdb", v1)
+    before = v1.read_bytes()
+    database = Database(v1, "v1.duckdb")
+    with database.open() as (records, copied_at):
+        assert copied_at is None
+        [failed] = [run for run in records.runs() if run["status"] == "failed"]
+        path = records.path(failed["run_id"])
+        calculate = records.step(failed["run_id"], path.index("calculate") + 1)
+    database.close()
+    assert calculate is not None
+    assert [error["code"] for error in calculate["errors"]] == ["tool-failed"]
+    assert [call["tool"] for call in calculate["tool_calls"]] == ["calculator"]
+    assert calculate["state"]["path"] == path[: path.index("calculate") + 1]
+    assert v1.read_bytes() == before
