@@ -24,11 +24,15 @@ ALLOWED: dict[str, set[str]] = {
     "agentfile": {"errors"},
     "tools": {"errors"},
     "storage": {"errors"},
-    "graph": {"errors", "agentfile", "tools"},
-    "viz": {"errors", "agentfile", "graph"},
+    # A step kind holds all its kind means (schema piece, checks, drawing, how it runs
+    # against a Protocol the runtime implements): above the agent file it describes, below
+    # everything that asks it.
+    "steps": {"errors", "agentfile", "tools"},
+    "graph": {"errors", "agentfile", "tools", "steps"},
+    "viz": {"errors", "agentfile", "graph", "steps"},
     "importers": {"errors", "agentfile", "tools"},
     "kernel": {"errors", "storage", "tools"},
-    "runtime": {"errors", "agentfile", "graph", "tools", "kernel", "storage"},
+    "runtime": {"errors", "agentfile", "graph", "steps", "tools", "kernel", "storage"},
 }
 TOP = {"cli", "lsp", "ui", "__main__", "__init__"}
 """Layers that may import any other; nothing imports them but themselves."""
