@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from flowengine.steps.base import StepKind
-from flowengine.steps.registry import BUILTIN
+from flowengine.steps.registry import builtin_kinds
 
 _AGENT: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -148,9 +148,10 @@ _HINT_ORDER = (
 field only a plugin kind has comes after these."""
 
 
-def agent_schema(kinds: Iterable[StepKind] = BUILTIN) -> dict[str, Any]:
-    """The whole agent schema, with a ``$defs`` entry and a ``type`` switch per kind."""
-    listed = list(kinds)
+def agent_schema(kinds: Iterable[StepKind] | None = None) -> dict[str, Any]:
+    """The whole agent schema, with a ``$defs`` entry and a ``type`` switch per kind
+    (default: flowengine's own kinds, as the committed file holds them)."""
+    listed = list(builtin_kinds() if kinds is None else kinds)
     schema = json.loads(json.dumps(_AGENT))  # a fresh copy: callers may change it
     schema["$defs"] = {**json.loads(json.dumps(_SHARED)), "step": _step(listed)}
     for kind in listed:
@@ -208,7 +209,7 @@ def _hints(kinds: list[StepKind]) -> dict[str, str]:
     return hints
 
 
-def schema_text(kinds: Iterable[StepKind] = BUILTIN) -> str:
+def schema_text(kinds: Iterable[StepKind] | None = None) -> str:
     """The schema as the committed file holds it."""
     return json.dumps(agent_schema(kinds), indent=2, ensure_ascii=False) + "\n"
 
