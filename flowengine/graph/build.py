@@ -33,7 +33,7 @@ def build_graph(agent: Agent) -> nx.DiGraph:
         graph.add_node(
             step.id,
             kind=step.type or "unknown",
-            text=step.text,
+            text=kind.text(step) if kind else step.text,
             line=agent.key_at("steps", step.id).line,
             tool=step.tool,
             save_as=step.save_as,

@@ -165,6 +165,9 @@ def hover(analysis: Analysis, context: Context) -> str | None:
         context.key == "tool" or context.key == "tools" or "tools" in context.parents[-1:]
     ):
         return tools[context.word].markdown()
+    kind = kind_of(context.value) if context.value_part and context.key == "type" else None
+    if kind is not None:  # a step's type: what its kind does (plugin kinds too)
+        return f"**{kind.name}** step: {kind.summary}"
     if agent is None:
         return None
     step_id = _step_id_at(agent, context)
@@ -175,9 +178,11 @@ def hover(analysis: Analysis, context: Context) -> str | None:
 
 def step_summary(step: Step) -> str:
     """A step in a few Markdown lines: kind, what it says, where it goes and its settings."""
+    kind = kind_of(step.type)
+    text = kind.text(step) if kind else step.text
     lines = [f"**{step.id}** · {step.type or 'step without a type'}"]
-    if step.text:
-        lines += ["", _short(step.text, 300)]
+    if text:
+        lines += ["", _short(text, 300)]
     facts = []
     if step.tool:
         args = ", ".join(f"{k}={v!r}" for k, v in step.args.items())
@@ -203,7 +208,6 @@ def step_summary(step: Step) -> str:
         facts.append(f"at most {step.max_visits} visits")
     if step.retry:
         facts.append(f"retries {step.retry} times")
-    kind = kind_of(step.type)
     if kind is not None and kind.has_error_policy:
         facts.append(f"a failure left after retries: {step.error_policy}")
     if kind is not None:

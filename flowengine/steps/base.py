@@ -111,6 +111,10 @@ class StepKind:
     def check(self, agent: Agent, step: Step, report: Reporter) -> None:
         """Static checks that belong to this kind alone (run for steps the schema passed)."""
 
+    def text(self, step: Step) -> str:
+        """What the step says, for drawings and the language server."""
+        return step.text
+
     def node_attributes(self, step: Step) -> dict[str, Any]:
         """Kind-specific attributes of the step's node in the compiled graph."""
         return {"format": None, "structured": False}

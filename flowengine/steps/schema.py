@@ -5,13 +5,14 @@ from its module. ``python -m flowengine.steps.schema`` prints it; ``make schema`
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from collections.abc import Iterable
 from typing import Any
 
 from flowengine.steps.base import StepKind
-from flowengine.steps.registry import builtin_kinds
+from flowengine.steps.registry import builtin_kinds, kinds
 
 _AGENT: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -207,6 +208,16 @@ def _hints(kinds: list[StepKind]) -> dict[str, str]:
         hints[field] = "; ".join(f"{', '.join(names)}: {hint}" for hint, names in said.items())
         hints[field] += "."
     return hints
+
+
+@functools.cache
+def installed_schema() -> dict[str, Any] | None:
+    """The agent schema with the installed plugin kinds; None when there are none, so that
+    the shipped file (the same schema) is used as it is."""
+    every = kinds()
+    if list(every) == [kind.name for kind in builtin_kinds()]:
+        return None
+    return agent_schema(every.values())
 
 
 def schema_text(kinds: Iterable[StepKind] | None = None) -> str:
