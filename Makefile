@@ -17,7 +17,7 @@ export CMAKE_ARGS := -DGGML_NATIVE=OFF
 SYNC := $(UV) sync --locked --python $(PYTHON) --quiet
 PYTEST_WORKERS ?= auto
 
-.PHONY: setup browser clients server demo test test-latest test-lowest lock lint bench clean fuzz
+.PHONY: setup browser clients server demo test test-latest test-lowest lock lint bench clean fuzz schema
 
 # uv, pinned and hash-checked, in a venv of its own (so syncing .venv never removes it).
 $(UV): scripts/uv-requirements.txt
@@ -117,3 +117,9 @@ clean:
 # it to its test as an explicit @example, then fix it.
 fuzz: server clients
 	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -m property
+
+# The agent JSON Schema, built from the step kinds (flowengine/steps/); the package's copy
+# links to it. tests/test_schema_file.py fails until this has been run after a kind changed.
+schema: server
+	$(BIN)/python -m flowengine.steps.schema > schemas/agent.schema.json.new
+	mv schemas/agent.schema.json.new schemas/agent.schema.json

@@ -25,11 +25,15 @@ ALLOWED: dict[str, set[str]] = {
     "agentfile": {"errors"},
     "tools": {"errors", "plugins"},
     "storage": {"errors"},
-    "graph": {"errors", "agentfile", "tools"},
-    "viz": {"errors", "agentfile", "graph"},
+    # A step kind holds all its kind means (schema piece, checks, drawing, how it runs
+    # against a Protocol the runtime implements): above the agent file it describes, below
+    # everything that asks it.
+    "steps": {"errors", "agentfile", "tools"},
+    "graph": {"errors", "agentfile", "tools", "steps"},
+    "viz": {"errors", "agentfile", "graph", "steps"},
     "importers": {"errors", "agentfile", "tools"},
     "kernel": {"errors", "plugins", "storage", "tools"},
-    "runtime": {"errors", "plugins", "agentfile", "graph", "tools", "kernel", "storage"},
+    "runtime": {"errors", "plugins", "agentfile", "graph", "steps", "tools", "kernel", "storage"},
 }
 TOP = {"cli", "lsp", "ui", "__main__", "__init__"}
 """Layers that may import any other; nothing imports them but themselves."""

@@ -29,3 +29,11 @@ def test_every_object_in_the_schema_forbids_unknown_fields() -> None:
         if definition is schema["$defs"]["step"]:
             continue  # dispatches on 'type' to process/decision/terminal, which are strict
         assert definition.get("additionalProperties") is False, definition
+
+
+def test_committed_schema_is_built_from_the_step_kinds() -> None:
+    """schemas/agent.schema.json is what flowengine/steps/ builds: `make schema` writes it."""
+    from flowengine.steps.schema import schema_text
+
+    committed = (ROOT / "schemas" / "agent.schema.json").read_text(encoding="utf-8")
+    assert committed == schema_text(), "the step kinds changed: run `make schema`"

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
 from flowengine.agentfile.diagnostics import Diagnostic, Reporter
 from flowengine.agentfile.model import (
     DEFAULT_PROGRESS,
-    STEP_KINDS,
     Agent,
     Example,
     Input,
     Progress,
     Step,
 )
-from flowengine.agentfile.schema_validation import check_schema
+from flowengine.agentfile.schema_validation import check_schema, step_types
 from flowengine.agentfile.yamlsource import Document, Duplicate, YamlLoadError, load, read_text
 
 
@@ -27,19 +27,23 @@ class Loaded:
     diagnostics: list[Diagnostic]
 
 
-def load_agent(path: str, display_name: str | None = None) -> Loaded:
-    """Load the agent file at ``path``; diagnostics name it ``display_name`` (default: path)."""
+def load_agent(
+    path: str, display_name: str | None = None, schema: dict[str, Any] | None = None
+) -> Loaded:
+    """Load the agent file at ``path``; diagnostics name it ``display_name`` (default: path).
+    ``schema``: the agent schema with installed plugin step kinds (default: the shipped
+    one, flowengine's own kinds)."""
     report = Reporter(display_name or path)
     try:
         text = read_text(path)
     except YamlLoadError as exc:
         report.error(exc.code, exc.message, exc.position)
         return Loaded(None, report.diagnostics)
-    return Loaded(parse_agent(text, report), report.diagnostics)
+    return Loaded(parse_agent(text, report, schema), report.diagnostics)
 
 
-def parse_agent(text: str, report: Reporter) -> Agent | None:
-    """Build an agent from YAML text, reporting into ``report``."""
+def parse_agent(text: str, report: Reporter, schema: dict[str, Any] | None = None) -> Agent | None:
+    """Build an agent from YAML text, reporting into ``report`` (``schema`` as above)."""
     try:
         document = load(text)
     except YamlLoadError as exc:
@@ -54,8 +58,8 @@ def parse_agent(text: str, report: Reporter) -> Agent | None:
             document.value_at(()),
         )
         return None
-    broken = check_schema(document, report)
-    return _build(document, report.file, broken)
+    broken = check_schema(document, report, schema)
+    return _build(document, report.file, broken, step_types(schema))
 
 
 def _report_duplicates(duplicates: list[Duplicate], report: Reporter) -> None:
@@ -83,12 +87,12 @@ def _report_duplicates(duplicates: list[Duplicate], report: Reporter) -> None:
             )
 
 
-def _build(document: Document, file: str, broken: set[str]) -> Agent:
+def _build(document: Document, file: str, broken: set[str], types: Sequence[str]) -> Agent:
     """Take what is well-typed from the document; the schema has reported the rest."""
     data: dict[str, Any] = document.data
     raw_steps = data.get("steps")
     steps = {
-        str(sid): _step(str(sid), raw, str(sid) in broken)
+        str(sid): _step(str(sid), raw, str(sid) in broken, types)
         for sid, raw in (raw_steps.items() if isinstance(raw_steps, dict) else [])
     }
     raw_inputs = data.get("inputs")
@@ -118,7 +122,7 @@ def _build(document: Document, file: str, broken: set[str]) -> Agent:
     )
 
 
-def _step(sid: str, raw: Any, broken: bool) -> Step:
+def _step(sid: str, raw: Any, broken: bool, types: Sequence[str]) -> Step:
     if not isinstance(raw, dict):
         return Step(sid, "", broken=True)
     kind = raw.get("type")
@@ -126,7 +130,7 @@ def _step(sid: str, raw: Any, broken: bool) -> Step:
     max_visits = raw.get("max_visits")
     return Step(
         id=sid,
-        type=kind if kind in STEP_KINDS else "",
+        type=kind if isinstance(kind, str) and kind in types else "",
         instruction=_text(raw.get("instruction")),
         tool=_text(raw.get("tool")),
         args=raw["args"] if isinstance(raw.get("args"), dict) else {},
@@ -151,6 +155,7 @@ def _step(sid: str, raw: Any, broken: bool) -> Step:
         answer_default=raw.get("default") if kind == "input" else None,
         has_answer_default=kind == "input" and "default" in raw,
         broken=broken,
+        fields=dict(raw),
     )
 
 

@@ -8,9 +8,6 @@ from typing import Any, Literal
 from flowengine.agentfile.diagnostics import Position
 from flowengine.agentfile.yamlsource import Document
 
-StepKind = Literal["process", "decision", "terminal", "input", ""]
-STEP_KINDS: tuple[str, ...] = ("process", "decision", "terminal", "input")
-
 Progress = str | int
 """How much of a run's progress a prompt carries: ``none``, ``all``, or the last N entries."""
 
@@ -49,8 +46,9 @@ class Step:
     """One state of the agent. Fields that do not apply to its kind stay empty."""
 
     id: str
-    type: StepKind
-    """The YAML `type`: process, decision, input or terminal."""
+    type: str
+    """The YAML `type`: a kind the schema knows (flowengine/steps/: process, decision,
+    input, terminal, or a plugin's), or "" when the file gives none of them."""
     instruction: str | None = None
     tool: str | None = None
     args: dict[str, Any] = field(default_factory=dict)
@@ -80,6 +78,9 @@ class Step:
     has_answer_default: bool = False
     broken: bool = False
     """The step failed the schema; checks that would only repeat that error skip it."""
+    fields: dict[str, Any] = field(default_factory=dict)
+    """The step's mapping as written: where a plugin kind (``flowengine.steps``) finds the
+    fields only it has."""
 
     @property
     def text(self) -> str:

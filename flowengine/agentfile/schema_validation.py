@@ -41,17 +41,44 @@ def agent_schema() -> dict[str, Any]:
     return schema
 
 
+_Validators = tuple[Draft202012Validator, Draft202012Validator, dict[str, Draft202012Validator]]
+
+
+def step_types(schema: dict[str, Any] | None = None) -> list[str]:
+    """The step ``type`` values ``schema`` (default: the shipped one) knows."""
+    types: list[str] = (schema or agent_schema())["$defs"]["step"]["properties"]["type"]["enum"]
+    return types
+
+
+def _validators(schema: dict[str, Any] | None = None) -> _Validators:
+    """The validators of ``schema``; of the shipped schema when None (built once)."""
+    if schema is None:
+        return _shipped_validators()
+    # A schema with plugin kinds is built once per process (flowengine.steps.schema), so
+    # its identity names it; keep the validators of the last few.
+    key = id(schema)
+    if key not in _BUILT or _BUILT[key][0] is not schema:
+        if len(_BUILT) > 4:
+            _BUILT.clear()
+        _BUILT[key] = (schema, _build_validators(schema))
+    return _BUILT[key][1]
+
+
+_BUILT: dict[int, tuple[dict[str, Any], _Validators]] = {}
+
+
 @functools.cache
-def _validators() -> tuple[
-    Draft202012Validator, Draft202012Validator, dict[str, Draft202012Validator]
-]:
+def _shipped_validators() -> _Validators:
+    return _build_validators(agent_schema())
+
+
+def _build_validators(schema: dict[str, Any]) -> _Validators:
     """Validators for the document without its steps, for any step, and for each kind.
 
     The schema's 'step' definition picks the kind's rules with if/then on 'type'; doing
     that choice here checks each step against its kind alone, with the same errors at a
     third of the cost (tests compare both ways).
     """
-    schema = agent_schema()
     definitions = schema["$defs"]
     steps = {k: v for k, v in schema["properties"]["steps"].items() if k != "additionalProperties"}
     top = {**schema, "properties": {**schema["properties"], "steps": steps}}
@@ -71,15 +98,19 @@ def _validators() -> tuple[
     )
 
 
-def schema_errors(data: Any) -> Iterator[tuple[Path, ValidationError]]:
+def schema_errors(
+    data: Any, schema: dict[str, Any] | None = None
+) -> Iterator[tuple[Path, ValidationError]]:
     """Every violation of the agent schema in ``data``, with its path in the document."""
-    for path, error, _ in _located_errors(data):
+    for path, error, _ in _located_errors(data, schema):
         yield path, error
 
 
-def _located_errors(data: Any) -> Iterator[tuple[Path, ValidationError, Any]]:
+def _located_errors(
+    data: Any, schema: dict[str, Any] | None = None
+) -> Iterator[tuple[Path, ValidationError, Any]]:
     """Violations with their document path and the schema the validator started from."""
-    top, any_step, kinds = _validators()
+    top, any_step, kinds = _validators(schema)
     for error in top.iter_errors(data):
         yield tuple(error.absolute_path), error, top.schema
     steps = data.get("steps") if isinstance(data, dict) else None
@@ -92,9 +123,12 @@ def _located_errors(data: Any) -> Iterator[tuple[Path, ValidationError, Any]]:
             yield ("steps", sid, *error.absolute_path), error, validator.schema
 
 
-def check_schema(document: Document, report: Reporter) -> set[str]:
-    """Report every schema violation; return the ids of steps that have one."""
-    errors = list(_located_errors(document.data))
+def check_schema(
+    document: Document, report: Reporter, schema: dict[str, Any] | None = None
+) -> set[str]:
+    """Report every schema violation; return the ids of steps that have one. ``schema``:
+    the agent schema with plugin step kinds (default: the shipped one)."""
+    errors = list(_located_errors(document.data, schema))
     unknown: dict[Path, list[str]] = {}
     for path, error, _ in errors:
         if error.validator == "additionalProperties" and isinstance(error.instance, dict):

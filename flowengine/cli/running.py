@@ -25,6 +25,7 @@ from flowengine.errors import RunError, UsageError
 from flowengine.kernel import defaults
 from flowengine.kernel.backends.registry import DEFAULT as DEFAULT_BACKEND
 from flowengine.kernel.backends.registry import available_backends
+from flowengine.steps.registry import kind_of
 
 if TYPE_CHECKING:
     from flowengine.runtime.interpreter import RunOutcome, StepEvent
@@ -332,10 +333,10 @@ def _variables(pairs: list[str]) -> dict[str, str]:
 
 
 def _show_step(event: StepEvent) -> None:
-    if event.kind == "decision":
-        what = f"→ {event.label}"
-    elif event.kind == "terminal":
-        what = "done"
+    kind = kind_of(event.kind)
+    shown = kind.show(event.label, event.result) if kind else None
+    if shown is not None:
+        what = shown
     else:
         result = event.result
         text = result if isinstance(result, str) else json.dumps(result, ensure_ascii=False)

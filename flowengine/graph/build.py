@@ -5,6 +5,7 @@ from __future__ import annotations
 import networkx as nx
 
 from flowengine.agentfile.model import Agent
+from flowengine.steps.registry import kind_of
 
 
 def build_graph(agent: Agent) -> nx.DiGraph:
@@ -26,15 +27,18 @@ def build_graph(agent: Agent) -> nx.DiGraph:
         tools=list(agent.tools),
     )
     for step in agent.steps.values():
+        kind = kind_of(step.type)
+        # The kind adds what only it has (a terminal's format, an input's structured answer).
+        extra = kind.node_attributes(step) if kind else {"format": None, "structured": False}
         graph.add_node(
             step.id,
             kind=step.type or "unknown",
-            text=step.text,
+            text=kind.text(step) if kind else step.text,
             line=agent.key_at("steps", step.id).line,
             tool=step.tool,
             save_as=step.save_as,
             max_visits=step.max_visits,
-            format=step.format if step.type == "terminal" else None,
+            format=extra["format"],
             deterministic=bool(step.when),
             when=dict(step.when),
             default=step.default,
@@ -43,7 +47,7 @@ def build_graph(agent: Agent) -> nx.DiGraph:
             on_error=step.on_error,
             error_policy=step.error_policy,
             timeout=step.timeout,
-            structured=step.type == "input" and step.schema is not None,
+            structured=extra["structured"],
         )
     for step in agent.steps.values():
         for label, target in step.transitions:

@@ -7,7 +7,6 @@ an edge to a step that does not exist) so that one mistake gives one diagnostic.
 
 from __future__ import annotations
 
-import re
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -15,19 +14,13 @@ from typing import Any
 
 import networkx as nx
 
-from flowengine.agentfile.answers import answer_problem
 from flowengine.agentfile.diagnostics import Position, Reporter, Vocabulary, did_you_mean
 from flowengine.agentfile.model import BUILTIN_VARIABLES, TOOL_RESULT, Agent, Step
-from flowengine.agentfile.schema_validation import (
-    TEMPLATED_KEYWORDS,
-    schema_is_valid,
-    schema_templates,
-    unenforceable,
-    with_values,
-)
+from flowengine.agentfile.schema_validation import schema_templates
 from flowengine.agentfile.templates import TemplateProblem, expression_variables, template_variables
 from flowengine.agentfile.yamlsource import Path
 from flowengine.graph.tool_checks import check_tools
+from flowengine.steps.registry import kind_of
 from flowengine.tools.base import Tool
 
 TEMPLATE_FIELDS = ("instruction", "question", "ask", "output")
@@ -76,7 +69,7 @@ def _check_targets(agent: Agent, facts: _Facts, report: Reporter) -> None:
                 ("on_error",)
                 if label == "on_error"
                 else ("next",)
-                if step.type != "decision"
+                if not _branches_by_label(step)
                 else ("branches", label)
             )
             report.error(
@@ -85,6 +78,16 @@ def _check_targets(agent: Agent, facts: _Facts, report: Reporter) -> None:
                 + (did_you_mean(target, facts.step_ids) or "; check the step ids under 'steps'"),
                 agent.value_at(*_step_path(step, *field)),
             )
+
+
+def _branches_by_label(step: Step) -> bool:
+    kind = kind_of(step.type)
+    return kind is not None and kind.branches_by_label
+
+
+def _finishes(step: Step) -> bool:
+    kind = kind_of(step.type)
+    return kind is not None and kind.finishes
 
 
 def _check_start(agent: Agent, facts: _Facts, report: Reporter) -> bool:
@@ -105,159 +108,9 @@ def _check_steps(agent: Agent, report: Reporter) -> None:
     for step in agent.steps.values():
         if step.broken:
             continue
-        if step.type == "decision":
-            _check_decision(agent, step, report)
-        if step.schema is not None and step.type in ("process", "terminal"):
-            _check_output_schema(agent, step, report)
-        if step.type == "input":
-            _check_input(agent, step, report)
-
-
-def _check_input(agent: Agent, step: Step, report: Reporter) -> None:
-    """An input step's answer schema is valid JSON Schema, and its default answer fits it."""
-    if step.schema is not None:
-        problem = schema_is_valid(step.schema)
-        if problem:
-            report.error(
-                "invalid-answer-schema",
-                f"the answer schema of input step '{step.id}' is not a valid JSON Schema: "
-                f"{problem}",
-                agent.value_at(*_step_path(step, "schema")),
-            )
-            return
-    if not step.has_answer_default:
-        return
-    problem = answer_problem(step.schema, step.answer_default)
-    if problem:
-        report.error(
-            "invalid-default-answer",
-            f"the default answer of input step '{step.id}' {problem}; change 'default'",
-            agent.value_at(*_step_path(step, "default")),
-        )
-
-
-def _check_output_schema(agent: Agent, step: Step, report: Reporter) -> None:
-    """A step's output schema: valid JSON Schema, and enforceable while generating."""
-    assert step.schema is not None
-    if step.format != "json":
-        report.error(
-            "schema-needs-json",
-            f"step '{step.id}' has an output 'schema' but its format is text; add 'format: json'",
-            agent.key_at(*_step_path(step, "schema")),
-        )
-    # Templated values are computed at run time: check the rest with stand-ins.
-    schema = with_values(step.schema, lambda key, _: TEMPLATED_KEYWORDS[key])
-    problem = schema_is_valid(schema)
-    if problem:
-        report.error(
-            "invalid-output-schema",
-            f"the output schema of step '{step.id}' is not a valid JSON Schema: {problem}",
-            agent.value_at(*_step_path(step, "schema")),
-        )
-        return
-    for message in unenforceable(schema):
-        path = _schema_key_path(schema, message)
-        at = (
-            agent.key_at(*_step_path(step, "schema", *path))
-            if path
-            else agent.value_at(*_step_path(step, "schema"))
-        )
-        report.error(
-            "schema-unsupported",
-            f"the output schema of step '{step.id}' uses what constrained decoding cannot "
-            f"enforce ({message}); remove it, or check it in a later step",
-            at,
-        )
-
-
-def _schema_key_path(schema: Any, message: str) -> tuple[str | int, ...]:
-    """Where in ``schema`` the first key named in an llguidance message stands."""
-    names = re.findall(r'"([^"]+)"', message)
-
-    def find(node: Any, path: tuple[str | int, ...]) -> tuple[str | int, ...] | None:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                if key in names:
-                    return (*path, key)
-                found = find(value, (*path, key))
-                if found:
-                    return found
-        elif isinstance(node, list):
-            for index, value in enumerate(node):
-                found = find(value, (*path, index))
-                if found:
-                    return found
-        return None
-
-    return find(schema, ()) or ()
-
-
-def _check_decision(agent: Agent, step: Step, report: Reporter) -> None:
-    at = agent.key_at(*_step_path(step))
-    labels = list(step.branches)
-    if len(labels) < 2:
-        report.error(
-            "few-branches",
-            f"decision step '{step.id}' has {len(labels) or 'no'} "
-            f"branch{'' if len(labels) == 1 else 'es'}; a decision needs at least two "
-            "(for a single way on, use a process step with 'next')",
-            agent.key_at(*_step_path(step, "branches")) if labels else at,
-        )
-    seen: dict[str, str] = {}
-    for label in labels:
-        folded = label.strip().casefold()
-        if folded in seen:
-            report.error(
-                "duplicate-branch",
-                f"branch labels '{seen[folded]}' and '{label}' of step '{step.id}' differ only "
-                "in case or spaces; the model cannot tell them apart",
-                agent.key_at(*_step_path(step, "branches", label)),
-            )
-        seen.setdefault(folded, label)
-    for index, example in enumerate(step.examples if labels else []):
-        if example.label not in step.branches:
-            report.error(
-                "unknown-example-label",
-                f"example {index + 1} of step '{step.id}' has label '{example.label}', which is "
-                "not in 'branches'"
-                + did_you_mean(example.label, labels)
-                + "; an example's label must be one of the branch labels",
-                agent.value_at(*_step_path(step, "examples", index, "label")),
-            )
-    if not step.when:
-        return
-    for label in step.when:
-        if label not in step.branches:
-            report.error(
-                "unknown-branch",
-                f"'when' of step '{step.id}' names branch '{label}', which is not in 'branches'"
-                + did_you_mean(label, labels),
-                agent.key_at(*_step_path(step, "when", label)),
-            )
-    if step.default is None:
-        report.error(
-            "missing-default",
-            f"decision step '{step.id}' uses 'when' but has no 'default' branch "
-            "for when no condition holds; add 'default: <label>'",
-            agent.key_at(*_step_path(step, "when")),
-        )
-    elif step.default not in step.branches:
-        report.error(
-            "unknown-branch",
-            f"default branch '{step.default}' of step '{step.id}' is not in 'branches'"
-            + did_you_mean(step.default, labels),
-            agent.value_at(*_step_path(step, "default")),
-        )
-    if set(step.when) - set(labels) or step.default not in step.branches:
-        return  # a misspelt label is already reported; "never taken" would only repeat it
-    for label in labels:
-        if label not in step.when and label != step.default:
-            report.warning(
-                "unused-branch",
-                f"branch '{label}' of step '{step.id}' can never be taken: "
-                "it has no 'when' condition and is not the default",
-                agent.key_at(*_step_path(step, "branches", label)),
-            )
+        kind = kind_of(step.type)
+        if kind is not None:
+            kind.check(agent, step, report)
 
 
 def _check_templates(agent: Agent, report: Reporter) -> dict[str, dict[str, Position]]:
@@ -349,13 +202,14 @@ def _check_reachability(agent: Agent, graph: nx.DiGraph, facts: _Facts, report: 
                 agent.key_at(*_step_path(step)),
             )
     for step in agent.steps.values():
-        if step.type in ("process", "input") and not step.broken and not step.transitions:
+        kind = kind_of(step.type)
+        if kind and kind.needs_way_out and not step.broken and not step.transitions:
             report.error(
                 "dead-end",
                 f"{step.type} step '{step.id}' has no way out; add 'next: <step id>'",
                 agent.key_at(*_step_path(step)),
             )
-    terminals = [s.id for s in agent.steps.values() if s.type == "terminal"]
+    terminals = [s.id for s in agent.steps.values() if _finishes(s)]
     if not terminals:
         report.error(
             "no-terminal",

@@ -15,6 +15,7 @@ from flowengine.agentfile.loader import load_agent, parse_agent
 from flowengine.agentfile.model import Agent
 from flowengine.graph.build import build_graph
 from flowengine.graph.checks import check_agent
+from flowengine.steps.schema import installed_schema
 from flowengine.tools.base import Tool
 
 
@@ -72,7 +73,7 @@ def validate_file(
     """Load, compile and check the agent file at ``path``; ``tools``: the tools a run can
     call, if not the installed catalog."""
     with _gc_paused():
-        loaded = load_agent(path, display_name)
+        loaded = load_agent(path, display_name, installed_schema())
         return _finish(display_name or path, loaded.agent, loaded.diagnostics, tools)
 
 
@@ -82,7 +83,7 @@ def validate_text(
     """Validate YAML given as text; diagnostics name it ``file``."""
     with _gc_paused():
         report = Reporter(file)
-        agent = parse_agent(text, report)
+        agent = parse_agent(text, report, installed_schema())
         return _finish(file, agent, report.diagnostics, tools)
 
 

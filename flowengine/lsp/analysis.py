@@ -12,9 +12,10 @@ import re
 from dataclasses import dataclass
 
 from flowengine.agentfile.diagnostics import Diagnostic
-from flowengine.agentfile.model import BUILTIN_VARIABLES, STEP_KINDS, Agent, Step
+from flowengine.agentfile.model import BUILTIN_VARIABLES, Agent, Step
 from flowengine.graph import validate_text
 from flowengine.lsp.catalog import tool_catalog
+from flowengine.steps.registry import kind_of, kinds
 
 TARGET_KEYS = frozenset({"next", "on_error", "start"})
 ERROR_POLICIES = ("fail", "continue")
@@ -134,7 +135,7 @@ def completions(analysis: Analysis, context: Context) -> list[Completion]:
         step = _step_around(agent, context)
         return [Completion(label, "branch") for label in (step.branches if step else {})]
     if context.value_part and context.key == "type":
-        return [Completion(kind, "value") for kind in STEP_KINDS]
+        return [Completion(name, "value", kind.summary) for name, kind in kinds().items()]
     if (context.value_part and context.key == "tool") or (
         context.key == "tools" or under == "tools"
     ):
@@ -164,6 +165,9 @@ def hover(analysis: Analysis, context: Context) -> str | None:
         context.key == "tool" or context.key == "tools" or "tools" in context.parents[-1:]
     ):
         return tools[context.word].markdown()
+    kind = kind_of(context.value) if context.value_part and context.key == "type" else None
+    if kind is not None:  # a step's type: what its kind does (plugin kinds too)
+        return f"**{kind.name}** step: {kind.summary}"
     if agent is None:
         return None
     step_id = _step_id_at(agent, context)
@@ -174,9 +178,11 @@ def hover(analysis: Analysis, context: Context) -> str | None:
 
 def step_summary(step: Step) -> str:
     """A step in a few Markdown lines: kind, what it says, where it goes and its settings."""
+    kind = kind_of(step.type)
+    text = kind.text(step) if kind else step.text
     lines = [f"**{step.id}** · {step.type or 'step without a type'}"]
-    if step.text:
-        lines += ["", _short(step.text, 300)]
+    if text:
+        lines += ["", _short(text, 300)]
     facts = []
     if step.tool:
         args = ", ".join(f"{k}={v!r}" for k, v in step.args.items())
@@ -202,16 +208,10 @@ def step_summary(step: Step) -> str:
         facts.append(f"at most {step.max_visits} visits")
     if step.retry:
         facts.append(f"retries {step.retry} times")
-    if step.type in ("process", "decision"):
+    if kind is not None and kind.has_error_policy:
         facts.append(f"a failure left after retries: {step.error_policy}")
-    if step.type == "terminal":
-        facts.append(f"output format: {step.format}")
-    if step.type == "input":
-        facts.append("a person answers; the run waits (`flowengine resume RUN_ID --answer`)")
-        if step.schema is not None:
-            facts.append("the answer is JSON matching the step's schema")
-        if step.timeout is not None:
-            facts.append(f"after {step.timeout:g} s a resume takes the default answer")
+    if kind is not None:
+        facts += kind.hover_facts(step)
     if facts:
         lines.append("")
         lines.extend(f"- {fact}" for fact in facts)

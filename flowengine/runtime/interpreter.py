@@ -34,6 +34,8 @@ from flowengine.kernel.kernel import Kernel
 from flowengine.kernel.llm_request import LLMRequest
 from flowengine.kernel.memory import RunMemory
 from flowengine.runtime import prompts
+from flowengine.steps.base import StepKind
+from flowengine.steps.registry import kind_of
 from flowengine.storage.checkpoints import step_change
 from flowengine.storage.rows import RunRow, StepRow
 from flowengine.storage.tables import to_json
@@ -121,6 +123,30 @@ class Checkpoint:
     has_answer: bool = False
 
 
+class _KindContext:
+    """The interpreter as a step kind sees it (``flowengine.steps.base.RunContext``): the
+    kinds ask for what their step needs, and never import the runtime."""
+
+    def __init__(self, run: AgentRun, outcome: RunOutcome) -> None:
+        self._run = run
+        self._outcome = outcome
+
+    def process(self, step: Step) -> tuple[Any, Any]:
+        return self._run._process(step)
+
+    def decide(self, step: Step) -> str:
+        return self._run._decide(step)
+
+    def take_answer(self) -> Any:
+        return self._run._take_answer()
+
+    def finish(self, step: Step) -> Any:
+        return self._run._terminal(step, self._outcome)
+
+    def render(self, template: str, step: Step) -> str:
+        return self._run._render(template, step)
+
+
 class AgentRun:
     def __init__(
         self,
@@ -169,7 +195,8 @@ class AgentRun:
                 if stop is not None:
                     outcome.status, outcome.error = stop
                     break
-                if step.type == "input" and self._answer_given is None:
+                kind = self._kind(step)
+                if kind.asks_person and self._answer_given is None:
                     # A person answers: the run stops here, and `resume --answer` goes on.
                     outcome.status = "waiting"
                     outcome.waiting_step = step.id
@@ -218,21 +245,13 @@ class AgentRun:
 
         An unexpected exception is the step's failure (``step-crashed``), never the
         process's; like a tool failure it is stored and retried ``retry`` times."""
+        kind = self._kind(step)
         for attempt in range(step.retry + 1):
             try:
-                if step.type == "process":
-                    result, saved = self._process(step)
-                    return result, saved, None, successor(self.graph, step.id, "next")
-                if step.type == "decision":
-                    label = self._decide(step)
-                    return label, label, label, successor(self.graph, step.id, label)
-                if step.type == "input":
-                    assert self._answer_given is not None
-                    (answer,) = self._answer_given
-                    self._answer_given = None
-                    return answer, answer, None, successor(self.graph, step.id, "next")
-                result = self._terminal(step, outcome)
-                return result, result, None, None
+                # The kind says how its step runs, through the context below.
+                ran = kind.run(step, _KindContext(self, outcome))
+                following = successor(self.graph, step.id, ran.leave_by) if ran.leave_by else None
+                return ran.result, ran.saved, ran.label, following
             except StepError:
                 raise
             except Exception as exc:  # isolated to this step, and stored
@@ -250,11 +269,13 @@ class AgentRun:
         """Where a step goes when its failure is to be lived with; recorded as such."""
         policy = step.error_policy
         if policy == "continue":
-            if step.type == "decision":
-                if step.default is None:
+            kind = self._kind(step)
+            if kind.branches_by_label:
+                label = kind.continue_label(step)
+                if label is None:
                     raise failure
-                target = successor(self.graph, step.id, step.default)
-                where = f"took the default branch '{step.default}'"
+                target = successor(self.graph, step.id, label)
+                where = f"took the default branch '{label}'"
             else:
                 target = successor(self.graph, step.id, "next")
                 where = "went on with the error as the step's result"
@@ -265,6 +286,19 @@ class AgentRun:
             self.run_id, step.id, self.step_seq, "step-recovered", f"{failure.message}; {where}"
         )
         return target
+
+    def _kind(self, step: Step) -> StepKind:
+        kind = kind_of(step.type)
+        if kind is None:  # validate refuses such an agent before it runs
+            raise StepError(f"step '{step.id}' has no known type", "step-crashed")
+        return kind
+
+    def _take_answer(self) -> Any:
+        """The answer a resume brought for the input step now running; taken once."""
+        assert self._answer_given is not None
+        (answer,) = self._answer_given
+        self._answer_given = None
+        return answer
 
     def _guard(self, step: Step) -> tuple[str, str] | None:
         limit = self.agent.step_limit

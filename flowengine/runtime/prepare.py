@@ -12,6 +12,7 @@ from flowengine.agentfile.model import Agent
 from flowengine.errors import AgentFileError, RunError
 from flowengine.graph.validate import Validated, validate_file, validate_text
 from flowengine.runtime.interpreter import FINAL_STATUSES, Checkpoint, RunSetup
+from flowengine.steps.registry import kind_of
 from flowengine.storage.checkpoints import fold
 from flowengine.storage.writer import Storage
 
@@ -104,7 +105,8 @@ def with_answer(
     has passed, and is refused before."""
     run_id = setup.run_id
     step = setup.agent.steps.get(checkpoint.next_step or "")
-    waiting = status == "waiting" and step is not None and step.type == "input"
+    kind = kind_of(step.type) if step is not None else None
+    waiting = status == "waiting" and kind is not None and kind.asks_person
     if answer is not None and not waiting:
         raise RunError(
             f"run {run_id} is not waiting for an answer (its status is {status}); "

@@ -12,12 +12,10 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
 
-KIND_COLOURS = {
-    "process": "#4a6fa5",
-    "decision": "#c9a227",
-    "terminal": "#3c8d40",
-    "input": "#a142a4",
-}
+from flowengine.steps.registry import kind_of, kinds
+
+DECISION_COLOUR = kinds()["decision"].drawing.colour
+"""The chosen label's bar in a decision's score chart: the decision's own colour."""
 RUN_COLOURS = ("#1a73e8", "#e8710a", "#188038", "#a142f4", "#d93025", "#12b5cb", "#9e6a03")
 WAIT_COLOUR = "#dadce0"
 PREEMPT_COLOUR = "#d93025"
@@ -100,7 +98,8 @@ def step_timeline(steps: Sequence[dict[str, Any]], link: str, selected: int | No
         y = 20 + lanes[str(step["step_id"])] * ROW + 3
         x = LABEL_WIDTH + (step["started_s"] - start) * scale
         width = max((step["ended_s"] - step["started_s"]) * scale, 3)
-        colour = KIND_COLOURS.get(str(step["kind"]), "#5f6368")
+        kind = kind_of(str(step["kind"]))
+        colour = kind.drawing.colour if kind else "#5f6368"
         chosen = " selected" if step["seq"] == selected else ""
         failed = " failed" if step.get("errors") else ""
         took = step["ended_s"] - step["started_s"]
@@ -225,7 +224,7 @@ def score_bars(scores: dict[str, Any], chosen: str | None) -> str:
         length = 20 + (width - 20) * (value - low) / spread
         body.append(
             f'<rect x="158" y="{y + 3}" width="{length:.1f}" height="{ROW - 6}" '
-            f'fill="{KIND_COLOURS["decision"] if label == chosen else WAIT_COLOUR}"/>'
+            f'fill="{DECISION_COLOUR if label == chosen else WAIT_COLOUR}"/>'
         )
         body.append(_text(158 + length + 6, y + 15, f"{value:.3f}", css="tick"))
     return _svg(158 + width + 80, 10 + ROW * len(items), body, "label scores")

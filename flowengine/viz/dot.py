@@ -6,15 +6,11 @@ import html
 
 import networkx as nx
 
+from flowengine.steps.registry import kind_of
 from flowengine.viz.labels import edge_caption, footnote, one_line, wrapped_text
 
-_STYLE = {
-    "process": 'shape=box, style="filled", fillcolor="#e8f0fe", color="#4a6fa5"',
-    "decision": 'shape=diamond, style="filled", fillcolor="#fff4d6", color="#c9a227"',
-    "terminal": 'shape=box, style="rounded,filled,bold", fillcolor="#e3f4e1", color="#3c8d40"',
-    "input": 'shape=parallelogram, style="filled", fillcolor="#fce8f3", color="#a142a4"',
-    "unknown": 'shape=box, style="filled,dashed", fillcolor="#f1f3f4", color="#5f6368"',
-}
+_UNKNOWN = 'shape=box, style="filled,dashed", fillcolor="#f1f3f4", color="#5f6368"'
+"""A step without a known type: grey and dashed (the checks report it)."""
 _PROBLEM = 'color="#d93025", penwidth=2.5'
 _VISITED = 'color="#1a73e8", penwidth=3'
 _NOT_VISITED = 'fontcolor="#9aa0a6", color="#bdc1c6"'
@@ -35,8 +31,8 @@ def to_dot(graph: nx.DiGraph, problems: frozenset[str] = frozenset()) -> str:
         '  "__start__" [shape=circle, label="", width=0.22, style=filled, fillcolor=black];',
     ]
     for node, attrs in graph.nodes(data=True):
-        kind = attrs.get("kind", "unknown")
-        style = _STYLE.get(kind, _STYLE["unknown"])
+        kind = kind_of(attrs.get("kind", "unknown"))
+        style = kind.drawing.dot if kind else _UNKNOWN
         if node in problems:
             style += ", " + _PROBLEM
         if graph.graph.get("run") is not None:

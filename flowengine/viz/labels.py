@@ -8,7 +8,8 @@ from typing import Any
 
 import networkx as nx
 
-WRAP = {"process": 30, "decision": 24, "terminal": 30, "input": 26}
+from flowengine.steps.registry import kind_of
+
 MAX_LINES = 6
 FOOTNOTE_WIDTH = 36
 """A footnote's settings are grouped into lines this long, so no font widens a line past
@@ -29,7 +30,8 @@ def wrapped_text(attrs: dict[str, Any]) -> list[str]:
     This is the only place labels are wrapped: the renderers are told not to wrap again.
     """
     text = one_line(attrs.get("text") or "")
-    width = WRAP.get(attrs.get("kind", ""), 30)
+    kind = kind_of(attrs.get("kind", ""))
+    width = kind.drawing.wrap if kind else 30
     return textwrap.wrap(text, width, max_lines=MAX_LINES, placeholder=" ...")
 
 
@@ -47,10 +49,9 @@ def footnote(attrs: dict[str, Any]) -> list[str]:
         notes.append(f"retries {attrs['retry']}×")  # noqa: RUF001
     if attrs.get("format") == "json":
         notes.append("JSON output")
-    if attrs.get("kind") == "input":
-        notes.append("asks a person" + (" (JSON)" if attrs.get("structured") else ""))
-        if attrs.get("timeout"):
-            notes.append(f"timeout {attrs['timeout']:g} s")
+    kind = kind_of(attrs.get("kind", ""))
+    if kind is not None:
+        notes += kind.footnote(attrs)
     if attrs.get("visits"):
         notes.append(f"ran {attrs['visits']}×")  # noqa: RUF001
     lines: list[str] = []
@@ -80,11 +81,16 @@ def edge_caption(graph: nx.DiGraph, source: str, target: str) -> EdgeCaption:
     for label in labels:
         if label == "on_error":
             parts.append("on error")
-        elif node.get("kind") == "decision":
+        elif _branches_by_label(node):
             parts.append(branch_caption(node, label, CONDITION_WIDTH))
         elif label != "next":
             parts.append(one_line(label))
     return EdgeCaption(" / ".join(p for p in parts if p), labels == ["on_error"])
+
+
+def _branches_by_label(node: dict[str, Any]) -> bool:
+    kind = kind_of(node.get("kind", ""))
+    return kind is not None and kind.branches_by_label
 
 
 def branch_caption(node: dict[str, Any], label: str, width: int | None = None) -> str:

@@ -12,14 +12,8 @@ import json
 
 import networkx as nx
 
+from flowengine.steps.registry import kind_of, kinds
 from flowengine.viz.labels import edge_caption, footnote, one_line, wrapped_text
-
-_SHAPES = {
-    "process": ('["', '"]'),
-    "decision": ('{"', '"}'),
-    "terminal": ('(["', '"])'),
-    "input": ('[/"', '"/]'),
-}
 
 MAX_TEXT_SIZE = 50_000
 """Mermaid's default ``maxTextSize``: longer diagrams are refused by Mermaid itself."""
@@ -29,15 +23,19 @@ WRAPPING_WIDTH = 400
 """Pixels before Mermaid wraps a label line; wider than our own wrapped lines, so that
 labels are wrapped once (by us), not twice."""
 
-_CLASSES = (
-    "  classDef process fill:#e8f0fe,stroke:#4a6fa5",
-    "  classDef decision fill:#fff4d6,stroke:#c9a227",
-    "  classDef terminal fill:#e3f4e1,stroke:#3c8d40",
-    "  classDef input fill:#fce8f3,stroke:#a142a4",
+_MARKS = (
     # Defined after the kinds so that their stroke wins and the fill of the kind stays.
     "  classDef problem stroke:#d93025,stroke-width:3px,stroke-dasharray:5 3",
     "  classDef visited stroke:#1a73e8,stroke-width:3px",
 )
+
+
+def _classes() -> list[str]:
+    """One ``classDef`` per step kind (each kind says its colours), then the marks."""
+    own = [f"  classDef {name} {kind.drawing.mermaid_style}" for name, kind in kinds().items()]
+    return [*own, *_MARKS]
+
+
 _ERROR_EDGE = "stroke:#d93025,color:#d93025"
 _TAKEN_EDGE = "stroke:#1a73e8,stroke-width:3px"
 
@@ -54,15 +52,16 @@ def to_mermaid(graph: nx.DiGraph, problems: frozenset[str] = frozenset()) -> str
         f"    wrappingWidth: {WRAPPING_WIDTH}",
         "---",
         "flowchart TD",
-        *_CLASSES,
+        *_classes(),
         "  start((start)):::terminal",
     ]
     for node, attrs in graph.nodes(data=True):
-        kind = attrs.get("kind", "process")
-        left, right = _SHAPES.get(kind, _SHAPES["process"])
+        # A step without a known type is drawn as a process step (the checks report it).
+        kind = kind_of(attrs.get("kind", "process")) or kinds()["process"]
+        left, right = kind.drawing.mermaid
         body = [f"<b>{escape(str(node))}</b>", *map(escape, wrapped_text(attrs))]
         body += [f"<i>{escape(line)}</i>" for line in footnote(attrs)]
-        kind_class = kind if kind in _SHAPES else "process"
+        kind_class = kind.name
         lines.append(f"  {ids[node]}{left}{'<br/>'.join(body)}{right}:::{kind_class}")
     for name, members in (
         ("problem", [ids[n] for n in graph.nodes if n in problems]),

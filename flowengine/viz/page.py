@@ -10,6 +10,7 @@ from typing import Any
 
 import networkx as nx
 
+from flowengine.steps.registry import kind_of
 from flowengine.viz.labels import branch_caption, one_line
 
 
@@ -59,18 +60,19 @@ def _facts(graph: nx.DiGraph) -> str:
 
 def _row(graph: nx.DiGraph, node: str, attrs: dict[str, Any]) -> str:
     kind = attrs.get("kind", "")
+    step_kind = kind_of(kind)
     exits = []
     on_error = []
     for _, target, edge in graph.out_edges(node, data=True):
         for label in edge.get("labels") or [edge.get("label", "")]:
             if label == "on_error":
                 continue
-            if kind == "decision":
+            if step_kind and step_kind.branches_by_label:
                 exits.append(f"<code>{_e(branch_caption(attrs, label))}</code> → {_e(target)}")
             else:
                 exits.append(_e(target))
     policy = attrs.get("error_policy")
-    if kind in ("process", "decision") and policy:
+    if step_kind and step_kind.has_error_policy and policy:
         words = {"fail": "the run fails", "continue": "go on with the error as the result"}
         on_error.append(_e(words.get(policy, f"go to {policy}")))
     if attrs.get("retry"):
@@ -87,10 +89,8 @@ def _row(graph: nx.DiGraph, node: str, attrs: dict[str, Any]) -> str:
         limits.append(f"at most {attrs['max_visits']} visits")
     if attrs.get("format") == "json":
         limits.append("JSON output")
-    if kind == "input":
-        limits.append("a person answers" + (" (JSON)" if attrs.get("structured") else ""))
-        if attrs.get("timeout"):
-            limits.append(f"default answer after {attrs['timeout']:g} s")
+    if step_kind:
+        limits += step_kind.page_notes(attrs)
     if attrs.get("visits"):
         limits.append(f"ran {attrs['visits']}×")  # noqa: RUF001
     saves = f"<code>{_e(attrs['save_as'])}</code>" if attrs.get("save_as") else ""
