@@ -145,7 +145,7 @@ def test_concurrent_runs_share_decodes_under_fifo(tmp_path: Path) -> None:
     older = Path(__file__).parent / "data" / "v1.duckdb"
     done = run_cli("stats", "--db", str(db), "--db", str(older), "--format", "json")
     assert done.returncode == 0, done.stderr
-    rows = json.loads(done.stdout)
+    rows = json.loads(done.stdout)["scheduler"]
     batched = [row for row in rows if row["mean_batch"] is not None]
     assert batched and all(1 <= row["mean_batch"] <= 4 for row in batched)
     assert any(row["mean_batch"] is None for row in rows)  # the older file's runs
@@ -163,7 +163,7 @@ def test_round_robin_preempts_when_the_batch_is_full(tmp_path: Path) -> None:
     assert _stored(db, "SELECT max(sequences) FROM batch_ticks") == [(2,)]
     stats = run_cli("stats", "--db", str(db), "--format", "json")
     assert stats.returncode == 0, stats.stderr
-    assert {row["agent"] for row in json.loads(stats.stdout)} == {"MathAgent", "Notes"}
+    assert {row["agent"] for row in json.loads(stats.stdout)["scheduler"]} == {"MathAgent", "Notes"}
 
 
 def test_constrained_replies_stay_valid_through_preemption_and_eviction() -> None:

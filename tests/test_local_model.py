@@ -150,7 +150,7 @@ def test_round_robin_interleaves_three_runs_and_matches_fifo(tmp_path: Path) -> 
     assert _stored(rr_db, "SELECT sum(preemptions) > 0 FROM llm_requests") == [(True,)]
     assert _stored(fifo_db, "SELECT sum(preemptions) FROM llm_requests") == [(0,)]
     stats = run_cli("stats", "--db", str(rr_db), "--format", "json")
-    assert {row["agent"] for row in json.loads(stats.stdout)} == {
+    assert {row["agent"] for row in json.loads(stats.stdout)["scheduler"]} == {
         "MathAgent",
         "RecAgent",
         "NarrativeAgent",

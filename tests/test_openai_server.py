@@ -166,7 +166,7 @@ def test_two_processes_share_a_server_and_are_read_together(
         "--format", "json",
     )  # fmt: skip
     assert both.returncode == 0, both.stderr
-    rows = json.loads(both.stdout)
+    rows = json.loads(both.stdout)["scheduler"]
     assert {row["agent"] for row in rows} == {"MathAgent", "RecAgent"}
     assert sum(row["requests"] for row in rows) == sum(per_file)
     listed = run_cli("logs", "--db", str(tmp_path / "*.duckdb"), "--format", "json")

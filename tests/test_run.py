@@ -79,7 +79,7 @@ def test_math_agent_runs_and_every_interaction_is_stored(tmp_path: Path) -> None
     table = run_cli("logs", "--db", db)
     assert outcome["run_id"] in table.stdout and "completed" in table.stdout
     stats = run_cli("stats", "--db", db, "--format", "json")
-    [row] = json.loads(stats.stdout)
+    [row] = json.loads(stats.stdout)["scheduler"]
     assert (row["agent"], row["scheduler"], row["requests"]) == ("MathAgent", "rr", 5)
 
     drawn = run_cli(

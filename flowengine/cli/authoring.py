@@ -15,7 +15,14 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flowengine.cli.common import EXIT_ERRORS, EXIT_OK, FORMATTER, db_path, write_file
+from flowengine.cli.common import (
+    EXIT_ERRORS,
+    EXIT_OK,
+    FORMATTER,
+    add_format_option,
+    db_path,
+    write_file,
+)
 from flowengine.errors import UsageError
 
 if TYPE_CHECKING:
@@ -54,11 +61,11 @@ def add_parsers(commands: Any) -> None:
     validate.add_argument(
         "paths", nargs="+", metavar="PATH", help="agent files, or folders to search for *.yaml"
     )
-    validate.add_argument(
-        "--format",
-        choices=("text", "json"),
-        default="text",
-        help="text: one 'FILE:LINE:COL: severity: message [code]' line each (default); "
+    add_format_option(
+        validate,
+        ("text", "json"),
+        "text",
+        "text: one 'FILE:LINE:COL: severity: message [code]' line each (default); "
         "json: a list of objects with file, line, column, severity, code, message",
     )
     validate.add_argument("--strict", action="store_true", help="treat warnings as errors")
@@ -78,10 +85,12 @@ def add_parsers(commands: Any) -> None:
         formatter_class=FORMATTER,
     )
     viz.add_argument("agent", metavar="AGENT.yaml", help="the agent file to draw")
-    viz.add_argument(
-        "--format",
-        choices=("mermaid", "dot", "svg", "png", "html", "json"),
-        help="output format (default: from the -o suffix, else mermaid)",
+    add_format_option(
+        viz,
+        ("mermaid", "dot", "svg", "png", "html", "json"),
+        None,
+        "output format (default: from the -o suffix, else mermaid); json is networkx's "
+        "node-link data",
     )
     viz.add_argument(
         "-o",
@@ -326,11 +335,11 @@ def _add_tools_parser(commands: Any) -> None:
         formatter_class=FORMATTER,
     )
     tools.add_argument("names", nargs="*", metavar="NAME", help="only these tools")
-    tools.add_argument(
-        "--format",
-        choices=("text", "json"),
-        default="text",
-        help="text (default), or json: a list of objects with name, description, provider, "
+    add_format_option(
+        tools,
+        ("text", "json"),
+        "text",
+        "text (default), or json: a list of objects with name, description, provider, "
         "timeout, arguments and the JSON Schema of the arguments (parameters)",
     )
     tools.set_defaults(handler=cmd_tools)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import textwrap
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -89,20 +91,82 @@ def write_file(path: Path, data: bytes) -> None:
         raise UsageError(f"cannot write {path}: {exc.strerror}") from None
 
 
-def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    def cell(value: Any) -> str:
-        if isinstance(value, datetime):
-            return value.strftime("%Y-%m-%d %H:%M:%S")
-        text = "" if value is None else str(value)
-        text = " ".join(text.split())
-        return text if len(text) <= 60 else text[:59] + "…"
+CELL_WIDTH = 60
+"""Longer cells wrap onto more lines of their column."""
 
-    cells = [[cell(row.get(c)) for c in columns] for row in rows]
-    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+
+def human(value: Any) -> str:
+    """A value as a person reads it in a table: times to the second, floats rounded to
+    what a reader can compare (three significant digits, no exponent), JSON compact."""
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return human_float(value)
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False, default=json_default)
+    return str(value)
+
+
+def human_float(value: float) -> str:
+    if value != value or value in (float("inf"), float("-inf")):
+        return str(value)
+    if abs(value) >= 100 or value == int(value):
+        return f"{value:.0f}" if abs(value) >= 100 else f"{value:g}"
+    if abs(value) < 0.001:  # a tenth of a millisecond is as fine as a person reads
+        text = f"{value:.4f}".rstrip("0").rstrip(".")
+        return "0" if text in ("", "-0") else text
+    return f"{value:.3g}"
+
+
+def table(rows: list[dict[str, Any]], columns: list[str], width: int = CELL_WIDTH) -> str:
+    """Rows as aligned columns; a cell longer than ``width`` wraps onto further lines of
+    its column, so nothing is cut off."""
+    wrapped = [
+        [textwrap.wrap(" ".join(human(row.get(c)).split()), width) or [""] for c in columns]
+        for row in rows
+    ]
+    widths = [
+        max([len(c)] + [len(line) for cells in wrapped for line in cells[i]])
+        for i, c in enumerate(columns)
+    ]
     lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
+    for cells in wrapped:
+        for depth in range(max(len(cell) for cell in cells)):
+            parts = [cell[depth] if depth < len(cell) else "" for cell in cells]
+            lines.append("  ".join(v.ljust(w) for v, w in zip(parts, widths, strict=True)))
     return "\n".join(line.rstrip() for line in lines)
+
+
+def add_format_option(
+    parser: argparse.ArgumentParser, choices: tuple[str, ...], default: str | None, help: str
+) -> None:
+    """``--format`` and its short form ``--json`` (every command asks for JSON the same
+    way)."""
+    parser.add_argument("--format", choices=choices, default=default, help=help)
+    parser.add_argument(
+        "--json", dest="format", action="store_const", const="json", help="same as --format json"
+    )
 
 
 def json_default(value: Any) -> Any:
     return value.isoformat() if isinstance(value, datetime) else str(value)
+
+
+JSON_ALIAS = "text (default), or json: the same as --json"
+
+
+class JsonFormat(argparse.Action):
+    """``--format text|json`` on a command whose JSON switch is ``--json``."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        setattr(namespace, self.dest, values == "json")

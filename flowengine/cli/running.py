@@ -17,6 +17,8 @@ from flowengine.cli.common import (
     EXIT_OK,
     EXIT_WAITING,
     FORMATTER,
+    JSON_ALIAS,
+    JsonFormat,
     add_db_option,
     db_path,
     positive,
@@ -200,6 +202,9 @@ def add_parsers(commands: Any, with_backends: bool = True) -> None:
         help='runs to start together, one {"agent": PATH, "input": TEXT} object a line',
     )
     run.add_argument("--json", action="store_true", help="print the outcomes as JSON")
+    run.add_argument(
+        "--format", choices=("text", "json"), action=JsonFormat, dest="json", help=JSON_ALIAS
+    )
     run.add_argument("--quiet", "-q", action="store_true", help="do not show steps as they run")
     run.add_argument(
         "--no-ask",
@@ -236,6 +241,9 @@ def add_parsers(commands: Any, with_backends: bool = True) -> None:
         help="the answer as JSON in a file (for a step with a schema: a structured answer)",
     )
     resume.add_argument("--json", action="store_true", help="print the outcome as JSON")
+    resume.add_argument(
+        "--format", choices=("text", "json"), action=JsonFormat, dest="json", help=JSON_ALIAS
+    )
     resume.add_argument("--quiet", "-q", action="store_true", help="do not show steps")
     add_model_options(resume, with_backends)
     resume.set_defaults(handler=cmd_resume)

@@ -17,6 +17,11 @@ from flowengine.storage.journal import has_journal, journal_path
 from flowengine.storage.tables import META_TABLE, STEP_SEQ_TABLES, STEP_SEQ_VERSION, TABLES
 from flowengine.storage.writer import connect
 
+STATUS_ORDER = ("completed", "failed", "max_steps", "max_visits", "interrupted", "waiting")
+"""How ``stats`` orders the statuses it counts; any other found comes after these."""
+UNENDED = ("running", "waiting")
+"""Statuses of runs that have not ended: the success rate leaves them out."""
+
 # A running run's row is written at its start and end only; its steps are counted live.
 _STEP_COUNT = (
     "CASE WHEN status = 'running' THEN (SELECT count(*) FROM steps s "
@@ -212,6 +217,87 @@ class Records:
             [run_id],
         )
 
+    def latest_run_id(self) -> str | None:
+        """The newest run's id (``logs latest``), None in an empty file."""
+        found = self._connection.execute(
+            "SELECT run_id FROM runs ORDER BY created DESC LIMIT 1"
+        ).fetchone()
+        return str(found[0]) if found else None
+
+    def step(self, run_id: str, seq: int) -> dict[str, Any] | None:
+        """Everything one step did: its row, the LLM requests it made (prompt and reply in
+        full), its tool calls (arguments and results) and its errors."""
+        found = self._rows(
+            "SELECT seq, step_id, kind, label, tool, result, next_step, started, ended, "
+            "epoch(ended) - epoch(started) AS duration_s FROM steps "
+            "WHERE run_id = ? AND seq = ?",
+            [run_id, seq],
+        )
+        if not found:
+            return None
+        step = found[0]
+        step["llm_requests"] = self._rows(
+            "SELECT request_id, kind, prompt, response, prompt_tokens, output_tokens, "
+            "label_scores, turnaround_s, error FROM llm_requests "
+            "WHERE run_id = ? AND step_seq = ? ORDER BY created",
+            [run_id, seq],
+        )
+        step["tool_calls"] = self._rows(
+            "SELECT tool, args, result, ok, error, duration_s FROM tool_calls "
+            "WHERE run_id = ? AND step_seq = ? ORDER BY started",
+            [run_id, seq],
+        )
+        step["errors"] = self._rows(
+            "SELECT code, message FROM errors WHERE run_id = ? AND step_seq = ? ORDER BY occurred",
+            [run_id, seq],
+        )
+        return step
+
+    def agent_text(self, run_id: str) -> str | None:
+        """The agent file's text as the run read it."""
+        found = self._connection.execute(
+            "SELECT agent_source FROM runs WHERE run_id = ?", [run_id]
+        ).fetchone()
+        return str(found[0]) if found and found[0] is not None else None
+
+    def run_summary(self) -> dict[str, list[dict[str, Any]]]:
+        """Per agent, and over all agents (``agent`` is ``(all)``): runs by status and the
+        success rate (completed among the runs that ended: not running, not waiting),
+        p50/p95 step latency by step kind, tokens per run, and tool errors."""
+        counted = self._rows("SELECT agent, status, count(*) AS n FROM runs GROUP BY agent, status")
+        runs = [_status_row(agent, counted) for agent in sorted({r["agent"] for r in counted})]
+        if runs:
+            runs.append(_status_row(None, counted))
+        latency = self._rows(
+            "SELECT coalesce(r.agent, '(all)') AS agent, s.kind, count(*) AS steps, "
+            "round(quantile_cont(epoch(s.ended) - epoch(s.started), 0.5), 3) AS p50_s, "
+            "round(quantile_cont(epoch(s.ended) - epoch(s.started), 0.95), 3) AS p95_s "
+            "FROM steps s JOIN runs r USING (run_id) "
+            "GROUP BY GROUPING SETS ((r.agent, s.kind), (s.kind)) "
+            "ORDER BY r.agent IS NULL, r.agent, s.kind"
+        )
+        reused = "reused_tokens" if self._has_column("llm_requests", "reused_tokens") else "0"
+        tokens = self._rows(
+            "WITH per_run AS (SELECT agent, run_id, sum(prompt_tokens) AS prompt, "
+            f"sum({reused}) AS reused, sum(output_tokens) AS generated "
+            "FROM llm_requests GROUP BY agent, run_id) "
+            "SELECT coalesce(agent, '(all)') AS agent, count(*) AS runs, "
+            "round(avg(prompt), 1) AS prompt_per_run, round(avg(reused), 1) AS reused_per_run, "
+            "round(avg(generated), 1) AS generated_per_run, sum(prompt) AS prompt, "
+            "sum(reused) AS reused, sum(generated) AS generated "
+            "FROM per_run GROUP BY ROLLUP (agent) ORDER BY agent IS NULL, agent"
+        )
+        tool_errors = self._rows(
+            "SELECT r.agent, t.tool, count(*) AS calls, count(*) FILTER (WHERE NOT t.ok) "
+            "AS errors, round(count(*) FILTER (WHERE NOT t.ok) / count(*), 3) AS error_rate "
+            "FROM tool_calls t JOIN runs r USING (run_id) GROUP BY r.agent, t.tool "
+            "ORDER BY r.agent, t.tool"
+        )
+        for table in (latency, tokens):
+            for row in table:
+                row["agent"] = str(row["agent"])
+        return {"runs": runs, "step_latency": latency, "tokens": tokens, "tool_errors": tool_errors}
+
     def stats(self) -> list[dict[str, Any]]:
         """Waiting and turnaround of LLM requests, per agent and scheduler, the share of
         prompt tokens the runs' KV caches already held, and (llama-cpp) how many requests
@@ -241,3 +327,22 @@ class Records:
             f"FROM llm_requests {'LEFT JOIN batch USING (request_id) ' if batched else ''}"
             "GROUP BY agent, scheduler ORDER BY agent, scheduler",
         )
+
+
+def _status_row(agent: str | None, counted: list[dict[str, Any]]) -> dict[str, Any]:
+    """One agent's runs by status (every agent's for None), in ``STATUS_ORDER``, and the
+    share of its ended runs that completed."""
+    mine = [row for row in counted if agent is None or row["agent"] == agent]
+    by_status: dict[str, int] = {}
+    for row in mine:
+        by_status[row["status"]] = by_status.get(row["status"], 0) + int(row["n"])
+    order = [s for s in STATUS_ORDER if s in by_status] + sorted(
+        s for s in by_status if s not in STATUS_ORDER
+    )
+    ended = sum(n for status, n in by_status.items() if status not in UNENDED)
+    return {
+        "agent": "(all)" if agent is None else agent,
+        "runs": sum(by_status.values()),
+        "by_status": {status: by_status[status] for status in order},
+        "success_rate": round(by_status.get("completed", 0) / ended, 3) if ended else None,
+    }
