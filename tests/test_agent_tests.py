@@ -1,0 +1,438 @@
+"""``flowengine test``: test files are checked with located diagnostics, cases run with
+mocked replies and tool results (through the real CLI, into a real DuckDB file), failures
+point at their expectation's line, JUnit XML and pass^N come out, a recorded run replays,
+and one step runs alone. The cases that need the embedded model are the agents' own
+(``agents/*.test.yaml``, run by ``make test`` through ``flowengine test``)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from flowengine.testing import checks
+from flowengine.testing.spec import TEST_CODES, file_schema, load_test_file
+
+from .conftest import AGENTS, ROOT, run_cli
+
+MATH_CASE = """\
+agent: math_agent.yaml
+cases:
+  - name: multiplies
+    input: What is 6 times 7?
+    mocks:
+      model:
+        understand: Multiply 6 by 7.
+        classify: arithmetic
+        write_expression: 6 * 7
+        check: "yes"
+        answer: 6 times 7 is 42.
+    expect:
+      path: [understand, classify, write_expression, calculate, check, answer]
+      output: {contains: "42"}
+  - name: wrong on purpose
+    input: What is 6 times 7?
+    mocks:
+      model: {understand: x, classify: arithmetic, write_expression: 6 * 7, check: "yes",
+              answer: 6 times 7 is 42.}
+      tools:
+        calculate: {result: {value: 41}}
+    expect:
+      variables: {result: {value: 42}}
+      output:
+        contains: "43"
+"""
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    shutil.copy(AGENTS / "math_agent.yaml", tmp_path)
+    shutil.copy(AGENTS / "travel_agent_confirm.yaml", tmp_path)
+    return tmp_path
+
+
+def _write(folder: Path, text: str, name: str = "math.test.yaml") -> Path:
+    path = folder / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_a_failing_expectation_shows_expected_and_actual_at_its_line(folder: Path) -> None:
+    path = _write(folder, MATH_CASE)
+    db, xml = folder / "t.duckdb", folder / "junit.xml"
+    done = run_cli(
+        "test",
+        str(path),
+        "--backend",
+        "scripted",
+        "--db",
+        str(db),
+        "--junit-xml",
+        str(xml),
+        cwd=folder,
+    )
+    assert done.returncode == 1, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[1] == f"{path} .F"
+    # both failures of the case, each at the line of its expectation
+    assert f"{path}:23:7: expect variables" in lines
+    assert '  expected: {"result": {"value": 42}}' in lines
+    assert '  actual:   {"result": {"value": 41}}' in lines
+    assert f"{path}:25:9: expect output.contains" in lines
+    assert "  expected: an output containing '43'" in lines
+    assert lines[-1].startswith("== 1 failed, 1 passed in ")
+    # JUnit XML for CI: one suite a file, the failure with its location
+    suite = ET.parse(xml).getroot().find("testsuite")
+    assert suite is not None and suite.get("tests") == "2" and suite.get("failures") == "1"
+    failure = suite.find("testcase[@name='wrong on purpose']/failure")
+    assert failure is not None and f"{path}:25:9" in (failure.text or "")
+    # each attempt stored, linked to the run it made
+    with duckdb.connect(str(db), read_only=True) as connection:
+        rows = connection.execute(
+            "SELECT case_name, passed, run_ids->>0, failures FROM test_cases ORDER BY case_name"
+        ).fetchall()
+        assert [(name, passed) for name, passed, _, _ in rows] == [
+            ("multiplies", True),
+            ("wrong on purpose", False),
+        ]
+        for _, _, run_id, _ in rows:
+            (status,) = connection.execute(
+                "SELECT status FROM runs WHERE run_id = ?", [run_id]
+            ).fetchone()
+            assert status == "completed"
+        assert json.loads(rows[1][3])[0]["at"] == f"{path}:23:7"
+        # the mocked tool call is stored as a real one would be
+        (stored,) = connection.execute(
+            "SELECT result FROM tool_calls WHERE run_id = ?", [rows[1][2]]
+        ).fetchone()
+        assert json.loads(stored) == {"value": 41}
+
+
+def test_k_selects_and_repeat_reports_pass_at_1_and_pass_hat_n(folder: Path) -> None:
+    path = _write(folder, MATH_CASE)
+    done = run_cli(
+        "test",
+        str(path),
+        "-k",
+        "multi",
+        "--repeat",
+        "3",
+        "--backend",
+        "scripted",
+        "--db",
+        str(folder / "t.duckdb"),
+        cwd=folder,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"{path} ..." in done.stdout
+    assert "1 passed, 1 deselected" in done.stdout
+    row = next(line for line in done.stdout.splitlines() if "::multiplies " in line)
+    assert row.split()[-3:] == ["3/3", "1.00", "1"]
+    done = run_cli(
+        "test",
+        str(path),
+        "-k",
+        "not multi",
+        "--repeat",
+        "2",
+        "--backend",
+        "scripted",
+        "--db",
+        str(folder / "t.duckdb"),
+        cwd=folder,
+    )
+    assert done.returncode == 1
+    row = next(
+        line
+        for line in done.stdout.splitlines()
+        if "::wrong on purpose " in line and not line.startswith("__")
+    )
+    assert row.split()[-3:] == ["0/2", "0.00", "0"]
+
+
+ASKING_AGENT = """\
+name: Booker
+steps:
+  plan:
+    type: process
+    instruction: Plan {{ task }}.
+    save_as: plan
+    next: confirm
+  confirm:
+    type: input
+    ask: "Book this? {{ plan }}"
+    schema: {type: object, required: [ok], properties: {ok: {enum: ["yes", "no"]}}}
+    save_as: answer
+    next: decide
+  decide:
+    type: decision
+    question: Booked?
+    when: {booked: "answer.ok == 'yes'"}
+    default: again
+    branches: {booked: done, again: plan}
+    max_visits: 3
+  done:
+    type: terminal
+    output: "Booked: {{ plan }}"
+"""
+
+
+def test_a_run_that_asks_a_person_is_answered_by_the_case(folder: Path) -> None:
+    (folder / "booker.yaml").write_text(ASKING_AGENT)
+    _write(
+        folder,
+        """\
+agent: booker.yaml
+cases:
+  - name: no, then yes
+    input: a weekend in Rome
+    mocks:
+      model:
+        plan: [Two nights at Hotel A., Two nights at Hotel B.]
+    answers:
+      confirm: [{ok: "no"}, {ok: "yes"}]
+    expect:
+      path: [plan, confirm, decide, plan, confirm, decide, done]
+      variables: {answer: {ok: "yes"}}
+      output: {equals: "Booked: Two nights at Hotel B."}
+  - name: no answer leaves it waiting
+    input: a weekend in Rome
+    mocks: {model: {plan: Hotel A.}}
+    expect:
+      status: waiting
+      path: [plan]
+  - name: an answer that fails the schema
+    input: a weekend in Rome
+    mocks: {model: {plan: Hotel A.}}
+    answers: {confirm: {ok: maybe}}
+    expect: {status: completed}
+""",
+        "booker.test.yaml",
+    )
+    done = run_cli("test", "booker.test.yaml", "--db", str(folder / "t.duckdb"), "-v", cwd=folder)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "booker.test.yaml::no, then yes PASSED" in done.stdout
+    assert "booker.test.yaml::no answer leaves it waiting PASSED" in done.stdout
+    assert "booker.test.yaml::an answer that fails the schema FAILED" in done.stdout
+    assert (
+        "  actual:   waiting (the case's answer was refused: run " in done.stdout
+        and "does not match the step's schema at ok: 'maybe' is not one of ['yes', 'no']"
+        in done.stdout
+    )
+    assert "on mocks only" in done.stdout  # every reply mocked: no model was loaded
+    assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_unknown_steps_branches_and_variables_are_located_with_did_you_mean(
+    folder: Path,
+) -> None:
+    path = _write(
+        folder,
+        """\
+agent: math_agent.yaml
+cases:
+  - name: typos
+    variables: {citty: Paris}
+    mocks:
+      model:
+        clasify: arithmetic
+        check: maybe
+      tools:
+        write_expression: {result: 1}
+    expect:
+      path: [understand, anwser]
+      variables: {resutl: 1}
+  - name: typos
+""",
+    )
+    loaded = load_test_file(path)
+    assert loaded.test is None
+    found = {(d.line, d.column, d.code): d.message for d in loaded.diagnostics}
+    assert found[(4, 17, "test-unknown-variable")].startswith("MathAgent has no input 'citty'")
+    assert "did you mean 'classify'?" in found[(7, 9, "test-unknown-step")]
+    assert "'maybe' is not a branch of decision 'check'" in found[(8, 16, "test-unknown-branch")]
+    assert "calls no tool" in found[(10, 9, "test-bad-mock")]
+    assert "did you mean 'answer'?" in found[(12, 26, "test-unknown-step")]
+    assert "did you mean 'result'?" in found[(13, 19, "test-unknown-variable")]
+    assert (14, 11, "test-duplicate-case") in found
+    # and on the command line: the diagnostics, exit 1, no traceback
+    done = run_cli("test", str(path), "--backend", "scripted", cwd=folder)
+    assert done.returncode == 1
+    assert f"{path}:7:9: error: MathAgent has no step 'clasify'" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    "text, where",
+    [
+        ("agent: nothere.yaml\ncases: [{name: a}]\n", "1:8: error: no agent file 'nothere.yaml'"),
+        (
+            "agent: math_agent.yaml\ncases: [{name: a, expect: {output: {matches: '('}}}]\n",
+            "2:37: error: the regular expression does not compile",
+        ),
+        (
+            "agent: math_agent.yaml\ncases: [{name: a, expect: {output: {expression: '1 +'}}}]\n",
+            "2:37: error: the expression does not compile",
+        ),
+        ("agent: [unclosed\n", "error: "),
+        (
+            "agent: math_agent.yaml\ncases: [{name: a, expect: {outptu: {}}}]\n",
+            "2:28: error: unknown field 'outptu'; did you mean 'output'?",
+        ),
+        ("\x00", "error: the file holds binary data"),
+    ],
+)
+def test_broken_test_files_get_one_located_line(folder: Path, text: str, where: str) -> None:
+    path = _write(folder, text)
+    done = run_cli("test", str(path), cwd=folder)
+    assert done.returncode == 1, done.stdout
+    assert f"{path}:" in done.stderr and where in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_usage_errors_exit_2(folder: Path) -> None:
+    assert run_cli("test", "nothing/here", cwd=folder).returncode == 2
+    empty = folder / "empty"
+    empty.mkdir()
+    done = run_cli("test", str(empty), cwd=folder)
+    assert done.returncode == 2 and "no test files" in done.stderr
+    done = run_cli("test", "record", cwd=folder)
+    assert done.returncode == 2
+    done = run_cli("test", "step", "math_agent.yaml", "chek", "--backend", "scripted", cwd=folder)
+    assert done.returncode == 2 and "did you mean 'check'?" in done.stderr
+
+
+def test_a_recorded_run_replays_and_passes(folder: Path) -> None:
+    """A run on the scripted backend (a script: the "real" model here), recorded, then
+    replayed with no model at all."""
+    script = folder / "script.json"
+    script.write_text(
+        json.dumps(
+            {
+                "default": "Fine.",
+                "rules": [
+                    {"contains": "Which kind of mathematics", "reply": "arithmetic"},
+                    {"contains": "single arithmetic expression", "reply": "(2 + 3) * 4"},
+                    {"contains": "Does this solve", "reply": "yes"},
+                    {"contains": "clear explanation", "reply": "It is 20.\n\nDone."},
+                ],
+            }
+        )
+    )
+    db = folder / "runs.duckdb"
+    ran = run_cli(
+        "run",
+        "math_agent.yaml",
+        "-i",
+        "What is (2+3)*4?",
+        "--backend",
+        "scripted",
+        "--script",
+        str(script),
+        "--db",
+        str(db),
+        "--json",
+        cwd=folder,
+    )
+    assert ran.returncode == 0, ran.stderr
+    [outcome] = json.loads(ran.stdout)
+    out = folder / "cases" / "recorded.test.yaml"
+    done = run_cli("test", "record", outcome["run_id"], "--db", str(db), "-o", str(out), cwd=folder)
+    assert done.returncode == 0, done.stderr
+    recorded = out.read_text()
+    assert "agent: ../math_agent.yaml" in recorded
+    assert "write_expression: (2 + 3) * 4" in recorded
+    assert (
+        "calculate:\n        result:\n          expression: (2 + 3) * 4\n          value: 20"
+        in recorded
+    )
+    assert "equals: |-\n        It is 20.\n\n        Done." in recorded
+    replayed = run_cli("test", str(out), "--backend", "scripted", "--db", str(db), cwd=folder)
+    assert replayed.returncode == 0, replayed.stdout + replayed.stderr
+    assert "1 passed" in replayed.stdout
+    # An author edits it: the changed expectation fails at its line.
+    mocks, expect = recorded.split("  expect:\n")
+    out.write_text(mocks + "  expect:\n" + expect.replace("It is 20.", "It is 21."))
+    failed = run_cli("test", str(out), "--backend", "scripted", "--db", str(db), cwd=folder)
+    assert failed.returncode == 1
+    assert "expect output.equals" in failed.stdout
+
+
+def test_one_step_shows_prompt_constraint_reply_result_and_next(folder: Path) -> None:
+    done = run_cli(
+        "test",
+        "step",
+        "math_agent.yaml",
+        "check",
+        "--state",
+        '{"kind": "arithmetic", "result": {"value": 42}}',
+        "--reply",
+        "no",
+        "--backend",
+        "scripted",
+        cwd=folder,
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert out.startswith("step 'check' (decision) of MathAgent\nprompt:\n")
+    assert "The arithmetic work gave: {'value': 42}. Does this solve the whole problem?" in out
+    assert "constraint: one of the labels yes, no\nreply (mocked): no\n" in out
+    assert out.endswith("branch: no\nnext: classify\n")
+    done = run_cli(
+        "test",
+        "step",
+        "math_agent.yaml",
+        "calculate",
+        "--state",
+        '{"expression": "6*7"}',
+        "--tool-error",
+        "offline",
+        "--backend",
+        "scripted",
+        "--json",
+        cwd=folder,
+    )
+    report = json.loads(done.stdout)
+    assert report["tool_calls"][0]["error"] == "offline" and report["tool_calls"][0]["mocked"]
+    assert report["result"] == {"error": "offline"} and report["next_step"] == "check"
+
+
+def test_the_schema_file_is_the_package_s_and_names_every_check() -> None:
+    assert json.loads((ROOT / "schemas" / "agent-test.schema.json").read_text()) == file_schema()
+    expect = file_schema()["$defs"]["expect"]["properties"]
+    output = file_schema()["$defs"]["output"]["properties"]
+    assert set(expect) - {"output"} | {f"output.{k}" for k in output} == set(checks.CHECKS)
+    assert all(code.startswith("test-") for code in TEST_CODES)
+
+
+def test_the_repo_agents_test_files_load_and_validate_against_the_schema(tmp_path: Path) -> None:
+    from jsonschema import Draft202012Validator
+
+    from flowengine.agentfile.yamlsource import load
+
+    files = sorted(AGENTS.glob("*.test.yaml"))
+    assert {f.name.removesuffix(".test.yaml") for f in files} == {
+        f.stem for f in AGENTS.glob("*.yaml") if not f.name.endswith(".test.yaml")
+    }
+    for path in files:
+        loaded = load_test_file(path)
+        assert loaded.test is not None, [d.format() for d in loaded.diagnostics]
+        data = load(path.read_text()).data
+        assert not list(Draft202012Validator(file_schema()).iter_errors(data)), path
+    # With no model at all, the mocked cases pass and those on the embedded model fail
+    # (make test runs those on it): every agent has both.
+    done = run_cli(
+        "test", "agents/", "--backend", "scripted", "-v", "--db", str(tmp_path / "t.duckdb")
+    )
+    assert done.returncode == 1, done.stderr
+    for path in files:
+        lines = [
+            line for line in done.stdout.splitlines() if line.startswith(f"agents/{path.name}::")
+        ]
+        assert any(line.endswith(" s)") and " PASSED " in line for line in lines), path
+        assert any(" FAILED " in line for line in lines), path
+    assert "no mocked reply for step" in done.stdout
