@@ -264,6 +264,14 @@ cases:
     assert done.returncode == 1
     assert f"{path}:7:9: error: MathAgent has no step 'clasify'" in done.stderr
     assert "Traceback" not in done.stderr
+    # validate checks a test file as one, beside the agents
+    done = run_cli("validate", str(folder))
+    assert done.returncode == 1
+    assert (
+        f"{path}:7:9: error: MathAgent has no step 'clasify'; did you mean 'classify'? "
+        "[test-unknown-step]" in done.stdout
+    )
+    assert done.stderr.strip().endswith("7 errors, 0 warnings")
 
 
 @pytest.mark.parametrize(
@@ -436,3 +444,33 @@ def test_the_repo_agents_test_files_load_and_validate_against_the_schema(tmp_pat
         assert any(line.endswith(" s)") and " PASSED " in line for line in lines), path
         assert any(" FAILED " in line for line in lines), path
     assert "no mocked reply for step" in done.stdout
+
+
+def test_the_readme_s_test_file_and_its_failing_output_are_real(tmp_path: Path) -> None:
+    """The README's example test file, run as the README shows, prints what it shows
+    (the database path, run id and seconds aside)."""
+    import re
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### `flowengine test [PATH...]`", 1)[1]
+    example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    console = section.split("```console\n", 1)[1].split("```", 1)[0]
+    command, *shown = console.splitlines()
+    (tmp_path / "agents").mkdir()
+    shutil.copy(AGENTS / "math_agent.yaml", tmp_path / "agents")
+    (tmp_path / "agents" / "math_agent.test.yaml").write_text(example, encoding="utf-8")
+    args = command.removeprefix("$ flowengine ").split()
+    done = run_cli(*args, "--db", str(tmp_path / "t.duckdb"), cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+
+    def normal(lines: list[str]) -> list[str]:
+        out = []
+        for line in lines:
+            line = re.sub(r"storing in \S+", "storing in DB", line)
+            line = re.sub(r"runs: [0-9a-f]{12}", "runs: RUN", line)
+            out.append(re.sub(r"in [0-9.]+ s ==", "in S s ==", line))
+        return out
+
+    assert normal(done.stdout.splitlines()) == normal(shown)
+    # validate checks the README's file too: it is clean
+    assert run_cli("validate", "agents/", cwd=tmp_path).returncode == 0

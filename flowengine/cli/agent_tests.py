@@ -134,6 +134,8 @@ def _run_tests(args: argparse.Namespace) -> int:
         if loaded.test is not None:
             tests.append(loaded.test)
     selected = select(tests, args.keyword)
+    if tests and not selected:
+        raise UsageError(f"-k {args.keyword}: no case matches (see the names with -v)")
     config, only_mocks = _config(args)
     needs_model = any(s.case.unmocked for s in selected)
     summaries = [CaseSummary(s) for s in selected]
@@ -271,7 +273,8 @@ def _step(args: argparse.Namespace) -> int:
     if args.tool_error is not None:
         mocks.tools[step_id] = [ToolReply(error=args.tool_error)]
     config, only_mocks = _config(args)
-    needs_model = args.reply is None and _asks_model(agent.steps[step_id])
+    # The prompt shown is the model's own (its chat template), even with --reply.
+    needs_model = _asks_model(agent.steps[step_id])
     with tempfile.TemporaryDirectory(prefix="flowengine-step-") as folder:
         if not args.db:
             config.db = Path(folder) / "step.duckdb"  # nothing of a trial step is kept

@@ -300,7 +300,7 @@ def _case(agent: Agent, raw: dict[str, Any], index: int, report: _Report) -> Cas
             ToolMock(result=item.get("result"), error=item.get("error"))
             for item in _per_visit(value)
         ]
-    for step_id in agent.steps:
+    for step_id in _reachable(agent, case.replies):
         if _asks_model(agent.steps[step_id]) and step_id not in case.replies:
             unmocked.append(step_id)
     case.unmocked = unmocked
@@ -353,6 +353,26 @@ def _case(agent: Agent, raw: dict[str, Any], index: int, report: _Report) -> Cas
             continue
         case.expectations.append(Expectation(key, value, at))
     return case
+
+
+def _reachable(agent: Agent, replies: dict[str, list[Any]]) -> list[str]:
+    """The steps a run of the case can reach: a decision whose replies are mocked goes
+    only where those labels lead (so the model is loaded only when a case needs it)."""
+    start = agent.start_step
+    seen: list[str] = []
+    todo = [start] if start is not None else []
+    while todo:
+        step_id = todo.pop()
+        if step_id in seen or step_id not in agent.steps:
+            continue
+        seen.append(step_id)
+        step = agent.steps[step_id]
+        if step.type == "decision" and not step.when and step_id in replies:
+            todo += [step.branches[label] for label in replies[step_id] if label in step.branches]
+        else:
+            todo += list(step.branches.values())
+        todo += [target for target in (step.next, step.on_error) if target]
+    return seen
 
 
 def _asks_model(step: Any) -> bool:
