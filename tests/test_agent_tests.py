@@ -474,3 +474,62 @@ def test_the_readme_s_test_file_and_its_failing_output_are_real(tmp_path: Path) 
     assert normal(done.stdout.splitlines()) == normal(shown)
     # validate checks the README's file too: it is clean
     assert run_cli("validate", "agents/", cwd=tmp_path).returncode == 0
+
+
+def test_the_web_page_lists_test_runs_with_their_failures(folder: Path) -> None:
+    from tests.ui.conftest import Server
+
+    hostile = MATH_CASE.replace("wrong on purpose", "<script>alert(1)</script>")
+    path = _write(folder, hostile)
+    db = folder / "t.duckdb"
+    done = run_cli("test", str(path), "--backend", "scripted", "--db", str(db), cwd=folder)
+    assert done.returncode == 1
+    with duckdb.connect(str(db), read_only=True) as connection:
+        (run_id,) = connection.execute(
+            "SELECT run_ids->>0 FROM test_cases WHERE NOT passed"
+        ).fetchone()
+    server = Server("--db", str(db))
+    try:
+        status, _, page = server.get("/tests")
+        assert status == 200
+        assert "1 passed" in page and "1 failed" in page
+        assert f"<code>{path}:23:7</code> variables" in page
+        assert "an output containing &#39;43&#39;" in page
+        assert f'href="/runs/{run_id}"' in page
+        assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+        status, _, linked = server.get(f"/runs/{run_id}")
+        assert status == 200 and "MathAgent" in linked
+    finally:
+        server.stop()
+    # a file from before test_cases existed shows none, and no error
+    older = folder / "runs.duckdb"
+    assert (
+        run_cli(
+            "run",
+            "math_agent.yaml",
+            "-i",
+            "x",
+            "--backend",
+            "scripted",
+            "--script",
+            str(_script(folder)),
+            "--db",
+            str(older),
+            cwd=folder,
+        ).returncode
+        == 0
+    )
+    with duckdb.connect(str(older)) as connection:
+        connection.execute("DROP TABLE test_cases")
+    server = Server("--db", str(older))
+    try:
+        status, _, page = server.get("/tests")
+        assert status == 200 and "No tests stored yet." in page
+    finally:
+        server.stop()
+
+
+def _script(folder: Path) -> Path:
+    script = folder / "plain.json"
+    script.write_text(json.dumps({"default": "yes", "rules": []}))
+    return script

@@ -251,6 +251,13 @@ def _case(agent: Agent, raw: dict[str, Any], index: int, report: _Report) -> Cas
                 report.key(*here, "variables", name),
             )
         case.variables[name] = value
+    for name, spec in agent.inputs.items():
+        if name not in variables and not spec.has_default:
+            report.error(
+                "test-unknown-variable",
+                f"{agent.name} needs the input {name!r}; give it under variables",
+                report.key(*here),
+            )
     mocks = raw.get("mocks", {})
     unmocked = []
     for step_id, value in mocks.get("model", {}).items():
