@@ -13,6 +13,9 @@ from pathlib import Path
 
 import duckdb
 import pytest
+import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 
 from flowengine.testing import checks
 from flowengine.testing.spec import TEST_CODES, file_schema, load_test_file
@@ -533,3 +536,81 @@ def _script(folder: Path) -> Path:
     script = folder / "plain.json"
     script.write_text(json.dumps({"default": "yes", "rules": []}))
     return script
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=12),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+_NAMES = st.sampled_from(
+    [
+        "understand",
+        "classify",
+        "calculate",
+        "check",
+        "answer",
+        "nothere",
+        "result",
+        "kind",
+        "calculator",
+        "yes",
+        "arithmetic",
+        "",
+    ]
+)
+_SLOTS = st.fixed_dictionaries(
+    {"name": st.text(min_size=1, max_size=8)},
+    optional={
+        "input": st.text(max_size=8) | _JSON,
+        "variables": st.dictionaries(_NAMES, _JSON, max_size=2),
+        "mocks": st.fixed_dictionaries(
+            {},
+            optional={
+                "model": st.dictionaries(_NAMES, _JSON | _NAMES | st.lists(_NAMES), max_size=3),
+                "tools": st.dictionaries(
+                    _NAMES,
+                    st.dictionaries(
+                        st.sampled_from(["result", "error"]), _JSON, min_size=1, max_size=1
+                    ),
+                    max_size=2,
+                ),
+            },
+        ),
+        "answers": st.dictionaries(_NAMES, _JSON, max_size=2),
+        "expect": st.fixed_dictionaries(
+            {},
+            optional={
+                "status": st.sampled_from(["completed", "waiting", "failed"]) | _JSON,
+                "path": st.lists(_NAMES, max_size=3),
+                "path_in_order": st.lists(_NAMES, max_size=3),
+                "variables": st.dictionaries(_NAMES, _JSON, max_size=2),
+                "tool_calls": st.lists(
+                    st.fixed_dictionaries({"tool": _NAMES}, optional={"step": _NAMES}),
+                    max_size=2,
+                ),
+                "errors": st.lists(st.text(max_size=8), max_size=2),
+                "max_steps": st.integers(-2, 50),
+                "output": st.dictionaries(
+                    st.sampled_from(["equals", "contains", "matches", "schema", "expression"]),
+                    st.text(max_size=10) | _JSON,
+                    min_size=1,
+                    max_size=2,
+                ),
+            },
+        ),
+    },
+)
+
+
+@given(case=_SLOTS)
+def test_any_test_file_gives_diagnostics_never_a_traceback(case: dict) -> None:
+    from flowengine.testing.spec import load_test_text
+
+    text = yaml.safe_dump({"agent": "math_agent.yaml", "cases": [case]})
+    loaded = load_test_text(text, AGENTS / "fuzz.test.yaml")
+    for diagnostic in loaded.diagnostics:
+        assert diagnostic.line >= 1 and diagnostic.column >= 1 and diagnostic.message
+    assert (loaded.test is None) == bool(loaded.diagnostics)

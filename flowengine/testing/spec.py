@@ -129,9 +129,20 @@ class _Report:
 
 def load_test_file(path: Path) -> Loaded:
     """The test file at ``path`` and its agent, checked; ``test`` is None on any error."""
+    try:
+        text = read_text(str(path))
+    except YamlLoadError as exc:
+        report = _Report(str(path))
+        report.error("test-file", f"{exc} [{exc.code}]", exc.position)
+        return Loaded(None, report.diagnostics)
+    return load_test_text(text, path)
+
+
+def load_test_text(text: str, path: Path) -> Loaded:
+    """A test file's text (as if at ``path``, which its agent is relative to), checked."""
     report = _Report(str(path))
     try:
-        document = load(read_text(str(path)))
+        document = load(text)
     except YamlLoadError as exc:
         report.error("test-file", f"{exc} [{exc.code}]", exc.position)
         return Loaded(None, report.diagnostics)
@@ -286,11 +297,13 @@ def _case(agent: Agent, raw: dict[str, Any], index: int, report: _Report) -> Cas
             )
         if step.type == "decision":
             for reply in replies:
-                if reply not in step.branches:
+                near = did_you_mean(reply, step.branches) if isinstance(reply, str) else ""
+                if not isinstance(reply, str) or reply not in step.branches:
                     report.error(
                         "test-unknown-branch",
                         f"{reply!r} is not a branch of decision {step_id!r} (its branches: "
-                        f"{', '.join(step.branches)}){did_you_mean(str(reply), step.branches)}",
+                        f"{', '.join(step.branches)})"
+                        f"{near}",
                         at,
                     )
         case.replies[step_id] = replies
@@ -375,7 +388,11 @@ def _reachable(agent: Agent, replies: dict[str, list[Any]]) -> list[str]:
         seen.append(step_id)
         step = agent.steps[step_id]
         if step.type == "decision" and not step.when and step_id in replies:
-            todo += [step.branches[label] for label in replies[step_id] if label in step.branches]
+            todo += [
+                step.branches[label]
+                for label in replies[step_id]
+                if isinstance(label, str) and label in step.branches
+            ]
         else:
             todo += list(step.branches.values())
         todo += [target for target in (step.next, step.on_error) if target]
