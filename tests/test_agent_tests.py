@@ -614,3 +614,70 @@ def test_any_test_file_gives_diagnostics_never_a_traceback(case: dict) -> None:
     for diagnostic in loaded.diagnostics:
         assert diagnostic.line >= 1 and diagnostic.column >= 1 and diagnostic.message
     assert (loaded.test is None) == bool(loaded.diagnostics)
+
+
+def test_compare_runs_the_cases_on_two_versions_and_two_backends(folder: Path) -> None:
+    import subprocess
+
+    path = _write(folder, MATH_CASE.split("  - name: wrong on purpose")[0])
+    agent = folder / "math_agent.yaml"
+    v1 = agent.read_text()
+    # v2, committed: the answer is a template, not the model's
+    answer = v1.index("  answer:\n")
+    agent.write_text(
+        v1[:answer] + '  answer:\n    type: terminal\n    output: "= {{ result.value }}"\n'
+    )
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(folder)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "math_agent.yaml"], check=True)
+    subprocess.run([*git, "commit", "-qm", "v2"], check=True)
+    agent.write_text(v1)
+    done = run_cli(
+        "test",
+        str(path),
+        "--compare",
+        "math_agent.yaml",
+        "HEAD",
+        "--backend",
+        "scripted",
+        "--db",
+        str(folder / "t.duckdb"),
+        cwd=folder,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    assert "[A: math_agent.yaml] 1 case from 1 file on mocks only" in out
+    assert "[B: HEAD] 1 case from 1 file on mocks only" in out
+    [row] = [line for line in out.splitlines() if "::multiplies " in line]
+    assert row.split()[-4:-2] == ["pass", "pass"]
+    assert "    -6 times 7 is 42.\n    += 42" in out
+    assert any(line.startswith("B: HEAD") and "1/1" in line for line in out.splitlines())
+    # Two backends: with no model the case on the embedded model fails, with it it passes.
+    real = """\
+agent: math_agent.yaml
+cases:
+  - name: real classify
+    input: What is 6 times 7?
+    mocks:
+      model: {understand: Multiply 6 by 7., write_expression: 6 * 7, check: "yes"}
+    expect:
+      path_in_order: [classify, write_expression, calculate]
+"""
+    path = _write(folder, real, "real.test.yaml")
+    done = run_cli(
+        "test",
+        str(path),
+        "--compare",
+        "scripted",
+        "ctransformers",
+        "--db",
+        str(folder / "t.duckdb"),
+        cwd=folder,
+    )
+    assert done.returncode == 1
+    lines = done.stdout.splitlines()
+    [row] = [line for line in lines if "::real classify " in line]
+    assert row.split()[-4:-2] == ["FAIL", "pass"]
+    assert any(line.startswith("B: ctransformers") and "1/1" in line for line in lines)
+    bad = run_cli("test", str(path), "--compare", "nothing-like-this", "scripted", cwd=folder)
+    assert bad.returncode == 2 and "not a backend" in bad.stderr

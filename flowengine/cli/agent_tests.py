@@ -65,6 +65,13 @@ def add_parsers(commands: Any, with_backends: bool = True) -> None:
     )
     test.add_argument("--junit-xml", metavar="FILE", help="also write a JUnit XML report")
     test.add_argument("-v", "--verbose", action="store_true", help="a line per case")
+    test.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("A", "B"),
+        help="run the cases on two sides and compare them; each a backend name, a .gguf "
+        "model file, another version of the agent file, or a git revision of it",
+    )
     record = test.add_argument_group("test record RUN_ID")
     record.add_argument(
         "-o", "--output", metavar="FILE", help="the test file to write (default: print it)"
@@ -116,7 +123,7 @@ def _config(args: argparse.Namespace) -> tuple[Any, bool]:
 
 def _run_tests(args: argparse.Namespace) -> int:
     from flowengine.testing.spec import find_test_files, load_test_file
-    from flowengine.testing.suite import CaseSummary, TestSession, junit_xml, select
+    from flowengine.testing.suite import junit_xml, select
 
     started = time.perf_counter()
     files, missing = find_test_files(args.paths or ["."])
@@ -136,37 +143,10 @@ def _run_tests(args: argparse.Namespace) -> int:
     selected = select(tests, args.keyword)
     if tests and not selected:
         raise UsageError(f"-k {args.keyword}: no case matches (see the names with -v)")
+    if args.compare:
+        return _compare(args, selected, broken)
     config, only_mocks = _config(args)
-    needs_model = any(s.case.unmocked for s in selected)
-    summaries = [CaseSummary(s) for s in selected]
-    if selected:
-        with TestSession(config, needs_model, only_mocks) as session:
-            print(
-                f"{len(selected)} case{'s' * (len(selected) != 1)} from {len(tests)} "
-                f"file{'s' * (len(tests) != 1)} on {session.model_name}"
-                + (f", {args.repeat} times each" if args.repeat > 1 else "")
-                + f", storing in {config.db}",
-                flush=True,
-            )
-            current = None
-            for summary in summaries:
-                file = str(summary.selected.test.path)
-                if not args.verbose and file != current:
-                    if current is not None:
-                        print(flush=True)
-                    print(f"{file} ", end="", flush=True)
-                    current = file
-                for attempt in range(1, args.repeat + 1):
-                    result = session.run(summary.selected, attempt, args.max_tokens)
-                    summary.results.append(result)
-                    if args.verbose:
-                        mark = "PASSED" if result.passed else "FAILED"
-                        tries = f" [{attempt}]" if args.repeat > 1 else ""
-                        print(f"{summary.selected.id}{tries} {mark} ({result.duration:.2f} s)")
-                    else:
-                        print("." if result.passed else "F", end="", flush=True)
-            if not args.verbose:
-                print(flush=True)
+    summaries = _run_selected(args, config, only_mocks, selected, len(tests))
     seconds = time.perf_counter() - started
     failed = [s for s in summaries if not s.pass_all]
     _print_failures(failed)
@@ -184,6 +164,99 @@ def _run_tests(args: argparse.Namespace) -> int:
         parts.append(f"{broken} file{'s' * (broken != 1)} with errors")
     print(f"== {', '.join(parts)} in {seconds:.2f} s ==")
     return EXIT_ERRORS if failed or broken else EXIT_OK
+
+
+def _run_selected(
+    args: argparse.Namespace,
+    config: Any,
+    only_mocks: bool,
+    selected: list[Any],
+    files: int,
+    label: str = "",
+) -> list[Any]:
+    """Run every selected case ``--repeat`` times on one session, printing as pytest does."""
+    from flowengine.testing.suite import CaseSummary, TestSession
+
+    summaries = [CaseSummary(s) for s in selected]
+    if not selected:
+        return summaries
+    needs_model = any(s.case.unmocked for s in selected)
+    with TestSession(config, needs_model, only_mocks) as session:
+        print(
+            f"{label}{len(selected)} case{'s' * (len(selected) != 1)} from {files} "
+            f"file{'s' * (files != 1)} on {session.model_name}"
+            + (f", {args.repeat} times each" if args.repeat > 1 else "")
+            + f", storing in {config.db}",
+            flush=True,
+        )
+        current = None
+        for summary in summaries:
+            file = str(summary.selected.test.path)
+            if not args.verbose and file != current:
+                if current is not None:
+                    print(flush=True)
+                print(f"{file} ", end="", flush=True)
+                current = file
+            for attempt in range(1, args.repeat + 1):
+                result = session.run(summary.selected, attempt, args.max_tokens)
+                summary.results.append(result)
+                if args.verbose:
+                    mark = "PASSED" if result.passed else "FAILED"
+                    tries = f" [{attempt}]" if args.repeat > 1 else ""
+                    print(f"{summary.selected.id}{tries} {mark} ({result.duration:.2f} s)")
+                else:
+                    print("." if result.passed else "F", end="", flush=True)
+        if not args.verbose:
+            print(flush=True)
+    return summaries
+
+
+def _compare(args: argparse.Namespace, selected: list[Any], broken: int) -> int:
+    """The same cases on two sides: per case pass/fail, tokens, seconds and the output's
+    diff, then each side's pass rate. Exit 0 when every case passed on both sides."""
+    from flowengine.kernel.backends.registry import available_backends
+    from flowengine.testing.compare import output_diff, parse_side, with_agent
+    from flowengine.testing.suite import Selected
+
+    names = list(available_backends())
+    sides = [parse_side(text, names) for text in args.compare]
+    runs = []
+    given = args.backend, args.model
+    for index, side in enumerate(sides):
+        args.backend = side.backend or given[0]
+        args.model = side.model or given[1]
+        config, only_mocks = _config(args)
+        chosen = [Selected(with_agent(s.test, side), s.case) for s in selected]
+        files = len({s.test.path for s in chosen})
+        label = f"[{'AB'[index]}: {side.label}] "
+        runs.append(_run_selected(args, config, only_mocks, chosen, files, label))
+    a_runs, b_runs = runs
+    print(f"\n{'case':<44} {'A':>5} {'B':>5} {'tokens A/B':>11} {'seconds A/B':>12}")
+    for a, b in zip(a_runs, b_runs, strict=True):
+        tokens = f"{_mean(a, 'tokens'):.0f}/{_mean(b, 'tokens'):.0f}"
+        seconds = f"{_mean(a, 'seconds'):.2f}/{_mean(b, 'seconds'):.2f}"
+        name = a.selected.id if len(a.selected.id) <= 44 else "…" + a.selected.id[-43:]
+        print(f"{name:<44} {_mark(a):>5} {_mark(b):>5} {tokens:>11} {seconds:>12}")
+        for line in output_diff(a.results[-1].observed.output, b.results[-1].observed.output):
+            print(f"    {line}")
+    print(f"\n{'side':<44} {'passed':>8} {'pass rate':>10}")
+    for letter, side, summaries in zip("AB", sides, runs, strict=True):
+        passed = sum(s.pass_all for s in summaries)
+        rate = passed / len(summaries) if summaries else 0.0
+        print(f"{letter}: {side.label[-41:]:<41} {passed:>4}/{len(summaries):<3} {rate:>10.2f}")
+    failed = any(not s.pass_all for summaries in runs for s in summaries)
+    return EXIT_ERRORS if failed or broken else EXIT_OK
+
+
+def _mark(summary: Any) -> str:
+    if len(summary.results) == 1:
+        return "pass" if summary.pass_all else "FAIL"
+    return f"{summary.passes}/{len(summary.results)}"
+
+
+def _mean(summary: Any, what: str) -> float:
+    values = [r.observed.output_tokens if what == "tokens" else r.duration for r in summary.results]
+    return sum(values) / len(values) if values else 0.0
 
 
 def _print_failures(failed: list[Any]) -> None:
