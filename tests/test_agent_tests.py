@@ -681,3 +681,21 @@ cases:
     assert any(line.startswith("B: ctransformers") and "1/1" in line for line in lines)
     bad = run_cli("test", str(path), "--compare", "nothing-like-this", "scripted", cwd=folder)
     assert bad.returncode == 2 and "not a backend" in bad.stderr
+
+
+def test_the_language_server_checks_test_files_as_you_type(folder: Path) -> None:
+    from .clients.lsp import LspClient
+    from .conftest import flowengine_command
+
+    path = _write(folder, MATH_CASE)
+    client = LspClient([*flowengine_command(), "lsp"], ROOT)
+    try:
+        uri = client.open(path, MATH_CASE)
+        assert client.wait_for_diagnostics(uri) == []
+        client.change(uri, MATH_CASE.replace("classify: arithmetic", "clasify: arithmetic", 1))
+        [typo] = client.wait_for_diagnostics(uri)
+        assert typo["code"] == "test-unknown-step"
+        assert "did you mean 'classify'?" in typo["message"]
+        assert typo["range"]["start"] == {"line": 7, "character": 8}  # as validate: 8:9
+    finally:
+        client.shutdown()
