@@ -263,9 +263,12 @@ cases:
     assert "did you mean 'result'?" in found[(13, 19, "test-unknown-variable")]
     assert (14, 11, "test-duplicate-case") in found
     # and on the command line: the diagnostics, exit 1, no traceback
-    done = run_cli("test", str(path), "--backend", "scripted", cwd=folder)
+    xml = folder / "junit.xml"
+    done = run_cli("test", str(path), "--backend", "scripted", "--junit-xml", str(xml), cwd=folder)
     assert done.returncode == 1
     assert f"{path}:7:9: error: MathAgent has no step 'clasify'" in done.stderr
+    error = ET.parse(xml).getroot().find("testsuite/testcase/error")  # CI sees it too
+    assert error is not None and f"{path}:7:9: error: MathAgent has no step" in (error.text or "")
     assert "Traceback" not in done.stderr
     # validate checks a test file as one, beside the agents
     done = run_cli("validate", str(folder))

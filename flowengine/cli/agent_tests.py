@@ -133,10 +133,12 @@ def _run_tests(args: argparse.Namespace) -> int:
         raise UsageError(f"no test files (*.test.yaml) in {' '.join(args.paths or ['.'])}")
     tests = []
     broken = 0
+    problems: dict[str, list[str]] = {}
     for path in files:
         loaded = load_test_file(path)
         for diagnostic in loaded.diagnostics:
             print(diagnostic.format(), file=sys.stderr)
+            problems.setdefault(str(path), []).append(diagnostic.format())
         broken += bool(loaded.diagnostics)
         if loaded.test is not None:
             tests.append(loaded.test)
@@ -153,7 +155,7 @@ def _run_tests(args: argparse.Namespace) -> int:
     if args.repeat > 1 and summaries:
         _print_repeats(summaries, args.repeat)
     if args.junit_xml:
-        write_file(Path(args.junit_xml), junit_xml(summaries, seconds))
+        write_file(Path(args.junit_xml), junit_xml(summaries, seconds, problems))
     parts = []
     if failed:
         parts.append(f"{len(failed)} failed")

@@ -16,8 +16,8 @@ from flowengine.errors import RunError
 from flowengine.storage.writer import Storage
 
 HEADER = (
-    "# yaml-language-server: $schema={schema}\n"
-    "# Recorded from run {run_id} by `flowengine test record`; edit it into a regression test.\n"
+    "# {agent}: recorded from run {run_id} by `flowengine test record`; edit it into a\n"
+    "# regression test (replayed as it is, it passes with no model).\n"
 )
 
 
@@ -98,14 +98,15 @@ def recorded_case(storage: Storage, run_id: str, out: Path, name: str | None = N
 
     agent_path = Path(agent_file).resolve()
     relative = os.path.relpath(agent_path, out.resolve().parent)
-    schema = os.path.relpath(
-        Path(__file__).resolve().parents[2] / "schemas" / "agent-test.schema.json",
-        out.resolve().parent,
-    )
     document = {"agent": relative, "cases": [case]}
     text = yaml.dump(document, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
-    del agent_name
-    return HEADER.format(schema=schema, run_id=run_id) + text
+    header = HEADER.format(run_id=run_id, agent=agent_name)
+    # In a checkout, point editors at the schema (an installed package has no schemas/).
+    schema = Path(__file__).resolve().parents[2] / "schemas" / "agent-test.schema.json"
+    if schema.is_file():
+        where = os.path.relpath(schema, out.resolve().parent)
+        header = f"# yaml-language-server: $schema={where}\n" + header
+    return header + text
 
 
 class _Dumper(yaml.SafeDumper):

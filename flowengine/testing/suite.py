@@ -160,9 +160,19 @@ class CaseSummary:
         return bool(self.results) and self.passes == len(self.results)
 
 
-def junit_xml(summaries: list[CaseSummary], seconds: float) -> bytes:
-    """JUnit XML: a ``testsuite`` per test file, a ``testcase`` per attempt."""
+def junit_xml(
+    summaries: list[CaseSummary], seconds: float, broken: dict[str, list[str]] | None = None
+) -> bytes:
+    """JUnit XML: a ``testsuite`` per test file, a ``testcase`` per attempt; a test file
+    with errors is a suite whose one ``testcase`` is an ``error`` listing them."""
     root = ET.Element("testsuites", name="flowengine test", time=f"{seconds:.3f}")
+    for file, lines in (broken or {}).items():
+        suite = ET.SubElement(
+            root, "testsuite", name=file, tests="1", failures="0", errors="1", skipped="0"
+        )
+        case = ET.SubElement(suite, "testcase", classname=file, name="(the test file)")
+        error = ET.SubElement(case, "error", message=lines[0], type="test-file")
+        error.text = "\n".join(lines)
     files: dict[str, list[CaseResult]] = {}
     for summary in summaries:
         files.setdefault(str(summary.selected.test.path), []).extend(summary.results)
