@@ -320,6 +320,7 @@ def _step(args: argparse.Namespace) -> int:
     from flowengine.runtime.prepare import runnable_agent
     from flowengine.testing.mocking import Mocks, ToolReply
     from flowengine.testing.one_step import run_one_step
+    from flowengine.testing.spec import asks_model
     from flowengine.testing.suite import TestSession
 
     if len(args.paths) != 3:
@@ -349,7 +350,7 @@ def _step(args: argparse.Namespace) -> int:
         mocks.tools[step_id] = [ToolReply(error=args.tool_error)]
     config, only_mocks = _config(args)
     # The prompt shown is the model's own (its chat template), even with --reply.
-    needs_model = _asks_model(agent.steps[step_id])
+    needs_model = asks_model(agent.steps[step_id])
     with tempfile.TemporaryDirectory(prefix="flowengine-step-") as folder:
         if not args.db:
             config.db = Path(folder) / "step.duckdb"  # nothing of a trial step is kept
@@ -372,12 +373,6 @@ def _step(args: argparse.Namespace) -> int:
         )
     _show_report(report, agent.name)
     return EXIT_OK if report.ended is None or report.ended.startswith("completed") else EXIT_ERRORS
-
-
-def _asks_model(step: Any) -> bool:
-    from flowengine.testing.spec import _asks_model as asks
-
-    return asks(step)
 
 
 def _json_arg(flag: str, text: str) -> Any:

@@ -279,7 +279,7 @@ def _case(agent: Agent, raw: dict[str, Any], index: int, report: _Report) -> Cas
         step = agent.steps[step_id]
         replies = _per_visit(value)
         at = report.value(*here, "mocks", "model", step_id)
-        if not _asks_model(step):
+        if not asks_model(step):
             why = (
                 "with when: conditions"
                 if step.when
@@ -321,7 +321,7 @@ def _case(agent: Agent, raw: dict[str, Any], index: int, report: _Report) -> Cas
             for item in _per_visit(value)
         ]
     for step_id in _reachable(agent, case.replies):
-        if _asks_model(agent.steps[step_id]) and step_id not in case.replies:
+        if asks_model(agent.steps[step_id]) and step_id not in case.replies:
             unmocked.append(step_id)
     case.unmocked = unmocked
     for step_id, value in raw.get("answers", {}).items():
@@ -399,7 +399,7 @@ def _reachable(agent: Agent, replies: dict[str, list[Any]]) -> list[str]:
     return seen
 
 
-def _asks_model(step: Any) -> bool:
+def asks_model(step: Any) -> bool:
     """Whether running ``step`` sends a request to the model."""
     if step.type == "decision":
         return not step.when

@@ -8,7 +8,6 @@ import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import TracebackType
 
 from flowengine.kernel import defaults
@@ -18,6 +17,7 @@ from flowengine.runtime.interpreter import StepEvent
 from flowengine.runtime.session import SessionConfig, open_backend
 from flowengine.storage.rows import TestCaseRow
 from flowengine.storage.writer import Storage
+from flowengine.testing.checks import Failure
 from flowengine.testing.runner import CaseResult, run_case
 from flowengine.testing.spec import Case, TestFile
 
@@ -212,20 +212,11 @@ def junit_xml(
     return data + b"\n"
 
 
-def failure_text(file: str, failure: object) -> str:
-    from flowengine.testing.checks import Failure
-
-    assert isinstance(failure, Failure)
+def failure_text(file: str, failure: Failure) -> str:
+    """A failure as printed: where its expectation is written, expected, actual."""
     at = failure.expectation.at
     return (
         f"{file}:{at.line}:{at.column}: expect {failure.expectation.what}\n"
         f"  expected: {failure.expected}\n"
         f"  actual:   {failure.actual}"
     )
-
-
-def relative(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
