@@ -56,12 +56,17 @@ demo: setup
 	@echo "the run's path: out/travel_agent_run.png; see also: .venv/bin/flowengine logs --db $(DEMO_DB)"
 
 # The whole test suite, on every core (pytest-xdist; each worker loads the model once).
-# pytest's "no tests collected" (exit 5) counts as a failure.
+# pytest's "no tests collected" (exit 5) counts as a failure. Then the agents' own test
+# files through `flowengine test` (mocked cases, and a few on the embedded model), with
+# the JUnit XML kept for CI in out/agent-tests.xml.
 test: server browser clients
 	$(BIN)/python -m ruff check flowengine tests bench cli.py
 	$(BIN)/python -m mypy
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS); status=$$?; \
-	  if [ $$status -eq 5 ]; then echo "no tests ran: failing" >&2; exit 1; fi; exit $$status
+	  if [ $$status -eq 5 ]; then echo "no tests ran: failing" >&2; exit 1; fi; \
+	  if [ $$status -ne 0 ]; then exit $$status; fi
+	rm -f out/agent-tests.duckdb out/agent-tests.duckdb.wal
+	$(BIN)/flowengine test agents/ --junit-xml out/agent-tests.xml --db out/agent-tests.duckdb
 
 # The suite against the newest (test-latest) or the oldest (test-lowest) versions that
 # pyproject.toml's ranges allow, ignoring the lock, each in a venv of its own: drift is

@@ -18,6 +18,8 @@ from .clients.lsp import LspClient
 
 ROOT = Path(__file__).resolve().parent.parent
 AGENTS = ROOT / "agents"
+AGENT_FILES = sorted(p for p in AGENTS.glob("*.yaml") if not p.name.endswith(".test.yaml"))
+"""The example agents (their test files, ``*.test.yaml``, sit beside them)."""
 BROKEN = Path(__file__).resolve().parent / "broken"
 AIOS = Path(__file__).resolve().parent / "data" / "aios"
 

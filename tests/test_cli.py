@@ -31,7 +31,7 @@ def test_validate_shipped_agents_exits_0() -> None:
     no_traceback(done)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout == ""
-    assert done.stderr.strip() == "5 files checked: 0 errors, 0 warnings"
+    assert done.stderr.strip() == "10 files checked: 0 errors, 0 warnings"  # 5 agents, 5 test files
 
 
 def test_validate_broken_corpus_exits_1_with_located_lines() -> None:

@@ -13,7 +13,7 @@ import pytest
 from flowengine.graph import validate_file
 
 from .clients.lsp import LspClient
-from .conftest import AGENTS, BROKEN
+from .conftest import AGENT_FILES, BROKEN
 from .test_broken_corpus import CORPUS, expected
 
 # What a schema (plus a YAML parser) can know: the shape of one document. Graph, template,
@@ -124,7 +124,7 @@ def test_a_decision_without_branches_fails_in_the_editor_and_in_validate(
 
 
 def test_the_four_agents_are_clean_in_the_editor(yaml_ls) -> None:
-    for path in sorted(AGENTS.glob("*.yaml")):
+    for path in AGENT_FILES:
         assert _open(yaml_ls, path) == [], path.name
 
 

@@ -21,6 +21,7 @@ SEEDS = [
     path.read_bytes().decode("utf-8", errors="replace")  # some broken files are not UTF-8
     for folder in (AGENTS, BROKEN)
     for path in sorted(folder.glob("*.yaml"))
+    if not path.name.endswith(".test.yaml")
 ]
 
 

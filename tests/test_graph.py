@@ -6,7 +6,7 @@ import networkx as nx
 
 from flowengine.graph import validate_file, validate_text
 
-from .conftest import AGENTS
+from .conftest import AGENT_FILES, AGENTS
 
 
 def test_travel_agent_compiles_to_24_steps_and_29_transitions() -> None:
@@ -52,7 +52,7 @@ steps:
 
 
 def test_every_shipped_agent_is_clean() -> None:
-    files = sorted(AGENTS.glob("*.yaml"))
+    files = AGENT_FILES
     assert [f.name for f in files] == [
         "math_agent.yaml", "narrative_agent.yaml", "rec_agent.yaml", "travel_agent.yaml",
         "travel_agent_confirm.yaml",

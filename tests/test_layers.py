@@ -34,6 +34,19 @@ ALLOWED: dict[str, set[str]] = {
     "importers": {"errors", "agentfile", "tools"},
     "kernel": {"errors", "plugins", "storage", "tools"},
     "runtime": {"errors", "plugins", "agentfile", "graph", "steps", "tools", "kernel", "storage"},
+    # Agents' tests: runs through a kernel that answers mocked steps itself, above the
+    # runtime; the command line calls it.
+    "testing": {
+        "errors",
+        "plugins",
+        "agentfile",
+        "graph",
+        "steps",
+        "tools",
+        "kernel",
+        "storage",
+        "runtime",
+    },
 }
 TOP = {"cli", "lsp", "ui", "__main__", "__init__"}
 """Layers that may import any other; nothing imports them but themselves."""

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from .clients.lsp import LspClient
-from .conftest import AGENTS, ROOT, flowengine_command, run_cli
+from .conftest import AGENT_FILES, ROOT, flowengine_command, run_cli
 from .test_broken_corpus import CORPUS
 
 SEVERITY = {1: "error", 2: "warning"}
@@ -38,7 +38,7 @@ def _labels(result: Any) -> list[str]:
 def _text_files() -> list[Path]:
     """Files an editor can hold as text (not the Latin-1 and NUL-byte ones)."""
     found = []
-    for path in [*CORPUS, *sorted(AGENTS.glob("*.yaml"))]:
+    for path in [*CORPUS, *AGENT_FILES]:
         raw = path.read_bytes()
         try:
             raw.decode("utf-8")

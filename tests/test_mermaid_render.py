@@ -22,7 +22,7 @@ from flowengine.viz.mermaid import MAX_TEXT_SIZE, mermaid_title, to_mermaid
 from flowengine.viz.overlay import with_run_path
 
 from .clients import CHROMIUM, MMDC, PUPPETEER_CONFIG, require
-from .conftest import AGENTS, AIOS, BROKEN, run_cli
+from .conftest import AGENT_FILES, AGENTS, AIOS, BROKEN, run_cli
 
 KIND_FILLS = {  # the classDef fills, as the browser computes them
     "process": "rgb(232, 240, 254)",
@@ -35,7 +35,7 @@ BLUE = "rgb(26, 115, 232)"
 
 
 def _graphs() -> dict[str, nx.DiGraph]:
-    graphs = {path.name: validate_file(str(path)).graph for path in sorted(AGENTS.glob("*.yaml"))}
+    graphs = {path.name: validate_file(str(path)).graph for path in AGENT_FILES}
     for config in sorted(AIOS.glob("*.json")):
         imported = import_config(str(config), "agent.schema.json", Reporter(str(config)))
         assert imported.yaml is not None

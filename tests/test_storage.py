@@ -204,7 +204,16 @@ def test_a_migrated_v1_file_has_the_schema_of_a_new_file(v1_copy: Path, tmp_path
 def test_the_tables_are_the_row_dataclasses() -> None:
     # Today's table and column names, which SQL written by users depends on.
     assert sorted(TABLES) == sorted(
-        ["runs", "steps", "llm_requests", "llm_slices", "tool_calls", "errors", "batch_ticks"]
+        [
+            "runs",
+            "steps",
+            "llm_requests",
+            "llm_slices",
+            "tool_calls",
+            "errors",
+            "batch_ticks",
+            "test_cases",
+        ]
     )
     for row_type in ROW_TYPES:
         table = table_of(row_type)
@@ -214,7 +223,7 @@ def test_the_tables_are_the_row_dataclasses() -> None:
     old = {(t, c): kind for t, c, kind in _columns(V1)}
     added_since_v1 = {("llm_requests", "reused_tokens"), ("runs", "question")}
     current = {(t.name, c.name): c.sql_type for t in TABLES.values() for c in t.columns}
-    added_since_v1 |= {k for k in current if k[0] == "batch_ticks"}
+    added_since_v1 |= {k for k in current if k[0] in ("batch_ticks", "test_cases")}
     assert {k for k in old if k[0] in TABLES} == set(current) - added_since_v1
     for key, kind in old.items():
         if key[0] in TABLES:
@@ -229,6 +238,7 @@ _RECORD = {  # the record_* method of each table
     "tool_calls": "tool_call",
     "errors": "error",
     "batch_ticks": "tick",
+    "test_cases": "test_case",
 }
 
 

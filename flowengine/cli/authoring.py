@@ -163,9 +163,16 @@ def _agent_files(paths: Sequence[str]) -> Iterator[Path]:
 def cmd_validate(args: argparse.Namespace) -> int:
     from flowengine.agentfile.diagnostics import Severity
     from flowengine.graph import validate_file
+    from flowengine.testing.spec import is_test_file, load_test_file
 
     files = list(_agent_files(args.paths))
-    diagnostics = [d for f in files for d in validate_file(str(f)).diagnostics]
+    # A test file (*.test.yaml, beside its agent) is checked as one: its schema, and the
+    # agent, steps, branches and variables it names.
+    diagnostics = [
+        d
+        for f in files
+        for d in (load_test_file(f) if is_test_file(f) else validate_file(str(f))).diagnostics
+    ]
     if args.strict:
         diagnostics = [d if d.severity is Severity.ERROR else _as_error(d) for d in diagnostics]
     errors = sum(d.severity is Severity.ERROR for d in diagnostics)

@@ -1,8 +1,8 @@
 """The ``flowengine`` command line: the parser, and errors turned into one-line messages.
 
 Commands live in topic modules (``authoring``: validate, viz, import-aios, tools;
-``running``: run, resume; ``inspecting``: logs, stats; ``viewing``: ui), each adding its own
-subparsers.
+``running``: run, resume; ``inspecting``: logs, stats; ``viewing``: ui; ``agent_tests``:
+test), each adding its own subparsers.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ import sys
 from collections.abc import Sequence
 
 from flowengine import __version__
-from flowengine.cli import authoring, inspecting, running, viewing
+from flowengine.cli import agent_tests, authoring, inspecting, running, viewing
 from flowengine.cli.common import EXIT_ERRORS, EXIT_OK, EXIT_USAGE
 from flowengine.errors import FlowengineError
 
-MODEL_COMMANDS = frozenset({"run", "resume"})
+MODEL_COMMANDS = frozenset({"run", "resume", "test"})
 """The commands that open a model; only their parsers load the backends' options."""
 
 
@@ -34,6 +34,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         "  flowengine import-aios ../shared/aios/TravelAgent.json -o imported/\n"
         '  flowengine run agents/travel_agent.yaml --input "Plan a 3-day trip from Seattle '
         'to California"\n'
+        "  flowengine test agents/                # the agents' *.test.yaml cases\n"
         "  flowengine logs; flowengine stats\n"
         "  flowengine ui --db out/demo.duckdb     # the runs in a local web page\n\n"
         "Run 'flowengine COMMAND --help' for a command's options.",
@@ -47,6 +48,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     running.add_parsers(commands, with_backends)
     inspecting.add_parsers(commands)
     viewing.add_parsers(commands)
+    agent_tests.add_parsers(commands, with_backends)
     return parser
 
 

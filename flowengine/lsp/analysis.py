@@ -83,7 +83,14 @@ class Context:
 
 
 def analyse(text: str, file: str) -> Analysis:
-    """Validate ``text`` as ``validate`` would (same codes, same positions)."""
+    """Validate ``text`` as ``validate`` would (same codes, same positions); a test file
+    (``*.test.yaml``) is checked as one, against the agent it names."""
+    if file.endswith((".test.yaml", ".test.yml")):
+        from pathlib import Path
+
+        from flowengine.testing.spec import load_test_text
+
+        return Analysis(text, load_test_text(text, Path(file)).diagnostics, None)
     validated = validate_text(text, file)
     return Analysis(text, validated.diagnostics, validated.agent)
 

@@ -174,7 +174,30 @@ class TickRow:
     request_ids: Json
 
 
-Row = RunRow | StepRow | LLMRequestRow | SliceRow | ToolCallRow | ErrorRow | TickRow
+@dataclass(frozen=True)
+class TestCaseRow:
+    """One attempt of one case of ``flowengine test``: whether it passed, its failures
+    (each ``{at, what, expected, actual}``), and the runs it made (``runs.run_id``)."""
+
+    TABLE: ClassVar[str] = "test_cases"
+    KEY: ClassVar[tuple[str, ...]] = ()
+    __test__: ClassVar[bool] = False  # not a pytest class, whatever its name
+
+    test_run_id: str
+    """One ``flowengine test`` command: every case it ran shares it."""
+    file: str
+    case_name: str
+    attempt: int
+    passed: bool
+    failures: Json
+    run_ids: Json
+    backend: str
+    model: str
+    started: Timestamp
+    duration_s: float
+
+
+Row = RunRow | StepRow | LLMRequestRow | SliceRow | ToolCallRow | ErrorRow | TickRow | TestCaseRow
 ROW_TYPES: tuple[type[Row], ...] = (
     RunRow,
     StepRow,
@@ -183,4 +206,5 @@ ROW_TYPES: tuple[type[Row], ...] = (
     ToolCallRow,
     ErrorRow,
     TickRow,
+    TestCaseRow,
 )

@@ -33,6 +33,7 @@ from flowengine.storage.rows import (
     RunRow,
     SliceRow,
     StepRow,
+    TestCaseRow,
     TickRow,
     ToolCallRow,
 )
@@ -221,6 +222,9 @@ class Storage:
         self._put(row)
 
     def record_error(self, row: ErrorRow) -> None:
+        self._put(row)
+
+    def record_test_case(self, row: TestCaseRow) -> None:
         self._put(row)
 
     def _put(self, row: Row, replace: bool = False) -> None:

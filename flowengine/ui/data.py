@@ -228,6 +228,25 @@ class RunRecords(Records):
                 request["slices_list"] = by_request[request["request_id"]]
         return requests, int(total or 0)
 
+    # -- agents' tests --------------------------------------------------------------------
+
+    def test_cases(self, limit: int = 500) -> list[dict[str, Any]]:
+        """The newest attempts of `flowengine test` cases (none in files before version 8)."""
+        present = self.value(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'test_cases'"
+        )
+        if not present:
+            return []
+        rows = self._rows(
+            "SELECT test_run_id, file, case_name, attempt, passed, failures, run_ids, backend, "
+            "model, started, duration_s FROM test_cases ORDER BY started DESC LIMIT ?",
+            [limit],
+        )
+        for row in rows:
+            row["failures"] = parse_json(row["failures"]) or []
+            row["run_ids"] = parse_json(row["run_ids"]) or []
+        return rows
+
     # -- agents ---------------------------------------------------------------------------
 
     def agent_versions(self) -> list[dict[str, Any]]:

@@ -388,6 +388,35 @@ def stats_page(site: Site) -> Page:
     )
 
 
+def tests_page(site: Site) -> Page:
+    """The `flowengine test` commands stored, newest first: each with its counts, and its
+    failing cases with what each expectation wanted and got, linked to their runs."""
+    reading = Reading()
+    sessions: dict[tuple[str, str], dict[str, Any]] = {}
+    for database, records in site.each(reading):
+        for row in records.test_cases():
+            key = (database.label, row["test_run_id"])
+            session = sessions.setdefault(
+                key,
+                {
+                    "test_run_id": row["test_run_id"],
+                    "db": database.label if len(site.databases) > 1 else "",
+                    "started": row["started"],
+                    "backend": row["backend"],
+                    "model": row["model"],
+                    "passed": 0,
+                    "failed": [],
+                },
+            )
+            session["started"] = min(session["started"], row["started"])
+            if row["passed"]:
+                session["passed"] += 1
+            else:
+                session["failed"].append(row)
+    ordered = sorted(sessions.values(), key=lambda s: s["started"], reverse=True)
+    return Page("tests.html", {"title": "Tests", "sessions": ordered, "reading": reading})
+
+
 def agents_page(site: Site) -> Page:
     from flowengine.graph import validate_text
 

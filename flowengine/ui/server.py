@@ -227,6 +227,9 @@ def create_app(site: Site, loopback_only: bool = True) -> ASGIApp:
     def agents(request: Request) -> Response:
         return render(pages.agents_page(site), request)
 
+    def tests(request: Request) -> Response:
+        return render(pages.tests_page(site), request)
+
     def agent_graph(request: Request) -> Response:
         svg = pages.agent_graph(site, request.path_params["db"], request.path_params["key"])
         return Response(svg, media_type="image/svg+xml")
@@ -251,6 +254,7 @@ def create_app(site: Site, loopback_only: bool = True) -> ASGIApp:
         Route("/timeline", guarded(timeline)),
         Route("/stats", guarded(stats)),
         Route("/agents", guarded(agents)),
+        Route("/tests", guarded(tests)),
         Route("/agents/{db:int}/{key}.svg", guarded(agent_graph)),
         Route("/api/changes", guarded(changes)),
         Mount("/static", StaticFiles(directory=str(PACKAGE / "static")), name="static"),

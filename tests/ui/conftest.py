@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import AGENTS, ROOT, flowengine_command, run_cli
+from tests.conftest import AGENT_FILES, ROOT, flowengine_command, run_cli
 
 HOSTILE = {
     "script": "<script>alert('xss-script')</script>",
@@ -138,7 +138,7 @@ def _preempted_batch(db: Path, script: Path, attempts: int = 3) -> list[dict]:
         batch = _scripted_run(
             db,
             script,
-            *sorted(str(p) for p in AGENTS.glob("*.yaml")),
+            *(str(p) for p in AGENT_FILES),
             "--input",
             "Plan (3+4)*2 things",
             "--quantum",
