@@ -65,7 +65,7 @@ test: server browser clients
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS); status=$$?; \
 	  if [ $$status -eq 5 ]; then echo "no tests ran: failing" >&2; exit 1; fi; \
 	  if [ $$status -ne 0 ]; then exit $$status; fi
-	rm -f out/agent-tests.duckdb out/agent-tests.duckdb.wal
+	rm -f out/agent-tests.duckdb out/agent-tests.duckdb.wal out/agent-tests.duckdb.journal
 	$(BIN)/flowengine test agents/ --junit-xml out/agent-tests.xml --db out/agent-tests.duckdb
 
 # The suite against the newest (test-latest) or the oldest (test-lowest) versions that

@@ -83,6 +83,7 @@ def test_sigkill_at_random_points_loses_no_acknowledged_step_and_resumes(
 ) -> None:
     agent, script = _files(tmp_path)
     points = random.Random(20261121).sample(range(1, STEPS - 1), KILL_POINTS)
+    killed = 0
     for point in points:
         db = tmp_path / f"kill{point}.duckdb"
         process = _start_run(agent, script, db)
@@ -99,6 +100,14 @@ def test_sigkill_at_random_points_loses_no_acknowledged_step_and_resumes(
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
         assert acknowledged, f"kill point {point}: the run printed no step"
+        if process.returncode == 0:
+            # On a loaded machine the last steps can finish before the signal lands: then
+            # the run ended by itself, and its file must say so, whole.
+            assert _stored_steps(db, run_id) == list(range(1, STEPS + 1))
+            with Records(db) as records:
+                assert records.run(run_id)["status"] == "completed"  # type: ignore[index]
+            continue
+        killed += 1
 
         stored = _stored_steps(db, run_id)  # the file opens after the kill
         assert set(acknowledged) <= set(stored), f"kill point {point}: acknowledged steps lost"
@@ -118,6 +127,7 @@ def test_sigkill_at_random_points_loses_no_acknowledged_step_and_resumes(
         assert outcome["status"] == "completed", outcome
         assert outcome["output"] == f"finished after {LOOPS} rounds: stop"
         assert _stored_steps(db, run_id) == list(range(1, STEPS + 1))
+    assert killed >= KILL_POINTS // 2, f"only {killed} of {KILL_POINTS} runs were killed"
 
 
 def test_a_second_process_on_a_held_database_gets_a_clear_message(tmp_path: Path) -> None:
