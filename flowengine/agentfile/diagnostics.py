@@ -47,7 +47,12 @@ CODES: dict[str, str] = {
     "template-syntax": "a Jinja2 template does not parse, or uses an unknown filter",
     "expression-syntax": "a 'when' expression does not parse",
     "undefined-variable": "a template reads a variable nothing provides first (warning)",
-    "shadowed-variable": "save_as hides an input or a built-in variable (warning)",
+    "shadowed-variable": "save_as or set hides an input or a built-in variable (warning)",
+    "maybe-undefined": "a variable read where some path from the start has not set it",
+    # declared state
+    "invalid-state-schema": "a state variable's 'schema' is not valid JSON Schema",
+    "invalid-state-default": "a state variable's 'default' does not match its schema",
+    "invalid-reducer": "a reducer neither a known name nor an expression over current, value",
     "undeclared-tool": "a step calls a tool the agent does not list in 'tools'",
     "unknown-tool": "a step calls a tool flowengine does not have (with a suggestion)",
     "unknown-declared-tool": "'tools' lists a tool flowengine does not have (warning)",

@@ -35,6 +35,7 @@ __all__ = [
     "compiled_template",
     "environment",
     "expression_variables",
+    "guarded_variables",
     "parsed_template_variables",
     "plain_data",
     "render_bounded",
@@ -130,6 +131,35 @@ def parsed_template_variables(source: str) -> frozenset[str]:
     except RecursionError:
         raise TemplateProblem("the template is nested too deeply") from None
     return _checked_variables(tree)
+
+
+def guarded_variables(source: str, is_expression: bool = False) -> frozenset[str]:
+    """Names the template reads only under a guard somewhere: the subject of an
+    ``is defined``/``is undefined`` test or of a ``default`` filter. Such a read does not
+    need the variable set on every path (the definite-assignment check skips it). Empty
+    when the source does not parse (its syntax error is reported elsewhere)."""
+    if "defined" not in source and "default" not in source and "d(" not in source:
+        return frozenset()
+    try:
+        tree = _expression_tree(source) if is_expression else environment().parse(source)
+    except (TemplateSyntaxError, TemplateProblem, RecursionError):
+        return frozenset()
+    found = set()
+    for node in tree.find_all((nodes.Test, nodes.Filter)):
+        guard = (
+            node.name in ("defined", "undefined")
+            if isinstance(node, nodes.Test)
+            else node.name in ("default", "d")
+        )
+        if guard and isinstance(node.node, nodes.Name):
+            found.add(node.node.name)
+    return frozenset(found)
+
+
+def _expression_tree(source: str) -> nodes.Template:
+    env = environment()
+    parser = Parser(env, source, state="variable")
+    return nodes.Template([nodes.Output([parser.parse_expression()])], lineno=1)
 
 
 def expression_variables(source: str) -> frozenset[str]:

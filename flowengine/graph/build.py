@@ -37,6 +37,7 @@ def build_graph(agent: Agent) -> nx.DiGraph:
             line=agent.key_at("steps", step.id).line,
             tool=step.tool,
             save_as=step.save_as,
+            sets=list(step.set),
             max_visits=step.max_visits,
             format=extra["format"],
             deterministic=bool(step.when),

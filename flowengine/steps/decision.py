@@ -12,6 +12,8 @@ from flowengine.steps.base import (
     ON_ERROR_HINT,
     RETRY_HINT,
     SAVE_AS_HINT,
+    SET_FIELD,
+    SET_HINT,
     Drawing,
     Ran,
     RunContext,
@@ -40,6 +42,7 @@ class Decision(StepKind):
         "max_visits": MAX_VISITS_HINT,
         "retry": RETRY_HINT,
         "on_error": ON_ERROR_HINT,
+        "set": SET_HINT,
     }
 
     def schema(self) -> dict[str, Any]:
@@ -104,6 +107,7 @@ class Decision(StepKind):
                     "$ref": "#/$defs/name",
                     "description": "Keep the chosen label in this variable.",
                 },
+                "set": SET_FIELD,
                 "progress": {"$ref": "#/$defs/progress"},
                 "max_visits": {"$ref": "#/$defs/max_visits"},
                 "retry": {"$ref": "#/$defs/retry"},

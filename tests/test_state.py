@@ -1,0 +1,339 @@
+"""Declared state with reducers, ``set`` on every step and the ``set`` step kind, and
+structured outputs (issue 25, items 1-3): checked by ``validate``, run through the real
+interpreter, kernel and a DuckDB file on the scripted backend, and through the CLI. The
+real model runs the three-ideas loop in test_local_model.py."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flowengine.agentfile.reducers import UNSET, ReducerError, combine
+from flowengine.graph.validate import validate_text
+from flowengine.kernel.backends.scripted import Rule, Script, ScriptedBackend
+from flowengine.kernel.kernel import Kernel
+from flowengine.kernel.scheduler import SchedulerConfig
+from flowengine.runtime.interpreter import AgentRun, RunOutcome, RunSetup
+from flowengine.storage.checkpoints import fold
+from flowengine.storage.writer import Storage
+from tests.conftest import run_cli
+
+IDEAS = """\
+name: Ideas
+max_steps: 20
+state:
+  ideas: {schema: {type: array, items: {type: string}}, default: [], reducer: append}
+steps:
+  think:
+    type: process
+    instruction: "One new idea for {{ task }}. So far: {{ ideas | join('; ') }}"
+    save_as: ideas
+    next: enough
+  enough:
+    type: decision
+    question: Enough ideas?
+    when: {yes: "ideas | length >= 3"}
+    default: no
+    branches: {yes: done, no: think}
+  done:
+    type: terminal
+    output: {ideas: "{{ ideas }}", count: "{{ ideas | length }}", about: "for {{ task }}"}
+    schema:
+      type: object
+      required: [ideas, count]
+      properties: {ideas: {type: array, minItems: 3}, count: {type: integer}}
+"""
+
+IDEAS_SCRIPT = Script(
+    default="idea one",
+    rules=[
+        Rule("idea three", "So far: idea one; idea two"),
+        Rule("idea two", "So far: idea one"),
+    ],
+)
+
+
+def _run(tmp_path: Path, yaml: str, script: Script | None = None) -> tuple[RunOutcome, Storage]:
+    validated = validate_text(yaml, "agent.yaml")
+    assert not validated.errors, [d.format() for d in validated.errors]
+    assert validated.agent is not None
+    storage = Storage(tmp_path / "runs.duckdb")
+    kernel = Kernel(
+        ScriptedBackend(script or Script(default="fine")), SchedulerConfig("fifo"), storage
+    )
+    outcome = AgentRun(kernel, RunSetup(validated.agent, yaml, "a party", {})).run()
+    kernel.close()
+    storage.commit()
+    return outcome, storage
+
+
+def _codes(yaml: str) -> list[tuple[str, int, str]]:
+    return [(d.code, d.line, d.message) for d in validate_text(yaml, "agent.yaml").diagnostics]
+
+
+def _states(storage: Storage, run_id: str) -> list[tuple[str, Any]]:
+    rows = storage.query(
+        "SELECT step_id, result, state FROM steps WHERE run_id = ? ORDER BY seq", [run_id]
+    )
+    return [(step_id, json.loads(state)["set"]) for step_id, _, state in rows]
+
+
+# -- reducers ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("reducer", "current", "value", "expected"),
+    [
+        ("replace", [1], [2], [2]),
+        ("append", UNSET, "a", ["a"]),
+        ("append", ["a"], "b", ["a", "b"]),
+        ("extend", ["a"], ["b", "c"], ["a", "b", "c"]),
+        ("extend", UNSET, ["b"], ["b"]),
+        ("merge", {"a": 1, "b": 1}, {"b": 2}, {"a": 1, "b": 2}),
+        ("add", 2, 3, 5),
+        ("add", UNSET, 3, 3),
+        ("max", 2, 7, 7),
+        ("max", 9, 7, 9),
+        ("min", 2, 7, 2),
+    ],
+)
+def test_named_reducers_combine_current_and_new(
+    reducer: str, current: Any, value: Any, expected: Any
+) -> None:
+    assert combine(reducer, current, value) == expected
+
+
+@pytest.mark.parametrize(
+    ("reducer", "current", "value", "said"),
+    [
+        ("append", 3, "a", "needs a list to append to, and the variable holds a number"),
+        ("extend", [], "a", "needs a list of items to add, and got text"),
+        ("merge", {}, [1], "needs a mapping to merge in, and got a list"),
+        ("add", 1, "2", "needs a number, and got text"),
+        ("max", 1, True, "needs a number, and got a boolean"),
+    ],
+)
+def test_a_reducer_refuses_what_it_cannot_combine(
+    reducer: str, current: Any, value: Any, said: str
+) -> None:
+    with pytest.raises(ReducerError, match=said):
+        combine(reducer, current, value)
+
+
+# -- the three-ideas loop --------------------------------------------------------------
+
+
+def test_three_ideas_are_collected_by_an_append_reducer_and_output_with_their_types(
+    tmp_path: Path,
+) -> None:
+    outcome, storage = _run(tmp_path, IDEAS, IDEAS_SCRIPT)
+    assert outcome.status == "completed", outcome.error
+    assert outcome.output == {
+        "ideas": ["idea one", "idea two", "idea three"],
+        "count": 3,  # a lone {{ expression }} keeps its type
+        "about": "for a party",
+    }
+    assert outcome.output_valid is True
+    # Each step stored the variable's new value, and the fold of the rows is the memory.
+    states = _states(storage, outcome.run_id)
+    assert [s for s in states if s[0] == "think"] == [
+        ("think", {"ideas": ["idea one"]}),
+        ("think", {"ideas": ["idea one", "idea two"]}),
+        ("think", {"ideas": ["idea one", "idea two", "idea three"]}),
+    ]
+    rows = storage.query(
+        "SELECT step_id, result, state FROM steps WHERE run_id = ? ORDER BY seq",
+        [outcome.run_id],
+    )
+    assert fold(rows)["variables"]["ideas"] == ["idea one", "idea two", "idea three"]
+
+
+def test_a_structured_output_that_fails_its_schema_is_reported(tmp_path: Path) -> None:
+    yaml = IDEAS.replace("minItems: 3", "minItems: 4")
+    outcome, storage = _run(tmp_path, yaml, IDEAS_SCRIPT)
+    assert outcome.output_valid is False
+    assert outcome.output_errors == ["ideas: ['idea one', 'idea two', 'idea three'] is too short"]
+    assert storage.query("SELECT code FROM errors WHERE run_id = ?", [outcome.run_id]) == [
+        ("output-invalid",)
+    ]
+
+
+def test_a_value_that_fails_the_declared_schema_is_a_located_run_error(tmp_path: Path) -> None:
+    yaml = IDEAS.replace("items: {type: string}", "items: {type: string, maxLength: 8}")
+    outcome, storage = _run(tmp_path, yaml, IDEAS_SCRIPT)
+    assert outcome.status == "failed"
+    assert outcome.error is not None
+    # file:line:col of the save_as that wrote it
+    assert outcome.error.startswith("agent.yaml:9:14: step 'think': state 'ideas' would become")
+    assert "does not match its schema: 2: 'idea three' is too long" in outcome.error
+    assert outcome.path == ["think", "enough", "think", "enough"]  # the third failed
+    assert storage.query("SELECT code FROM errors WHERE run_id = ?", [outcome.run_id]) == [
+        ("state-invalid",)
+    ]
+
+
+def test_a_value_a_reducer_cannot_combine_is_a_located_run_error(tmp_path: Path) -> None:
+    yaml = """\
+name: Count
+state:
+  total: {default: 0, reducer: add}
+steps:
+  ask:
+    type: process
+    instruction: A number, please.
+    set: {total: "{{ result }}"}
+    next: done
+  done: {type: terminal, output: "{{ total }}"}
+"""
+    outcome, _ = _run(tmp_path, yaml, Script(default="seven"))
+    assert outcome.status == "failed"
+    assert outcome.error == (
+        "agent.yaml:8:18: step 'ask': state 'total' cannot take 'seven': 'add' needs a "
+        "number, and got text"
+    )
+
+
+# -- set, on every kind and as a kind of its own ---------------------------------------
+
+SETS = """\
+name: Sets
+max_steps: 30
+state:
+  count: {schema: {type: integer}, default: 0, reducer: add}
+  best: {default: 0, reducer: max}
+  seen: {default: {}, reducer: merge}
+  words: {default: [], reducer: extend}
+  log: {default: "", reducer: "current ~ value ~ ';'"}
+steps:
+  start:
+    type: set
+    set: {count: "{{ 1 }}", log: start, plain: "{{ {'a': [1, 2]} }}"}
+    next: ask
+  ask:
+    type: process
+    instruction: Say something.
+    save_as: said
+    set:
+      count: "{{ 2 }}"
+      best: "{{ result | length }}"
+      seen: {said: "{{ said }}", n: "{{ visits['ask'] }}"}
+      words: ["{{ result }}", "and {{ said }}"]
+      log: ask
+    next: check
+  check:
+    type: decision
+    question: Again?
+    when: {again: "visits['ask'] < 2"}
+    default: stop
+    set: {log: "{{ result }}"}
+    branches: {again: ask, stop: done}
+  done:
+    type: terminal
+    output:
+      count: "{{ count }}"
+      best: "{{ best }}"
+      seen: "{{ seen }}"
+      words: "{{ words }}"
+      log: "{{ log }}"
+      plain: "{{ plain }}"
+      visits_before: "{{ visits['done'] }}"
+    schema: {type: object, required: [count]}
+"""
+
+
+def test_set_writes_through_reducers_on_every_kind_and_the_set_kind(tmp_path: Path) -> None:
+    outcome, storage = _run(tmp_path, SETS, Script(default="hello"))
+    assert outcome.status == "completed", outcome.error
+    assert outcome.path == ["start", "ask", "check", "ask", "check", "done"]
+    assert outcome.output == {
+        "count": 5,
+        "best": 5,
+        "seen": {"said": "hello", "n": 1},
+        "words": ["hello", "and hello", "hello", "and hello"],
+        "log": "start;ask;again;ask;stop;",
+        "plain": {"a": [1, 2]},  # undeclared: replaced, as save_as always did
+        "visits_before": 0,  # a step not run yet has 0 visits
+    }
+    states = _states(storage, outcome.run_id)
+    assert states[0] == ("start", {"count": 1, "log": "start;", "plain": {"a": [1, 2]}})
+    assert states[1][1]["count"] == 3 and states[1][1]["said"] == "hello"
+
+
+def test_validate_checks_declared_state() -> None:
+    yaml = """\
+name: Bad
+state:
+  a: {schema: {type: integer}, default: "zero"}
+  b: {schema: {type: intger}}
+  c: {reducer: apend}
+  d: {reducer: "current + other"}
+  e: {reducer: "current +"}
+  f: {reducer: "current + [value]"}
+steps:
+  go:
+    type: set
+    set: {task: "{{ 1 }}"}
+    next: end
+  end: {type: terminal, output: done}
+"""
+    found = _codes(yaml)
+    assert [(code, line) for code, line, _ in found] == [
+        ("invalid-state-default", 3),
+        ("invalid-state-schema", 4),
+        ("invalid-reducer", 5),
+        ("invalid-reducer", 6),
+        ("invalid-reducer", 7),
+        ("shadowed-variable", 12),
+    ]
+    messages = [message for _, _, message in found]
+    assert "did you mean 'append'?" in messages[2]
+    assert "reads 'other'" in messages[3]
+
+
+def test_a_set_step_needs_set_and_next_and_takes_nothing_else() -> None:
+    yaml = """\
+name: Bad
+steps:
+  go:
+    type: set
+    instruction: hi
+    next: end
+  end: {type: terminal, output: done}
+"""
+    codes = [code for code, _, _ in _codes(yaml)]
+    assert sorted(codes) == ["missing-field", "unknown-field"], codes
+
+
+def test_old_agent_files_validate_with_no_new_diagnostic() -> None:
+    done = run_cli("validate", "agents/")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "0 errors, 0 warnings" in done.stderr
+
+
+def test_the_ideas_loop_runs_through_the_cli(tmp_path: Path) -> None:
+    agent = tmp_path / "ideas.yaml"
+    agent.write_text(IDEAS)
+    script = tmp_path / "script.json"
+    script.write_text(
+        json.dumps(
+            {
+                "default": "idea one",
+                "rules": [
+                    {"contains": "So far: idea one; idea two", "reply": "idea three"},
+                    {"contains": "So far: idea one", "reply": "idea two"},
+                ],
+            }
+        )
+    )
+    db = tmp_path / "runs.duckdb"
+    done = run_cli(
+        "run", str(agent), "--input", "a party", "--backend", "scripted",
+        "--script", str(script), "--db", str(db), "--json",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    [outcome] = json.loads(done.stdout)
+    assert outcome["output"]["ideas"] == ["idea one", "idea two", "idea three"]
+    assert outcome["output"]["count"] == 3
