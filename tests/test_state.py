@@ -337,3 +337,80 @@ def test_the_ideas_loop_runs_through_the_cli(tmp_path: Path) -> None:
     [outcome] = json.loads(done.stdout)
     assert outcome["output"]["ideas"] == ["idea one", "idea two", "idea three"]
     assert outcome["output"]["count"] == 3
+
+
+# -- definite assignment ---------------------------------------------------------------
+
+BRANCHY = """\
+name: Branchy
+max_steps: 20
+{state}
+steps:
+  triage:
+    type: decision
+    question: Broken?
+    branches: {{broken: diagnose, fine: loop}}
+  diagnose:
+    type: process
+    instruction: Diagnose.
+    save_as: diagnosis
+    next: loop
+  loop:
+    type: process
+    instruction: "Again? {{{{ diagnosis{use} }}}}"
+    next: again
+  again:
+    type: decision
+    question: Again?
+    branches: {{yes: loop, no: done}}
+  done:
+    type: terminal
+    output: ok
+"""
+
+
+@pytest.mark.parametrize(
+    ("state", "use", "codes"),
+    [
+        ("", "", ["maybe-undefined"]),
+        ("state: {diagnosis: {default: none}}", "", []),  # a declared default counts as set
+        ("", " | default('none')", []),  # a guarded use
+        ("", " if diagnosis is defined else ''", []),
+    ],
+)
+def test_a_variable_set_on_one_branch_only_is_an_error_unless_defaulted_or_guarded(
+    state: str, use: str, codes: list[str]
+) -> None:
+    found = _codes(BRANCHY.format(state=state, use=use))
+    assert [code for code, _, _ in found] == codes
+    if codes:
+        assert "'triage' -> 'loop'" in found[0][2]
+
+
+def test_a_loop_that_sets_a_variable_before_every_use_passes() -> None:
+    yaml = """\
+name: Loop
+max_steps: 20
+steps:
+  think:
+    type: process
+    instruction: An idea.
+    save_as: idea
+    next: check
+  check:
+    type: decision
+    question: "Is {{ idea }} good?"
+    branches: {no: think, yes: done}
+  done:
+    type: terminal
+    output: "{{ idea }}"
+"""
+    assert _codes(yaml) == []
+
+
+def test_validate_catches_the_one_branch_variable_before_a_person_is_asked() -> None:
+    done = run_cli("validate", "tests/broken/maybe_undefined.yaml", "--format", "json")
+    assert done.returncode == 1
+    [diagnostic] = json.loads(done.stdout)
+    assert diagnostic["code"] == "maybe-undefined"
+    assert "'triage' -> 'approve' -> 'report'" in diagnostic["message"]
