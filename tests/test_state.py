@@ -414,3 +414,38 @@ def test_validate_catches_the_one_branch_variable_before_a_person_is_asked() -> 
     [diagnostic] = json.loads(done.stdout)
     assert diagnostic["code"] == "maybe-undefined"
     assert "'triage' -> 'approve' -> 'report'" in diagnostic["message"]
+
+
+# -- rules first, then the model -------------------------------------------------------
+
+RULES_THEN_MODEL = """\
+name: RulesThenModel
+inputs:
+  size: {default: "0"}
+steps:
+  check:
+    type: decision
+    question: Is the order big or small?
+    when: {big: "size | int > 10"}
+    branches: {big: done, small: done, medium: done}
+    save_as: chosen
+  done: {type: terminal, output: "{{ chosen }}"}
+"""
+
+
+@pytest.mark.parametrize(("size", "label"), [("50", "big"), ("3", "small")])
+def test_a_decision_with_when_and_no_default_asks_the_model_when_no_rule_matches(
+    tmp_path: Path, size: str, label: str
+) -> None:
+    assert _codes(RULES_THEN_MODEL) == []  # no missing-default, no unused-branch
+    validated = validate_text(RULES_THEN_MODEL, "agent.yaml")
+    assert validated.agent is not None
+    storage = Storage(tmp_path / "runs.duckdb")
+    kernel = Kernel(ScriptedBackend(Script(default="small")), SchedulerConfig("fifo"), storage)
+    setup = RunSetup(validated.agent, RULES_THEN_MODEL, "an order", {"size": size})
+    outcome = AgentRun(kernel, setup).run()
+    kernel.close()
+    storage.commit()
+    assert outcome.output == label
+    asked = storage.query("SELECT count(*) FROM llm_requests WHERE kind = 'choose'")
+    assert asked == [(0 if label == "big" else 1,)]

@@ -40,7 +40,6 @@ CODES: dict[str, str] = {
     "few-branches": "a decision with fewer than two branches",
     "duplicate-branch": "branch labels that are equal, or equal but for case",
     "unknown-branch": "'when' or 'default' names a label not in 'branches'",
-    "missing-default": "'when' without a 'default' branch",
     "unused-branch": "a branch no 'when' or 'default' can choose (warning)",
     "unknown-example-label": "a decision's example names a label not in 'branches'",
     # templates, variables, tools, output

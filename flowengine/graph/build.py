@@ -40,7 +40,8 @@ def build_graph(agent: Agent) -> nx.DiGraph:
             sets=list(step.set),
             max_visits=step.max_visits,
             format=extra["format"],
-            deterministic=bool(step.when),
+            # With 'when' but no 'default', the model picks when no condition holds.
+            deterministic=bool(step.when) and step.default is not None,
             when=dict(step.when),
             default=step.default,
             args=dict(step.args),

@@ -489,8 +489,9 @@ class AgentRun:
             for label, expression in step.when.items():
                 if self._evaluate(expression, step):
                     return label
-            assert step.default is not None
-            return step.default
+            if step.default is not None:
+                return step.default
+            # No rule matched and there is no default: the model picks, as without 'when'.
         question = self._render(step.question or "", step)
         examples = [(example.input, example.label) for example in step.examples]
         request = self._request(step, "choose", prompts.decision_ask(question, labels, examples))

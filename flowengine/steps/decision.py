@@ -36,7 +36,8 @@ class Decision(StepKind):
     field_hints: ClassVar[dict[str, str]] = {
         "question": "the question that picks a branch (a Jinja2 template)",
         "branches": "branch label -> step id; at least two",
-        "when": "branch label -> Jinja2 expression; the first true one wins, else 'default'",
+        "when": "branch label -> Jinja2 expression; the first true one wins, else 'default' "
+        "(or, without one, the LLM picks)",
         "default": "the branch taken when no 'when' expression is true",
         "save_as": SAVE_AS_HINT,
         "max_visits": MAX_VISITS_HINT,
@@ -67,7 +68,8 @@ class Decision(StepKind):
                     "type": "object",
                     "additionalProperties": {"type": "string", "minLength": 1},
                     "description": "Branch label -> Jinja2 expression over the run's "
-                    "variables; the first true one wins, else 'default'.",
+                    "variables; the first true one wins, else 'default', or without a "
+                    "'default' the LLM picks among the branches.",
                 },
                 "default": {
                     "type": "string",
@@ -118,6 +120,14 @@ class Decision(StepKind):
 
     def check(self, agent: Agent, step: Step, report: Reporter) -> None:
         _check_decision(agent, step, report)
+
+    def footnote(self, attrs: dict[str, Any]) -> list[str]:
+        if attrs.get("when") and attrs.get("default") is None:
+            return ["when conditions, else the model"]
+        return []
+
+    def page_notes(self, attrs: dict[str, Any]) -> list[str]:
+        return self.footnote(attrs)
 
     def continue_label(self, step: Step) -> str | None:
         # A failed decision that goes on takes its default branch; without one it cannot.
@@ -173,14 +183,8 @@ def _check_decision(agent: Agent, step: Step, report: Reporter) -> None:
                 + did_you_mean(label, labels),
                 agent.key_at("steps", step.id, "when", label),
             )
-    if step.default is None:
-        report.error(
-            "missing-default",
-            f"decision step '{step.id}' uses 'when' but has no 'default' branch "
-            "for when no condition holds; add 'default: <label>'",
-            agent.key_at("steps", step.id, "when"),
-        )
-    elif step.default not in step.branches:
+    # Without a default, the model picks among the branches when no condition holds.
+    if step.default is not None and step.default not in step.branches:
         report.error(
             "unknown-branch",
             f"default branch '{step.default}' of step '{step.id}' is not in 'branches'"
