@@ -156,9 +156,11 @@ def test_a_structured_output_that_fails_its_schema_is_reported(tmp_path: Path) -
     outcome, storage = _run(tmp_path, yaml, IDEAS_SCRIPT)
     assert outcome.output_valid is False
     assert outcome.output_errors == ["ideas: ['idea one', 'idea two', 'idea three'] is too short"]
-    assert storage.query("SELECT code FROM errors WHERE run_id = ?", [outcome.run_id]) == [
-        ("output-invalid",)
-    ]
+    assert outcome.status == "output_invalid"
+    assert storage.query(
+        "SELECT code FROM errors WHERE run_id = ? ORDER BY occurred", [outcome.run_id]
+    ) == [("output-invalid",), ("run-output-invalid",)]
+    assert storage.query("SELECT status FROM runs") == [("output_invalid",)]
 
 
 def test_a_value_that_fails_the_declared_schema_is_a_located_run_error(tmp_path: Path) -> None:
@@ -449,3 +451,108 @@ def test_a_decision_with_when_and_no_default_asks_the_model_when_no_rule_matches
     assert outcome.output == label
     asked = storage.query("SELECT count(*) FROM llm_requests WHERE kind = 'choose'")
     assert asked == [(0 if label == "big" else 1,)]
+
+
+# -- the run tells the truth -----------------------------------------------------------
+
+
+def test_run_prints_validate_warnings_first_and_an_invalid_final_output_fails(
+    tmp_path: Path,
+) -> None:
+    agent = tmp_path / "ideas.yaml"
+    # No loop guard (a warning), and an output schema the collected ideas cannot meet.
+    agent.write_text(IDEAS.replace("max_steps: 20\n", "").replace("minItems: 3", "minItems: 4"))
+    script = tmp_path / "script.json"
+    script.write_text(json.dumps({"default": "idea one"}))
+    db = tmp_path / "runs.duckdb"
+    done = run_cli(
+        "run", str(agent), "--input", "a party", "--backend", "scripted",
+        "--script", str(script), "--db", str(db),
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    first = done.stderr.splitlines()[0]
+    assert first.startswith(f"{agent}:5:3: warning: steps 'think', 'enough' form a loop")
+    assert "== Ideas (run " in done.stdout and "): output_invalid after 7 steps" in done.stdout
+    assert "ideas: ['idea one', 'idea one', 'idea one'] is too short" in done.stderr
+    logs = run_cli("logs", "--db", str(db))
+    assert "output_invalid" in logs.stdout
+
+
+# -- typed templates -------------------------------------------------------------------
+
+
+def test_every_built_in_tool_returns_what_its_result_schema_says() -> None:
+    from jsonschema import Draft202012Validator
+
+    from flowengine.tools.catalog import builtin_tools
+
+    calls = {
+        "calculator": {"expression": "(3 + 4) * 2"},
+        "plan_trip": {"query": "Plan a 3-day trip from Seattle to California"},
+        "search_flights": {"origin": "Seattle", "destination": "San Francisco"},
+        "search_distance": {"origin": "Seattle", "destination": "Sacramento", "mode": "taxi"},
+        "search_restaurants": {"city": "Sacramento"},
+        "search_accommodations": {"city": "Sacramento"},
+        "search_attractions": {"city": "Sacramento"},
+    }
+    tools = {tool.name: tool for tool in builtin_tools()}
+    assert set(calls) == set(tools)
+    for name, args in calls.items():
+        tool = tools[name]
+        assert tool.result is not None, name
+        value = tool.function(**args)  # the real tool, on the sample data
+        assert list(Draft202012Validator(tool.result).iter_errors(value)) == [], name
+
+
+def test_flowengine_tools_shows_what_a_tool_returns() -> None:
+    text = run_cli("tools", "calculator")
+    assert text.returncode == 0, text.stderr
+    assert "  returns:\n    expression  string" in text.stdout
+    assert "    value       number  (its value)" in text.stdout
+    listed = run_cli("tools", "search_restaurants", "--format", "json")
+    [tool] = json.loads(listed.stdout)
+    rows = tool["result"]["properties"]["restaurants"]["items"]["properties"]
+    assert set(rows) == {"name", "cuisine", "average_cost", "rating"}
+
+
+def test_a_misspelt_field_of_a_tool_result_is_an_error_with_a_suggestion() -> None:
+    yaml = """\
+name: Refund
+tools: [calculator]
+steps:
+  compute:
+    type: process
+    tool: calculator
+    args: {expression: "2 * 21"}
+    save_as: refund
+    next: done
+  done:
+    type: terminal
+    output: "{{ refund.valeu }} {{ refund.value }} {{ refund.error }} {{ refund.items() }}"
+"""
+    [(code, line, message)] = _codes(yaml)
+    assert (code, line) == ("unknown-attribute", 12)
+    assert "reads 'refund.valeu', but refund has no field 'valeu'; did you mean 'value'?" in message
+
+
+def test_where_a_type_cannot_be_known_nothing_is_said() -> None:
+    yaml = """\
+name: Free
+tools: [calculator]
+steps:
+  ask:
+    type: process
+    instruction: Anything.
+    save_as: refund
+    next: compute
+  compute:
+    type: process
+    tool: calculator
+    args: {expression: "1"}
+    save_as: refund
+    next: done
+  done:
+    type: terminal
+    output: "{{ refund.valeu }} {% for r in [1] %}{{ r.whatever }}{% endfor %}"
+"""
+    assert _codes(yaml) == []  # one writer is free text: the field may be there

@@ -48,6 +48,7 @@ CODES: dict[str, str] = {
     "undefined-variable": "a template reads a variable nothing provides first (warning)",
     "shadowed-variable": "save_as or set hides an input or a built-in variable (warning)",
     "maybe-undefined": "a variable read where some path from the start has not set it",
+    "unknown-attribute": "a template reads a field its variable's known type lacks (suggestion)",
     # declared state
     "invalid-state-schema": "a state variable's 'schema' is not valid JSON Schema",
     "invalid-state-default": "a state variable's 'default' does not match its schema",

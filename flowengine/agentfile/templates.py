@@ -31,6 +31,7 @@ __all__ = [
     "RENDER_SECONDS",
     "STEP_BUDGET",
     "TemplateProblem",
+    "attribute_reads",
     "compiled_expression",
     "compiled_template",
     "environment",
@@ -154,6 +155,31 @@ def guarded_variables(source: str, is_expression: bool = False) -> frozenset[str
         if guard and isinstance(node.node, nodes.Name):
             found.add(node.node.name)
     return frozenset(found)
+
+
+def attribute_reads(
+    source: str, is_expression: bool = False
+) -> list[tuple[str, tuple[str, ...], int]]:
+    """``(name, (attr, ...), line)`` for each ``name.attr.attr`` the template reads of a
+    variable from its context (not of a loop or ``set`` variable). Empty when it does not
+    parse (its syntax error is reported elsewhere)."""
+    if "." not in source:
+        return []
+    try:
+        tree = _expression_tree(source) if is_expression else environment().parse(source)
+    except (TemplateSyntaxError, TemplateProblem, RecursionError):
+        return []
+    local = {n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param")}
+    found: dict[tuple[str, tuple[str, ...]], int] = {}
+    for node in tree.find_all(nodes.Getattr):
+        chain: list[str] = []
+        inner: nodes.Node = node
+        while isinstance(inner, nodes.Getattr):
+            chain.append(inner.attr)
+            inner = inner.node
+        if isinstance(inner, nodes.Name) and inner.ctx == "load" and inner.name not in local:
+            found.setdefault((inner.name, tuple(reversed(chain))), node.lineno)
+    return [(name, chain, line) for (name, chain), line in found.items()]
 
 
 def _expression_tree(source: str) -> nodes.Template:

@@ -20,6 +20,7 @@ from flowengine.agentfile.reducers import REDUCER_VARIABLES, REDUCERS, is_named
 from flowengine.agentfile.schema_validation import schema_is_valid, schema_templates
 from flowengine.agentfile.templates import (
     TemplateProblem,
+    attribute_reads,
     expression_variables,
     guarded_variables,
     template_variables,
@@ -65,6 +66,7 @@ def check_agent(
         _check_reachability(agent, graph, facts, report)
     _check_cycles(agent, facts, report)
     _check_variables(agent, graph, facts, uses, report, unguarded if started else None)
+    _check_attributes(agent, tools, report)
 
 
 def _step_path(step: Step, *rest: str | int) -> Path:
@@ -556,3 +558,159 @@ def _saved_before(
         out[component] = before[component] | inside
     mapping = condensed.graph["mapping"]
     return bit, {sid: before[mapping[sid]] for sid in agent.steps}
+
+
+MAPPING_METHODS = frozenset({"get", "items", "keys", "values"})
+"""What a template may call on a mapping: never a misspelt field."""
+
+_UNKNOWN: Any = None
+"""A writer whose value's type cannot be known (free text, a set value...)."""
+
+
+def _check_attributes(agent: Agent, tools: Mapping[str, Tool] | None, report: Reporter) -> None:
+    """``{{ name.field }}`` against what ``name`` holds, where every step that sets it
+    says: a tool's declared result, a JSON step's closed output schema, a declared state
+    schema. A field none of them has is ``unknown-attribute``, with "did you mean";
+    where a writer's type cannot be known (free text), nothing is said."""
+    types = _variable_types(agent, tools)
+    if not types:
+        return
+    for path, source, is_expression in _templates(agent):
+        local = dict(types)
+        step = agent.steps.get(str(path[1])) if path[0] == "steps" else None
+        if step is not None and step.tool:
+            local[TOOL_RESULT] = [_tool_result(step, tools)]
+        said: set[str] = set()
+        for name, chain, lineno in attribute_reads(source, is_expression):
+            schemas = local.get(name)
+            if not schemas or any(schema is _UNKNOWN for schema in schemas):
+                continue
+            misses = [_missing_field(schema, chain) for schema in schemas]
+            if any(miss is None for miss in misses):
+                continue
+            index = min(miss[0] for miss in misses if miss is not None)
+            fields = sorted({f for miss in misses if miss and miss[0] == index for f in miss[1]})
+            wrong = chain[index]
+            read = ".".join((name, *chain[: index + 1]))
+            what = ".".join((name, *chain[:index])) if index else name
+            where = f"step '{path[1]}'" if step is not None else "'description'"
+            if read in said:  # a.b.c and a.b miss at the same field
+                continue
+            said.add(read)
+            report.error(
+                "unknown-attribute",
+                f"{where} reads '{read}', but {what} has no field '{wrong}'"
+                + (did_you_mean(wrong, fields) or "")
+                + f" (its fields: {', '.join(fields)})",
+                _line_in_value(agent, path, lineno),
+            )
+
+
+def _tool_result(step: Step, tools: Mapping[str, Tool] | None) -> Any:
+    if tools is None:
+        from flowengine.tools.catalog import available_tools
+
+        tools = available_tools()
+    tool = tools.get(step.tool or "")
+    if tool is None or tool.result is None:
+        return _UNKNOWN
+    # A tool step that goes on after a failure keeps {"error": ...} instead.
+    return {"anyOf": [tool.result, _ERROR_RESULT]} if step.error_policy != "fail" else tool.result
+
+
+_ERROR_RESULT = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {"error": {"type": "string"}},
+}
+
+
+def _variable_types(agent: Agent, tools: Mapping[str, Tool] | None) -> dict[str, list[Any]]:
+    """Variable -> the schema each of its writers gives (``_UNKNOWN`` where none can be
+    known); a declared state schema is the variable's, whoever writes it."""
+    types: dict[str, list[Any]] = {}
+    for step in agent.steps.values():
+        if step.broken:
+            continue
+        if step.save_as:
+            types.setdefault(step.save_as, []).append(_saved_type(step, tools))
+        for name in step.set:
+            types.setdefault(name, []).append(_UNKNOWN)
+    for name in agent.inputs:
+        types[name] = [_UNKNOWN]
+    for name, spec in agent.state.items():
+        if spec.schema is not None:
+            types[name] = [spec.schema]
+        elif name in types or spec.has_default:
+            types[name] = [_UNKNOWN]
+    for name in BUILTIN_VARIABLES | {TOOL_RESULT}:
+        types.pop(name, None)
+    return {name: found for name, found in types.items() if _UNKNOWN not in found}
+
+
+def _saved_type(step: Step, tools: Mapping[str, Tool] | None) -> Any:
+    if step.tool:
+        return _tool_result(step, tools)  # save_as keeps the tool's result
+    if step.format == "json" and step.schema is not None and step.type in ("process", "input"):
+        return step.schema
+    return _UNKNOWN
+
+
+def _missing_field(schema: Any, chain: tuple[str, ...]) -> tuple[int, list[str]] | None:
+    """Where ``chain`` leaves what ``schema`` allows: (index of the field, the fields
+    there); None when it does not, or when the schema does not close its fields."""
+    node = schema
+    for index, field in enumerate(chain):
+        if not isinstance(node, dict):
+            return None
+        options = node.get("anyOf")
+        if isinstance(options, list):
+            misses = [_missing_field(option, chain[index:]) for option in options]
+            if any(miss is None for miss in misses):
+                return None
+            fields = sorted({f for miss in misses if miss and miss[0] == 0 for f in miss[1]})
+            first = min(miss[0] for miss in misses if miss is not None)
+            return (index + first, fields)
+        properties = node.get("properties")
+        closed = node.get("additionalProperties") is False
+        if node.get("type") not in (None, "object") or not isinstance(properties, dict):
+            return None
+        if field in properties:
+            node = properties[field]
+            continue
+        if not closed or field in MAPPING_METHODS:
+            return None
+        return (index, sorted(properties))
+    return None
+
+
+def known_fields(
+    agent: Agent,
+    variable: str,
+    chain: tuple[str, ...] = (),
+    step_id: str | None = None,
+    tools: Mapping[str, Tool] | None = None,
+) -> list[str]:
+    """The fields ``variable.chain...`` can have where its type is known (the language
+    server completes them); empty where it is not (free text, an open object)."""
+    types = _variable_types(agent, tools)
+    step = agent.steps.get(step_id or "")
+    if step is not None and step.tool:
+        types[TOOL_RESULT] = [_tool_result(step, tools)]
+    found: set[str] = set()
+    for schema in types.get(variable, []):
+        found.update(_fields_at(schema, chain))
+    return sorted(found)
+
+
+def _fields_at(schema: Any, chain: tuple[str, ...]) -> set[str]:
+    if not isinstance(schema, dict):
+        return set()
+    if isinstance(schema.get("anyOf"), list):
+        return {f for option in schema["anyOf"] for f in _fields_at(option, chain)}
+    properties = schema.get("properties")
+    if not isinstance(properties, dict):
+        return set()
+    if not chain:
+        return set(properties)
+    return _fields_at(properties.get(chain[0]), chain[1:])

@@ -41,7 +41,7 @@ from flowengine.storage.checkpoints import step_change
 from flowengine.storage.rows import RunRow, StepRow
 from flowengine.storage.tables import to_json
 
-FINAL_STATUSES = ("completed", "max_steps", "max_visits", "failed")
+FINAL_STATUSES = ("completed", "output_invalid", "max_steps", "max_visits", "failed")
 
 
 RECOVERABLE = ("tool-failed", "llm-failed", "step-crashed")
@@ -347,6 +347,16 @@ class AgentRun:
         outcome.steps = self.seq
         if following is None:
             outcome.status = "completed"
+            if outcome.output_valid is False:
+                # The run ended, but its output is not what its schema promises.
+                outcome.status = "output_invalid"
+                outcome.error = (
+                    f"the final output of step '{step.id}' does not match its schema: "
+                    + "; ".join(outcome.output_errors[:3])
+                )
+                self.kernel.record_error(
+                    self.run_id, step.id, self.step_seq, "run-output-invalid", outcome.error
+                )
         self._checkpoint(step, started, label, result, following, outcome, changed)
         if self.on_step is not None:
             self.on_step(
