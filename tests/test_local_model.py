@@ -115,6 +115,33 @@ def test_travel_agent_reaches_its_terminal_step(tmp_path: Path) -> None:
     assert reused > 0
 
 
+def test_the_readme_three_ideas_loop_collects_three_ideas(tmp_path: Path) -> None:
+    """The README's worked example of state, as written there, on the real model: the
+    append reducer keeps each idea, and the output is built from them with its types."""
+    from tests.test_readme import readme_agents
+
+    [ideas_yaml] = [text for text in readme_agents() if "name: Ideas" in text]
+    agent = tmp_path / "ideas.yaml"
+    agent.write_text(ideas_yaml)
+    db = tmp_path / "ideas.duckdb"
+    done = run_cli(
+        "run", str(agent), "--input", "a birthday party", "--db", str(db),
+        "--max-tokens", "24", "--json", timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    [outcome] = json.loads(done.stdout)
+    assert outcome["status"] == "completed" and outcome["output_valid"] is True
+    ideas = outcome["output"]["ideas"]
+    assert outcome["output"]["count"] == 3 == len(ideas)
+    # Each idea is what a 'think' step replied, in order: collected, not rewritten.
+    replies = _stored(db, "SELECT result FROM steps WHERE step_id = 'think' ORDER BY seq")
+    assert ideas == [json.loads(r) for (r,) in replies]
+    assert all(isinstance(idea, str) and idea.strip() for idea in ideas)
+    # Each step stored the list as it grew.
+    states = _stored(db, "SELECT state->'set'->'ideas' FROM steps WHERE step_id = 'think'")
+    assert [len(json.loads(s)) for (s,) in states] == [1, 2, 3]
+
+
 def _runs(tmp_path: Path, agents: list[str], policy: str, pool: int) -> tuple[list[dict], Path]:
     db = tmp_path / f"{policy}-{len(agents)}-{pool}.duckdb"
     done = run_cli(
