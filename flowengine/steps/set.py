@@ -67,13 +67,8 @@ class Set(StepKind):
             )
 
     def text(self, step: Step) -> str:
-        return "set " + ", ".join(step.set)
-
-    def footnote(self, attrs: dict[str, Any]) -> list[str]:
-        return ["no model, no tool"]
-
-    def page_notes(self, attrs: dict[str, Any]) -> list[str]:
-        return ["sets variables; no model, no tool"]
+        # What it sets is noted under it in every drawing ("sets a, b"), as for any step.
+        return "no model, no tool"
 
     def hover_facts(self, step: Step) -> list[str]:
         return ["no model, no tool: sets its variables and goes on"]
