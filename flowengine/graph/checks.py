@@ -7,6 +7,7 @@ an edge to a step that does not exist) so that one mistake gives one diagnostic.
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -60,13 +61,14 @@ def check_agent(
     _check_steps(agent, report)
     _check_state(agent, report)
     check_tools(agent, tools, report)
-    uses, unguarded = _check_templates(agent, report)
+    templates = list(_templates(agent))
+    uses, unguarded = _check_templates(agent, templates, report)
     started = _check_start(agent, facts, report)
     if started:
         _check_reachability(agent, graph, facts, report)
     _check_cycles(agent, facts, report)
     _check_variables(agent, graph, facts, uses, report, unguarded if started else None)
-    _check_attributes(agent, tools, report)
+    _check_attributes(agent, templates, tools, report)
 
 
 def _step_path(step: Step, *rest: str | int) -> Path:
@@ -185,14 +187,14 @@ def _check_state(agent: Agent, report: Reporter) -> None:
 
 
 def _check_templates(
-    agent: Agent, report: Reporter
+    agent: Agent, templates: list[tuple[Path, str, bool]], report: Reporter
 ) -> tuple[dict[str, dict[str, Position]], dict[str, set[str]]]:
     """Parse every template and expression; return step id -> variable -> first use, and
     step id -> the variables it reads only where a guard (``is defined``, ``default``)
     covers them."""
     uses: dict[str, dict[str, Position]] = {}
     unguarded: dict[str, set[str]] = {}
-    for path, source, is_expression in _templates(agent):
+    for path, source, is_expression in templates:
         try:
             names = expression_variables(source) if is_expression else template_variables(source)
         except TemplateProblem as problem:
@@ -560,6 +562,8 @@ def _saved_before(
     return bit, {sid: before[mapping[sid]] for sid in agent.steps}
 
 
+_DOTTED_NAME = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*\.")
+
 MAPPING_METHODS = frozenset({"get", "items", "keys", "values"})
 """What a template may call on a mapping: never a misspelt field."""
 
@@ -567,7 +571,12 @@ _UNKNOWN: Any = None
 """A writer whose value's type cannot be known (free text, a set value...)."""
 
 
-def _check_attributes(agent: Agent, tools: Mapping[str, Tool] | None, report: Reporter) -> None:
+def _check_attributes(
+    agent: Agent,
+    templates: list[tuple[Path, str, bool]],
+    tools: Mapping[str, Tool] | None,
+    report: Reporter,
+) -> None:
     """``{{ name.field }}`` against what ``name`` holds, where every step that sets it
     says: a tool's declared result, a JSON step's closed output schema, a declared state
     schema. A field none of them has is ``unknown-attribute``, with "did you mean";
@@ -575,11 +584,16 @@ def _check_attributes(agent: Agent, tools: Mapping[str, Tool] | None, report: Re
     types = _variable_types(agent, tools)
     if not types:
         return
-    for path, source, is_expression in _templates(agent):
-        local = dict(types)
+    for path, source, is_expression in templates:
         step = agent.steps.get(str(path[1])) if path[0] == "steps" else None
-        if step is not None and step.tool:
-            local[TOOL_RESULT] = [_tool_result(step, tools)]
+        local = types
+        if step is not None and step.tool:  # a copy only where tool_result is bound
+            local = {**types, TOOL_RESULT: [_tool_result(step, tools)]}
+        # Parsing is costly: only a template that names a typed variable with a dot.
+        if "{" not in source and not is_expression:
+            continue
+        if local.keys().isdisjoint(_DOTTED_NAME.findall(source)):
+            continue
         said: set[str] = set()
         for name, chain, lineno in attribute_reads(source, is_expression):
             schemas = local.get(name)
