@@ -556,3 +556,37 @@ steps:
     output: "{{ refund.valeu }} {% for r in [1] %}{{ r.whatever }}{% endfor %}"
 """
     assert _codes(yaml) == []  # one writer is free text: the field may be there
+
+
+def test_an_input_step_sets_through_a_reducer_and_resume_keeps_the_state(tmp_path: Path) -> None:
+    agent = tmp_path / "ask.yaml"
+    agent.write_text(
+        """\
+name: Ask
+state:
+  notes: {schema: {type: array}, default: [first], reducer: extend}
+steps:
+  ask:
+    type: input
+    ask: "Notes so far: {{ notes | join(', ') }}. More?"
+    set: {notes: "{{ result.split(' ') }}"}
+    next: done
+  done:
+    type: terminal
+    output: {notes: "{{ notes }}"}
+"""
+    )
+    script = tmp_path / "script.json"
+    script.write_text(json.dumps({"default": "unused"}))
+    db = tmp_path / "runs.duckdb"
+    backend = ["--backend", "scripted", "--script", str(script), "--db", str(db)]
+    started = run_cli("run", str(agent), "--input", "x", *backend, "--json")
+    assert started.returncode == 3, started.stderr
+    [waiting] = json.loads(started.stdout)
+    assert waiting["question"] == "Notes so far: first. More?"  # the declared default
+    resumed = run_cli("resume", waiting["run_id"], "--answer", "second third", *backend)
+    assert resumed.returncode == 0, resumed.stderr
+    storage = Storage(db)
+    [(output, status)] = storage.query("SELECT output, status FROM runs")
+    assert status == "completed"
+    assert json.loads(output) == {"notes": ["first", "second", "third"]}
