@@ -24,6 +24,9 @@ RUN_CODES: dict[str, str] = {
     "progress-shortened": "older progress was left out of a prompt to fit the window",
     "memory-quota": "a run stored more variables and progress than its memory quota",
     "output-invalid": "a JSON output does not parse or does not match its schema",
+    "run-output-invalid": "the run's final output fails its schema; the run ends with status "
+    "output_invalid (exit status 1)",
+    "state-invalid": "a value written to a declared state variable fails its reducer or schema",
     "step-recovered": "a failed step went on by its on_error policy (where it went)",
     "step-crashed": "an unexpected error inside a step; it follows the step's retry and on_error",
     "run-crashed": "an unexpected error outside any step; the run failed and others went on",

@@ -64,7 +64,7 @@ def test_validate_json_format_lists_diagnostic_objects() -> None:
             "severity": "error",
             "code": "unknown-field",
             "message": "unknown field 'colour' in step 'finish'; "
-            "allowed here: type, instruction, output, format, schema, progress",
+            "allowed here: type, instruction, output, format, schema, set, progress",
         },
     ]
 

@@ -107,3 +107,14 @@ def test_the_page_zooms_pans_and_searches_offline_in_chromium(tmp_path) -> None:
     assert seen["searched"]["dimmed"] == 24 - len(rows)
     assert seen["searched"]["found"] == f"{len(rows)} of 24 steps"
     assert seen["centred"]["transform"] != seen["searched"]["transform"]
+
+
+@needs_graphviz
+def test_the_steps_table_shows_which_step_writes_which_variable(tmp_path) -> None:
+    out = tmp_path / "travel.html"
+    assert run_cli("viz", str(AGENTS / "travel_agent.yaml"), "-o", str(out)).returncode == 0
+    page = out.read_text()
+    assert "<th>writes</th>" in page
+    assert "breakfast, picked, this_day" in _row(page, "Step 9")  # save_as, then set
+    assert "return_transportation, days" in _row(page, "Step 17")
+    assert "set days" not in _row(page, "Step 18")

@@ -80,22 +80,66 @@ def test_travel_agent_reaches_its_terminal_step(tmp_path: Path) -> None:
     assert _stored(db, "SELECT count(*) FROM llm_requests WHERE kind = 'choose'") == [
         (sum(s in llm_decisions for s in path),)
     ]
+    # The plan (Step 18) is assembled from state, with no model call.
     assert _stored(db, "SELECT count(*) FROM llm_requests WHERE kind = 'generate'") == [
-        (sum(s not in llm_decisions | when_decisions for s in path),)
+        (sum(s not in llm_decisions | when_decisions | {"Step 18"} for s in path),)
     ]
     flights = _stored(db, "SELECT result FROM tool_calls WHERE tool = 'search_flights'")
     assert flights and all("SAMPLE" in json.loads(r)["source"] for (r,) in flights)
-    # The plan was constrained to its schema while it was written: it is valid, and every
-    # place name in it comes from the run's tool results.
+    # The plan is what the steps found: valid against its schema, one entry a day numbered
+    # 1..N, and each day's meals, attraction and hotel exactly what its steps picked
+    # (constrained to their tool's results), with no restaurant twice in a day and none
+    # again until the city has no other left.
     assert outcome["output_valid"] is True and outcome["output_errors"] == []
     assert _stored(db, "SELECT count(*) FROM errors WHERE code = 'output-invalid'") == [(0,)]
+    days = outcome["output"]["days"]
+    [(trip,)] = _stored(db, "SELECT result FROM tool_calls WHERE tool = 'plan_trip'")
+    assert [day["day"] for day in days] == list(range(1, json.loads(trip)["days"] + 1))
+    picks: dict[str, list[str]] = {}
+    for step_id, result in _stored(db, "SELECT step_id, result FROM steps ORDER BY seq"):
+        picks.setdefault(step_id, []).append(json.loads(result))
+    for key, step_id in (("breakfast", "Step 9"), ("lunch", "Step 10"), ("dinner", "Step 11")):
+        assert [day[key] for day in days] == picks[step_id]
+    assert [day["attraction"] for day in days] == picks["Step 12"]
+    assert [day["accommodation"] for day in days] == [*picks["Step 19"], "-"]
+    meals = [day[key] for day in days for key in ("breakfast", "lunch", "dinner")]
+    assert all(len({day["breakfast"], day["lunch"], day["dinner"]}) == 3 for day in days)
+    per_city = 6  # restaurants a city has in the sample data
+    assert len(set(meals[:per_city])) == min(per_city, len(meals))
     results = " ".join(r for (r,) in _stored(db, "SELECT result FROM tool_calls WHERE ok"))
     places = ("breakfast", "lunch", "dinner", "attraction", "accommodation")
-    names = {day[k] for day in outcome["output"]["days"] for k in places} - {"-"}
+    names = {day[k] for day in days for k in places} - {"-"}
     assert all(json.dumps(name) in results for name in names), names
     # Steps after the first found the start of their prompt in the run's KV cache.
     [(reused,)] = _stored(db, "SELECT sum(reused_tokens) FROM llm_requests")
     assert reused > 0
+
+
+def test_the_readme_three_ideas_loop_collects_three_ideas(tmp_path: Path) -> None:
+    """The README's worked example of state, as written there, on the real model: the
+    append reducer keeps each idea, and the output is built from them with its types."""
+    from tests.test_readme import readme_agents
+
+    [ideas_yaml] = [text for text in readme_agents() if "name: Ideas" in text]
+    agent = tmp_path / "ideas.yaml"
+    agent.write_text(ideas_yaml)
+    db = tmp_path / "ideas.duckdb"
+    done = run_cli(
+        "run", str(agent), "--input", "a birthday party", "--db", str(db),
+        "--max-tokens", "24", "--json", timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    [outcome] = json.loads(done.stdout)
+    assert outcome["status"] == "completed" and outcome["output_valid"] is True
+    ideas = outcome["output"]["ideas"]
+    assert outcome["output"]["count"] == 3 == len(ideas)
+    # Each idea is what a 'think' step replied, in order: collected, not rewritten.
+    replies = _stored(db, "SELECT result FROM steps WHERE step_id = 'think' ORDER BY seq")
+    assert ideas == [json.loads(r) for (r,) in replies]
+    assert all(isinstance(idea, str) and idea.strip() for idea in ideas)
+    # Each step stored the list as it grew.
+    states = _stored(db, "SELECT state->'set'->'ideas' FROM steps WHERE step_id = 'think'")
+    assert [len(json.loads(s)) for (s,) in states] == [1, 2, 3]
 
 
 def _runs(tmp_path: Path, agents: list[str], policy: str, pool: int) -> tuple[list[dict], Path]:

@@ -313,3 +313,44 @@ def test_completing_a_spaced_step_id_replaces_the_whole_value_and_quotes_when_ne
         "start": {"line": 6, "character": 2},
         "end": {"line": 6, "character": 2 + len("Step 2: check")},
     }
+
+
+TYPED = """\
+name: Typed
+tools: [calculator]
+state:
+  ideas: {schema: {type: array}, default: [], reducer: append}
+steps:
+  compute:
+    type: process
+    tool: calculator
+    args: {expression: "1 + 1"}
+    save_as: refund
+    set: {total: "{{ refund.value }}"}
+    next: finish
+  finish:
+    type: terminal
+    output: "{{ refund.va }} {{ ideas }}"
+"""
+
+
+def test_state_and_set_variables_and_tool_result_fields_complete(lsp, tmp_path) -> None:
+    uri = _open_good(lsp, tmp_path, TYPED.replace("{{ refund.va }}", "{{ refund.value }}"))
+    lsp.change(uri, TYPED)
+    line, column = _position(TYPED, "{{ refund.va", len("{{ refund.va"))
+    result = lsp.at("textDocument/completion", uri, line, column)
+    items = result["items"] if isinstance(result, dict) else result
+    assert [item["label"] for item in items] == ["error", "expression", "value"]
+    value = next(item for item in items if item["label"] == "value")
+    assert value["textEdit"]["newText"] == "refund.value"  # replaces the dotted word
+    assert value["textEdit"]["range"]["start"]["character"] == column - len("refund.va")
+    line, column = _position(TYPED, "}} {{ ideas", len("}} {{ "))
+    labels = set(_labels(lsp.at("textDocument/completion", uri, line, column)))
+    assert {"ideas", "total", "refund", "task"} <= labels
+
+
+def test_the_new_diagnostics_arrive_as_you_type(lsp, tmp_path) -> None:
+    uri = _open_good(lsp, tmp_path, TYPED.replace("{{ refund.va }}", "{{ refund.value }}"))
+    lsp.change(uri, TYPED.replace("{{ refund.va }}", "{{ refund.valeu }}"))
+    [typo] = lsp.wait_for_diagnostics(uri)
+    assert typo["code"] == "unknown-attribute" and "did you mean 'value'" in typo["message"]

@@ -29,6 +29,7 @@ KIND_FILLS = {  # the classDef fills, as the browser computes them
     "decision": "rgb(255, 244, 214)",
     "terminal": "rgb(227, 244, 225)",
     "input": "rgb(252, 232, 243)",
+    "set": "rgb(243, 232, 253)",
 }
 RED = "rgb(217, 48, 37)"
 BLUE = "rgb(26, 115, 232)"
@@ -79,6 +80,34 @@ def test_the_agents_and_the_aios_imports_render_with_every_step_and_label(mermai
         # Wrapped once, by us: Mermaid draws as many lines as the label has.
         for node in _nodes(result).values():
             assert node["drawnLines"] == node["writtenLines"], (name, node["text"])
+
+
+SET_AGENT = """\
+name: Sets
+state:
+  ideas: {default: [], reducer: append}
+steps:
+  start:
+    type: set
+    set: {ideas: "{{ task }}", count: "{{ 1 }}"}
+    next: think
+  think:
+    type: process
+    instruction: One more idea.
+    save_as: ideas
+    next: done
+  done:
+    type: terminal
+    output: {ideas: "{{ ideas }}"}
+"""
+
+
+def test_a_set_step_renders_in_its_own_shape_and_colour(mermaid) -> None:
+    graph = validate_text(SET_AGENT, "sets.yaml").graph
+    assert graph is not None
+    text = to_mermaid(graph)
+    assert '[/"' in text and "sets ideas, count" in text and "no model, no tool" in text
+    _assert_drawn_faithfully(graph, mermaid.render(text))
 
 
 def test_problem_steps_keep_their_colour_and_get_a_red_outline(mermaid) -> None:

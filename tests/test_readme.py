@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import textwrap
 
 from flowengine.agentfile.diagnostics import CODES
 from flowengine.errors import RUN_CODES
@@ -13,8 +14,17 @@ from .conftest import ROOT
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 
 
+def readme_agents() -> list[str]:
+    """The README's YAML blocks that are whole agents, unindented."""
+    blocks = re.findall(r"^( *)```yaml\n(.*?)^ *```", README, re.S | re.M)
+    return [
+        textwrap.dedent(block) for indent, block in blocks if "steps:" in block and "name:" in block
+    ]
+
+
 def test_the_example_agent_in_the_readme_is_valid() -> None:
-    (example,) = [b for b in re.findall(r"```yaml\n(.*?)```", README, re.S) if "steps:" in b]
+    example, ideas = readme_agents()
+    assert not validate_text(ideas, "README.md").diagnostics
     result = validate_text(example, "README.md")
     assert result.diagnostics == [], [d.format() for d in result.diagnostics]
     kinds = {step.type for step in result.agent.steps.values()}

@@ -27,7 +27,7 @@ def _script(tmp_path: Path, script: dict) -> str:
     return str(path)
 
 
-def _run(tmp_path: Path, *args: str) -> tuple[list[dict], str]:
+def _run(tmp_path: Path, *args: str, expect: int = 0) -> tuple[list[dict], str]:
     db = tmp_path / "runs.duckdb"
     done = run_cli(
         "run",
@@ -40,7 +40,7 @@ def _run(tmp_path: Path, *args: str) -> tuple[list[dict], str]:
         str(db),
         "--json",
     )
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == expect, done.stderr
     return json.loads(done.stdout), str(db)
 
 
@@ -105,7 +105,13 @@ def test_several_agents_and_a_batch_share_one_kernel(tmp_path: Path) -> None:
         + "\n"
     )
     outcomes, _ = _run(
-        tmp_path, str(AGENTS / "math_agent.yaml"), "--input", "(3+4)*2?", "--batch", str(batch)
+        tmp_path,
+        str(AGENTS / "math_agent.yaml"),
+        "--input",
+        "(3+4)*2?",
+        "--batch",
+        str(batch),
+        expect=1,  # RecAgent's scripted output fails its schema
     )
     assert [o["agent"] for o in outcomes] == ["MathAgent", "RecAgent", "MathAgent"]
     assert len({o["run_id"] for o in outcomes}) == 3
@@ -113,6 +119,8 @@ def test_several_agents_and_a_batch_share_one_kernel(tmp_path: Path) -> None:
     # RecAgent's budget decision is a when: condition on the task ("cheap").
     assert "recommend_within_budget" in rec["path"]
     assert rec["output_valid"] is False and rec["output_errors"]
+    assert rec["status"] == "output_invalid"
+    assert [o["status"] for o in outcomes[::2]] == ["completed", "completed"]
 
 
 def test_run_errors_are_one_line_with_what_to_do(tmp_path: Path) -> None:
@@ -214,12 +222,21 @@ def test_templated_enums_and_tool_result_checked_on_a_backend_without_grammar(
         "run", str(agent), "--input", "Boston", "--backend", "scripted",
         "--script", _script(tmp_path, script), "--db", str(db), "--json",
     )  # fmt: skip
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 1, done.stderr  # the final output fails its schema
     [outcome] = json.loads(done.stdout)
     assert outcome["output"] == {"lunch": "Nowhere Diner"} and outcome["output_valid"] is False
+    assert outcome["status"] == "output_invalid"
+    assert outcome["error"].startswith("the final output of step 'plan' does not match its schema")
     with duckdb.connect(str(db), read_only=True) as con:
         [(names,)] = con.execute("SELECT result FROM tool_calls").fetchall()
-        errors = con.execute("SELECT step_id, message FROM errors ORDER BY occurred").fetchall()
+        errors = con.execute(
+            "SELECT step_id, message FROM errors WHERE code = 'output-invalid' ORDER BY occurred"
+        ).fetchall()
+        final = con.execute("SELECT status FROM runs").fetchall()
+        assert final == [("output_invalid",)]
+        assert con.execute(
+            "SELECT step_id FROM errors WHERE code = 'run-output-invalid'"
+        ).fetchall() == [("plan",)]
     real = [r["name"] for r in json.loads(names)["restaurants"]]
     assert "Boston Grill 9" not in real and "Nowhere Diner" not in real
     # Both replies are outside the choices the run's tool result gave, and both are said.

@@ -73,7 +73,7 @@ def test_the_four_kinds_are_registered_through_the_entry_point_group() -> None:
     installed = metadata.distribution("flowengine").entry_points.select(group=GROUP)
     assert {ep.name: ep.value for ep in installed} == BUILTIN_ENTRY_POINTS
     assert f'[project.entry-points."{GROUP}"]' in (ROOT / "pyproject.toml").read_text()
-    assert list(kinds()) == ["process", "decision", "terminal", "input"]
+    assert list(kinds()) == ["process", "decision", "terminal", "input", "set"]
     assert all(isinstance(kind, StepKind) for kind in kinds().values())
     assert kind_of("decision") is kinds()["decision"]
     assert kind_of("") is None and kind_of("proces") is None
@@ -104,7 +104,7 @@ def test_a_broken_plugin_gives_one_warning_line_and_the_rest_works(broken_site: 
 def test_built_in_kinds_load_without_installed_metadata(monkeypatch: pytest.MonkeyPatch) -> None:
     # A checkout never installed has no entry points at all; the built-ins still load.
     monkeypatch.setattr(registry.metadata, "entry_points", lambda group: [])
-    assert list(registry.kinds.__wrapped__()) == ["process", "decision", "terminal", "input"]
+    assert list(registry.kinds.__wrapped__()) == ["process", "decision", "terminal", "input", "set"]
 
 
 # -- a real plugin: tests/data/step_plugin, the 'echo' kind ------------------------------

@@ -210,8 +210,13 @@ def test_a_plugin_tool_is_listed_validated_against_and_called_by_a_run(
         "greet  (plugin hello (flowengine-hello))",
         "  Greet someone by name.",
     ]
+    assert "  returns:\n    greeting  string  (the greeting)" in listed.stdout  # a plugin's too
     listing = json.loads(cli("tools", "--format", "json", path=[plugin_site]).stdout)
     assert {tool["name"] for tool in listing} == BUILTINS | {"greet"}
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(GREET_AGENT.replace("greeting.greeting", "greeting.greting"))
+    checked = cli("validate", str(typo), path=[plugin_site])
+    assert checked.returncode == 1 and "did you mean 'greeting'?" in checked.stdout
 
     agent = tmp_path / "greeter.yaml"
     agent.write_text(GREET_AGENT)

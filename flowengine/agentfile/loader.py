@@ -13,6 +13,7 @@ from flowengine.agentfile.model import (
     Example,
     Input,
     Progress,
+    StateVar,
     Step,
 )
 from flowengine.agentfile.schema_validation import check_schema, step_types
@@ -106,6 +107,12 @@ def _build(document: Document, file: str, broken: set[str], types: Sequence[str]
         for name, spec in (raw_inputs.items() if isinstance(raw_inputs, dict) else [])
         if isinstance(spec, dict)
     }
+    raw_state = data.get("state")
+    state = {
+        str(name): _state_var(str(name), spec)
+        for name, spec in (raw_state.items() if isinstance(raw_state, dict) else [])
+        if isinstance(spec, dict) or spec is None
+    }
     tools = data.get("tools")
     max_steps = data.get("max_steps")
     return Agent(
@@ -119,6 +126,20 @@ def _build(document: Document, file: str, broken: set[str], types: Sequence[str]
         start=_text(data.get("start")),
         max_steps=max_steps if _is_int(max_steps) and max_steps >= 1 else None,
         progress=_progress(data.get("progress")) or DEFAULT_PROGRESS,
+        state=state,
+    )
+
+
+def _state_var(name: str, spec: dict[str, Any] | None) -> StateVar:
+    spec = spec or {}
+    schema = spec.get("schema")
+    reducer = spec.get("reducer")
+    return StateVar(
+        name,
+        schema if isinstance(schema, dict) else None,
+        spec.get("default"),
+        "default" in spec,
+        reducer.strip() if isinstance(reducer, str) and reducer.strip() else "replace",
     )
 
 
@@ -127,6 +148,9 @@ def _step(sid: str, raw: Any, broken: bool, types: Sequence[str]) -> Step:
         return Step(sid, "", broken=True)
     kind = raw.get("type")
     fmt = raw.get("format")
+    output = raw.get("output")
+    structured = isinstance(output, (dict, list))
+    raw_set = raw.get("set")
     max_visits = raw.get("max_visits")
     return Step(
         id=sid,
@@ -142,9 +166,13 @@ def _step(sid: str, raw: Any, broken: bool, types: Sequence[str]) -> Step:
         default=_text(raw.get("default")) if kind != "input" else None,
         examples=_examples(raw.get("examples")),
         calibrate=raw["calibrate"] if isinstance(raw.get("calibrate"), bool) else None,
-        output=_text(raw.get("output")),
-        # An input step with a schema takes a JSON answer.
-        format="json" if fmt == "json" or (kind == "input" and "schema" in raw) else "text",
+        output=_text(output),
+        output_data=output if structured else None,
+        set={str(k): v for k, v in raw_set.items()} if isinstance(raw_set, dict) else {},
+        # An input step with a schema takes a JSON answer, a mapping or list output is JSON.
+        format="json"
+        if fmt == "json" or (kind == "input" and "schema" in raw) or structured
+        else "text",
         schema=raw["schema"] if isinstance(raw.get("schema"), dict) else None,
         max_visits=max_visits if _is_int(max_visits) and max_visits >= 1 else None,
         progress=_progress(raw.get("progress")),

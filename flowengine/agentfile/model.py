@@ -34,6 +34,20 @@ class Input:
 
 
 @dataclass(frozen=True)
+class StateVar:
+    """A declared variable of the agent's ``state:``: what values it takes (a JSON Schema,
+    or None for any), its value before any step sets it, and how a new value combines
+    with the current one (``reducer``: a name in ``flowengine.agentfile.reducers`` or an
+    expression over ``current`` and ``value``)."""
+
+    name: str
+    schema: dict[str, Any] | None = None
+    default: Any = None
+    has_default: bool = False
+    reducer: str = "replace"
+
+
+@dataclass(frozen=True)
 class Example:
     """A worked example for a decision's prompt: a situation and the label right for it."""
 
@@ -62,6 +76,11 @@ class Step:
     calibrate: bool | None = None
     """None: calibrate a decision's label scores when it has examples."""
     output: str | None = None
+    output_data: dict[str, Any] | list[Any] | None = None
+    """A terminal ``output`` written as a mapping or list of templates (a JSON output)."""
+    set: dict[str, Any] = field(default_factory=dict)
+    """Variable -> template, evaluated after the step (``result`` bound to its result) and
+    applied through the variable's reducer."""
     format: Literal["text", "json"] = "text"
     schema: dict[str, Any] | None = None
     max_visits: int | None = None
@@ -129,6 +148,8 @@ class Agent:
     start: str | None = None
     max_steps: int | None = None
     progress: Progress = DEFAULT_PROGRESS
+    state: dict[str, StateVar] = field(default_factory=dict)
+    """The declared variables (``state:``), by name."""
 
     @property
     def start_step(self) -> str | None:

@@ -339,6 +339,7 @@ _REQUIRED_HINTS = {
     "name": "; add 'name: YourAgent'",
     "steps": "; add 'steps:' with at least one step",
     "question": "; add the question that the branch labels answer",
+    "set": "; add 'set:' with each variable and its value (a template)",
 }
 
 _MINIMUM_WORDS = {

@@ -31,10 +31,12 @@ __all__ = [
     "RENDER_SECONDS",
     "STEP_BUDGET",
     "TemplateProblem",
+    "attribute_reads",
     "compiled_expression",
     "compiled_template",
     "environment",
     "expression_variables",
+    "guarded_variables",
     "parsed_template_variables",
     "plain_data",
     "render_bounded",
@@ -130,6 +132,60 @@ def parsed_template_variables(source: str) -> frozenset[str]:
     except RecursionError:
         raise TemplateProblem("the template is nested too deeply") from None
     return _checked_variables(tree)
+
+
+def guarded_variables(source: str, is_expression: bool = False) -> frozenset[str]:
+    """Names the template reads only under a guard somewhere: the subject of an
+    ``is defined``/``is undefined`` test or of a ``default`` filter. Such a read does not
+    need the variable set on every path (the definite-assignment check skips it). Empty
+    when the source does not parse (its syntax error is reported elsewhere)."""
+    if "defined" not in source and "default" not in source and "d(" not in source:
+        return frozenset()
+    try:
+        tree = _expression_tree(source) if is_expression else environment().parse(source)
+    except (TemplateSyntaxError, TemplateProblem, RecursionError):
+        return frozenset()
+    found = set()
+    for node in tree.find_all((nodes.Test, nodes.Filter)):
+        guard = (
+            node.name in ("defined", "undefined")
+            if isinstance(node, nodes.Test)
+            else node.name in ("default", "d")
+        )
+        if guard and isinstance(node.node, nodes.Name):
+            found.add(node.node.name)
+    return frozenset(found)
+
+
+def attribute_reads(
+    source: str, is_expression: bool = False
+) -> list[tuple[str, tuple[str, ...], int]]:
+    """``(name, (attr, ...), line)`` for each ``name.attr.attr`` the template reads of a
+    variable from its context (not of a loop or ``set`` variable). Empty when it does not
+    parse (its syntax error is reported elsewhere)."""
+    if "." not in source:
+        return []
+    try:
+        tree = _expression_tree(source) if is_expression else environment().parse(source)
+    except (TemplateSyntaxError, TemplateProblem, RecursionError):
+        return []
+    local = {n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param")}
+    found: dict[tuple[str, tuple[str, ...]], int] = {}
+    for node in tree.find_all(nodes.Getattr):
+        chain: list[str] = []
+        inner: nodes.Node = node
+        while isinstance(inner, nodes.Getattr):
+            chain.append(inner.attr)
+            inner = inner.node
+        if isinstance(inner, nodes.Name) and inner.ctx == "load" and inner.name not in local:
+            found.setdefault((inner.name, tuple(reversed(chain))), node.lineno)
+    return [(name, chain, line) for (name, chain), line in found.items()]
+
+
+def _expression_tree(source: str) -> nodes.Template:
+    env = environment()
+    parser = Parser(env, source, state="variable")
+    return nodes.Template([nodes.Output([parser.parse_expression()])], lineno=1)
 
 
 def expression_variables(source: str) -> frozenset[str]:

@@ -354,6 +354,7 @@ def _add_tools_parser(commands: Any) -> None:
 
 def cmd_tools(args: argparse.Namespace) -> int:
     from flowengine.agentfile.diagnostics import did_you_mean
+    from flowengine.tools.base import describe_type
     from flowengine.tools.catalog import catalog
 
     found = catalog()
@@ -382,6 +383,7 @@ def cmd_tools(args: argparse.Namespace) -> int:
                     for a in tool.arguments()
                 ],
                 "parameters": tool.parameters,
+                "result": tool.result,
             }
             for tool in chosen
         ]
@@ -402,6 +404,20 @@ def cmd_tools(args: argparse.Namespace) -> int:
             lines.append("    (no arguments)")
         if tool.takes_other_arguments:
             lines.append("    (and any other argument)")
+        fields = tool.result_fields()
+        if fields:
+            # What {{ saved.FIELD }} can read after a step calls it.
+            lines.append("  returns:")
+            field_width = max(len(f.name) for f in fields)
+            lines += [
+                f"    {f.name.ljust(field_width)}  {f.type}"
+                + (f"  ({f.description})" if f.description else "")
+                for f in fields
+            ]
+        elif tool.result is not None:
+            lines.append(f"  returns: {describe_type(tool.result)}")
+        else:
+            lines.append("  returns: (not declared)")
         blocks.append("\n".join(lines))
     print("\n\n".join(blocks))
     return EXIT_OK

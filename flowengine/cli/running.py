@@ -30,6 +30,7 @@ from flowengine.kernel.backends.registry import available_backends
 from flowengine.steps.registry import kind_of
 
 if TYPE_CHECKING:
+    from flowengine.agentfile.diagnostics import Diagnostic
     from flowengine.runtime.interpreter import RunOutcome, StepEvent
     from flowengine.runtime.session import Session
 
@@ -177,7 +178,8 @@ def add_parsers(commands: Any, with_backends: bool = True) -> None:
         "chosen scheduler. Everything is stored in DuckDB (see 'logs' and 'stats'). "
         "A run that reaches an input step stops with status 'waiting' and its question "
         "(on a terminal, run asks it instead); `flowengine resume RUN_ID --answer TEXT` "
-        "goes on. Exit status: 0 every run completed, 1 a run failed or hit a limit, "
+        "goes on. validate's warnings are printed first. Exit status: 0 every run "
+        "completed, 1 a run failed, hit a limit or ended with an output its schema refuses, "
         "2 bad usage, 3 no run failed and one or more wait for an answer.",
         epilog="Examples:\n"
         '  flowengine run agents/travel_agent.yaml --input "Plan a 3-day trip from '
@@ -377,7 +379,7 @@ def _report(outcomes: list[RunOutcome], as_json: bool) -> int:
                 print(text, flush=True)
             if outcome.output_errors:
                 print(
-                    f"flowengine run: warning: run {outcome.run_id}'s output does not match "
+                    f"flowengine run: run {outcome.run_id}'s output does not match "
                     "the terminal step's format:",
                     file=sys.stderr,
                 )
@@ -432,8 +434,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     variables = _variables(args.var)
     config = _session_config(args)
     setups: list[tuple[RunSetup, Checkpoint | None]] = []
+    warned: set[str] = set()
     for path, task in jobs:
-        agent, source = runnable_agent(path)
+        warnings: list[Diagnostic] = []
+        agent, source = runnable_agent(path, warnings)
+        if path not in warned:
+            # What validate would say, before the run starts: a warning may explain it.
+            for warning in warnings:
+                print(warning.format(), file=sys.stderr)
+            warned.add(path)
         inputs = check_inputs(agent, variables)
         setup = RunSetup(agent, source, task, inputs)
         if args.max_tokens is not None:

@@ -37,9 +37,11 @@ def build_graph(agent: Agent) -> nx.DiGraph:
             line=agent.key_at("steps", step.id).line,
             tool=step.tool,
             save_as=step.save_as,
+            sets=list(step.set),
             max_visits=step.max_visits,
             format=extra["format"],
-            deterministic=bool(step.when),
+            # With 'when' but no 'default', the model picks when no condition holds.
+            deterministic=bool(step.when) and step.default is not None,
             when=dict(step.when),
             default=step.default,
             args=dict(step.args),

@@ -46,8 +46,11 @@ class Span:
 class Completion:
     label: str
     kind: str
-    """``step``, ``variable``, ``tool``, ``branch`` or ``value``."""
+    """``step``, ``variable``, ``field``, ``tool``, ``branch`` or ``value``."""
     detail: str = ""
+    insert: str = ""
+    """What replaces the word at the cursor, when not the label (``refund.value`` for the
+    field ``value``: the word runs from the variable's name)."""
 
 
 @dataclass
@@ -129,7 +132,8 @@ def completions(analysis: Analysis, context: Context) -> list[Completion]:
     agent = analysis.agent
     steps = list(agent.steps) if agent else []
     if _in_template(context.before):
-        return _variables(agent)
+        fields = _field_completions(agent, context)
+        return fields if fields is not None else _variables(agent)
     under = context.parents[-1] if context.parents else None
     if context.value_part and context.key in TARGET_KEYS:
         found = [Completion(s, "step", _step_detail(agent, s)) for s in steps]
@@ -248,10 +252,36 @@ def _variables(agent: Agent | None) -> list[Completion]:
     if agent is not None:
         for name in agent.inputs:
             names.setdefault(name, "input")
+        for name, spec in agent.state.items():
+            names.setdefault(name, f"state ({spec.reducer})")
         for step in agent.steps.values():
             if step.save_as:
                 names.setdefault(step.save_as, f"saved by step '{step.id}'")
+            for name in step.set:
+                names.setdefault(name, f"set by step '{step.id}'")
     return [Completion(name, "variable", detail) for name, detail in names.items()]
+
+
+_DOTTED = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)((?:\.[A-Za-z_][A-Za-z0-9_]*)*)\.([A-Za-z0-9_]*)$")
+
+
+def _field_completions(agent: Agent | None, context: Context) -> list[Completion] | None:
+    """After ``name.`` in a template: the fields ``name`` has where its type is known (a
+    tool's result, a JSON step's schema, declared state); None when not after a dot."""
+    match = _DOTTED.search(context.before)
+    if match is None:
+        return None
+    if agent is None:
+        return []
+    from flowengine.graph.checks import known_fields
+
+    chain = tuple(part for part in match.group(2).split(".") if part)
+    fields = known_fields(agent, match.group(1), chain, context.step)
+    prefix = match.group(1) + match.group(2)
+    return [
+        Completion(name, "field", f"field of {prefix}", insert=f"{prefix}.{name}")
+        for name in fields
+    ]
 
 
 def _step_around(agent: Agent | None, context: Context) -> Step | None:

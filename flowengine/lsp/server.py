@@ -29,6 +29,7 @@ from flowengine.lsp.analysis import hover as hover_text
 _KINDS = {
     "step": types.CompletionItemKind.Reference,
     "variable": types.CompletionItemKind.Variable,
+    "field": types.CompletionItemKind.Field,
     "tool": types.CompletionItemKind.Function,
     "branch": types.CompletionItemKind.EnumMember,
     "value": types.CompletionItemKind.Value,
@@ -140,7 +141,7 @@ def build_server() -> AgentServer:
 
     @server.feature(
         types.TEXT_DOCUMENT_COMPLETION,
-        types.CompletionOptions(trigger_characters=[" ", ":", "{", "[", ","]),
+        types.CompletionOptions(trigger_characters=[" ", ":", "{", "[", ",", "."]),
     )
     def completion(ls: AgentServer, params: types.CompletionParams) -> types.CompletionList:
         uri = params.text_document.uri
@@ -157,7 +158,7 @@ def build_server() -> AgentServer:
                 detail=item.detail or None,
                 text_edit=types.TextEdit(
                     range=replaced,
-                    new_text=yaml_scalar(item.label) if as_value else item.label,
+                    new_text=item.insert or (yaml_scalar(item.label) if as_value else item.label),
                 ),
             )
             for item in completions(analysis, context)

@@ -19,6 +19,7 @@ import networkx as nx
 from jinja2 import Undefined
 
 from flowengine.agentfile.model import TOOL_RESULT, Agent, Step
+from flowengine.agentfile.reducers import UNSET, ReducerError, combine, is_named
 from flowengine.agentfile.schema_validation import with_values
 from flowengine.agentfile.templates import (
     compiled_expression,
@@ -34,13 +35,13 @@ from flowengine.kernel.kernel import Kernel
 from flowengine.kernel.llm_request import LLMRequest
 from flowengine.kernel.memory import RunMemory
 from flowengine.runtime import prompts
-from flowengine.steps.base import StepKind
+from flowengine.steps.base import Ran, StepKind
 from flowengine.steps.registry import kind_of
 from flowengine.storage.checkpoints import step_change
 from flowengine.storage.rows import RunRow, StepRow
 from flowengine.storage.tables import to_json
 
-FINAL_STATUSES = ("completed", "max_steps", "max_visits", "failed")
+FINAL_STATUSES = ("completed", "output_invalid", "max_steps", "max_visits", "failed")
 
 
 RECOVERABLE = ("tool-failed", "llm-failed", "step-crashed")
@@ -146,6 +147,9 @@ class _KindContext:
     def render(self, template: str, step: Step) -> str:
         return self._run._render(template, step)
 
+    def evaluate_set(self, step: Step) -> dict[str, Any]:
+        return self._run._evaluate_set(step)
+
 
 class AgentRun:
     def __init__(
@@ -161,6 +165,9 @@ class AgentRun:
         self.graph = setup.graph
         self._tool_result: Any = None
         """The tool's result while a tool step's own templates render (``tool_result``)."""
+        self._bound: dict[str, Any] = {}
+        """Names bound while a step's ``set`` values are evaluated (``result``)."""
+        self._state_validators: dict[str, Any] = {}
         self.on_step = on_step
         self.memory: RunMemory = kernel.register_run(self.run_id, self.agent.name, self.agent.tools)
         self.seq = 0
@@ -240,8 +247,8 @@ class AgentRun:
                 self.kernel.end_run(self.run_id)
         return outcome
 
-    def _attempt(self, step: Step, outcome: RunOutcome) -> tuple[Any, Any, str | None, str | None]:
-        """Run one step: (result, value saved, decision label, next step id).
+    def _attempt(self, step: Step, outcome: RunOutcome) -> tuple[Ran, str | None]:
+        """Run one step: what it gave, and the next step id.
 
         An unexpected exception is the step's failure (``step-crashed``), never the
         process's; like a tool failure it is stored and retried ``retry`` times."""
@@ -251,7 +258,7 @@ class AgentRun:
                 # The kind says how its step runs, through the context below.
                 ran = kind.run(step, _KindContext(self, outcome))
                 following = successor(self.graph, step.id, ran.leave_by) if ran.leave_by else None
-                return ran.result, ran.saved, ran.label, following
+                return ran, following
             except StepError:
                 raise
             except Exception as exc:  # isolated to this step, and stored
@@ -318,16 +325,17 @@ class AgentRun:
         label: str | None = None
         result: Any
         saved: Any
+        assigned: dict[str, Any] | None = None
         try:
-            result, saved, label, following = self._attempt(step, outcome)
+            ran, following = self._attempt(step, outcome)
+            result, saved, label, assigned = ran.result, ran.saved, ran.label, ran.assigned
         except StepError as failure:
             if failure.code not in RECOVERABLE or step.error_policy == "fail":
                 raise
             following = self._recover(step, failure)
             result = saved = {"error": failure.message}
         memory = self.memory
-        if step.save_as:
-            memory.variables[step.save_as] = saved
+        changed = self._assign(step, result, saved, assigned)
         memory.progress.append({"step": step.id, "result": result})
         memory.visits[step.id] = memory.visits.get(step.id, 0) + 1
         try:
@@ -339,7 +347,17 @@ class AgentRun:
         outcome.steps = self.seq
         if following is None:
             outcome.status = "completed"
-        self._checkpoint(step, started, label, result, following, outcome)
+            if outcome.output_valid is False:
+                # The run ended, but its output is not what its schema promises.
+                outcome.status = "output_invalid"
+                outcome.error = (
+                    f"the final output of step '{step.id}' does not match its schema: "
+                    + "; ".join(outcome.output_errors[:3])
+                )
+                self.kernel.record_error(
+                    self.run_id, step.id, self.step_seq, "run-output-invalid", outcome.error
+                )
+        self._checkpoint(step, started, label, result, following, outcome, changed)
         if self.on_step is not None:
             self.on_step(
                 StepEvent(
@@ -354,6 +372,92 @@ class AgentRun:
                 )
             )
         return following
+
+    # -- state ----------------------------------------------------------------------
+
+    def _assign(
+        self, step: Step, result: Any, saved: Any, assigned: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        """Write the step's ``save_as`` and then its ``set`` values, each through its
+        variable's reducer; what the step changed (name -> new value)."""
+        changed: dict[str, Any] = {}
+        if step.save_as:
+            changed[step.save_as] = self._write(step.save_as, saved, step, ("save_as",))
+        if step.set:
+            values = assigned if assigned is not None else self._evaluate_set(step, result, saved)
+            for name, value in values.items():
+                changed[name] = self._write(name, value, step, ("set", name))
+        return changed
+
+    def _evaluate_set(self, step: Step, result: Any = None, saved: Any = None) -> dict[str, Any]:
+        """The step's ``set`` values, evaluated (all before any is applied), with
+        ``result`` bound to the step's result and, in a tool step, ``tool_result``."""
+        self._bound = {"result": result}
+        if step.tool:
+            self._bound[TOOL_RESULT] = saved
+        try:
+            return {
+                name: self._render_value(value, step, f"set '{name}'")
+                for name, value in step.set.items()
+            }
+        finally:
+            self._bound = {}
+
+    def _write(self, name: str, value: Any, step: Step, field: tuple[str, ...]) -> Any:
+        """Set variable ``name`` from ``value`` through its reducer, checked against its
+        declared schema; the new value. An undeclared variable is replaced, as always."""
+        spec = self.agent.state.get(name)
+        if spec is None:
+            self.memory.variables[name] = value
+            return value
+        current = self.memory.variables.get(name, spec.default if spec.has_default else UNSET)
+        if is_named(spec.reducer):
+            try:
+                new = combine(spec.reducer, current, value)
+            except ReducerError as exc:
+                message = f"state '{name}' cannot take {value!r}: {exc}"
+                raise self._state_error(step, field, message) from None
+        else:
+            new = self._reduce(spec.reducer, None if current is UNSET else current, value, step)
+        errors = self._state_errors(name, new)
+        if errors:
+            raise self._state_error(
+                step,
+                field,
+                f"state '{name}' would become {_short(new)}, which does not match its schema: "
+                + "; ".join(errors[:3]),
+            )
+        self.memory.variables[name] = new
+        return new
+
+    def _reduce(self, expression: str, current: Any, value: Any, step: Step) -> Any:
+        try:
+            compiled = compiled_expression(expression)
+            new = render_bounded(lambda: compiled(current=current, value=value))
+            if isinstance(new, Undefined):
+                new._fail_with_undefined_error()
+            return plain_data(new)
+        except Exception as exc:
+            raise StepError(
+                f"step '{step.id}': the reducer {expression!r} failed: {exc}", "template-failed"
+            ) from None
+
+    def _state_errors(self, name: str, value: Any) -> list[str]:
+        spec = self.agent.state[name]
+        if spec.schema is None:
+            return []
+        validator = self._state_validators.get(name)
+        if validator is None:
+            from jsonschema import Draft202012Validator
+
+            validator = self._state_validators[name] = Draft202012Validator(spec.schema)
+        return schema_errors(validator, value)
+
+    def _state_error(self, step: Step, field: tuple[str, ...], message: str) -> StepError:
+        line, column = self.agent.value_at("steps", step.id, *field)
+        return StepError(
+            f"{self.agent.file}:{line}:{column}: step '{step.id}': {message}", "state-invalid"
+        )
 
     # -- step kinds -----------------------------------------------------------------
 
@@ -395,8 +499,9 @@ class AgentRun:
             for label, expression in step.when.items():
                 if self._evaluate(expression, step):
                     return label
-            assert step.default is not None
-            return step.default
+            if step.default is not None:
+                return step.default
+            # No rule matched and there is no default: the model picks, as without 'when'.
         question = self._render(step.question or "", step)
         examples = [(example.input, example.label) for example in step.examples]
         request = self._request(step, "choose", prompts.decision_ask(question, labels, examples))
@@ -416,10 +521,17 @@ class AgentRun:
         return self._submit(step, request).response
 
     def _terminal(self, step: Step, outcome: RunOutcome) -> Any:
-        if step.output is None:
+        if step.output_data is not None or (step.output is not None and step.format == "json"):
+            # A mapping or list of templates, or a lone {{ expression }}, keeps its types;
+            # text is JSON to parse (``{{ x | tojson }}``, as before).
+            source = step.output_data if step.output_data is not None else step.output
+            value = self._render_value(source, step, "the output")
+            if isinstance(value, str):
+                outcome.output, errors = self._checked_json(step, value)
+            else:
+                outcome.output, errors = value, self._checked_value(step, value)
+        elif step.output is None:
             outcome.output, errors = self._answer(step)
-        elif step.format == "json":
-            outcome.output, errors = self._checked_json(step, self._render(step.output, step))
         else:
             outcome.output, errors = self._render(step.output, step), []
         if step.format == "json":
@@ -466,9 +578,22 @@ class AgentRun:
 
     def _checked_json(self, step: Step, text: str) -> tuple[Any, list[str]]:
         value, errors = parse_json_output(text, self._output_schema(step))
+        self._record_invalid(step, errors)
+        return (value if value is not None else text), errors
+
+    def _checked_value(self, step: Step, value: Any) -> list[str]:
+        schema = self._output_schema(step)
+        if schema is None:
+            return []
+        from jsonschema import Draft202012Validator
+
+        errors = schema_errors(Draft202012Validator(schema), value)
+        self._record_invalid(step, errors)
+        return errors
+
+    def _record_invalid(self, step: Step, errors: list[str]) -> None:
         for message in errors:
             self.kernel.record_error(self.run_id, step.id, self.step_seq, "output-invalid", message)
-        return (value if value is not None else text), errors
 
     # -- LLM calls ------------------------------------------------------------------
 
@@ -561,15 +686,20 @@ class AgentRun:
         memory = self.memory
         values = {name: spec.default for name, spec in self.agent.inputs.items()}
         values.update(self.setup.inputs)
+        values.update(
+            (name, spec.default) for name, spec in self.agent.state.items() if spec.has_default
+        )
         values.update(memory.variables)
         values.update(
             task=self.setup.task,
             last=memory.progress[-1]["result"] if memory.progress else "",
             progress=[dict(entry) for entry in memory.progress],
-            visits=dict(memory.visits),
+            # A step not run yet has 0 visits, so `visits['Step 9'] + 1` works from the start.
+            visits={**dict.fromkeys(self.agent.steps, 0), **memory.visits},
         )
         if self._tool_result is not None:
             values[TOOL_RESULT] = self._tool_result
+        values.update(self._bound)
         return values
 
     def _render(self, source: str, step: Step) -> str:
@@ -621,11 +751,12 @@ class AgentRun:
         result: Any,
         following: str | None,
         outcome: RunOutcome,
+        saved: dict[str, Any],
     ) -> None:
-        """Store the finished step, the run's checkpoint; returns once it is durable."""
+        """Store the finished step, the run's checkpoint; returns once it is durable.
+        ``saved``: the variables the step changed, with their new values."""
         # What the step changed, not the whole memory: a row per step of the whole memory
         # made storage grow with the square of a run's length (storage/checkpoints.py).
-        saved = {step.save_as: self.memory.variables[step.save_as]} if step.save_as else {}
         self.kernel.record_step(
             StepRow(
                 run_id=self.run_id,
@@ -707,11 +838,21 @@ def parse_json_output(text: str, schema: dict[str, Any] | None) -> tuple[Any, li
         return value, []
     from jsonschema import Draft202012Validator
 
+    return value, schema_errors(Draft202012Validator(schema), value)
+
+
+def schema_errors(validator: Any, value: Any) -> list[str]:
+    """What is wrong with ``value`` under a JSON Schema validator, one line each."""
     errors = []
-    for error in sorted(Draft202012Validator(schema).iter_errors(value), key=lambda e: e.path):
+    for error in sorted(validator.iter_errors(value), key=lambda e: e.path):
         where = "/".join(str(part) for part in error.absolute_path) or "(top level)"
         errors.append(f"{where}: {error.message}")
-    return value, errors
+    return errors
+
+
+def _short(value: Any, limit: int = 120) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _ordinal(n: int) -> str:

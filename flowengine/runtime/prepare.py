@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from flowengine.agentfile.answers import parse_answer
+from flowengine.agentfile.diagnostics import Diagnostic
 from flowengine.agentfile.model import Agent
 from flowengine.errors import AgentFileError, RunError
 from flowengine.graph.validate import Validated, validate_file, validate_text
@@ -30,10 +31,13 @@ def _checked(validated: Validated) -> Agent:
     return validated.agent
 
 
-def runnable_agent(path: str) -> tuple[Agent, str]:
-    """The agent at ``path``, validated, with its source text (kept with each run)."""
+def runnable_agent(path: str, warnings: list[Diagnostic] | None = None) -> tuple[Agent, str]:
+    """The agent at ``path``, validated, with its source text (kept with each run);
+    ``warnings``, if given, gets validate's warnings, for the user to see first."""
     validated = validate_file(path)
     agent = _checked(validated)
+    if warnings is not None:
+        warnings.extend(validated.warnings)
     return agent, Path(path).read_text(encoding="utf-8")
 
 

@@ -35,12 +35,15 @@ class Drawing:
 @dataclass(frozen=True)
 class Ran:
     """What running a step gave: its result, the value ``save_as`` keeps, the decision
-    label (None for other kinds), and the edge label the run leaves by (None: it ends)."""
+    label (None for other kinds), and the edge label the run leaves by (None: it ends);
+    ``assigned``: the step's ``set`` values if the kind evaluated them itself (None: the
+    interpreter evaluates them after the step, with ``result`` bound)."""
 
     result: Any
     saved: Any
     label: str | None
     leave_by: str | None
+    assigned: dict[str, Any] | None = None
 
 
 class RunContext(Protocol):
@@ -69,6 +72,10 @@ class RunContext(Protocol):
         """A template rendered with the run's variables, in the sandbox."""
         ...
 
+    def evaluate_set(self, step: Step) -> dict[str, Any]:
+        """The step's ``set`` values, evaluated now (before they are applied)."""
+        ...
+
 
 # Hints shared by several kinds, so that the schema's "before 'type' is written" list
 # names them together ("process, decision, input: ...").
@@ -77,6 +84,9 @@ NEXT_HINT = "the step that runs after this one"
 MAX_VISITS_HINT = "loop guard, the most times this step may run"
 RETRY_HINT = "how many more times to try a failed tool call or LLM request (0-5)"
 ON_ERROR_HINT = "'fail', 'continue' or a step id, for a failure left after retries"
+SET_HINT = "variable -> value, set after the step through the variable's reducer"
+SET_FIELD: dict[str, Any] = {"$ref": "#/$defs/assignments"}
+"""The ``set`` field every built-in kind takes (``$defs/assignments`` in schema.py)."""
 
 
 class StepKind:

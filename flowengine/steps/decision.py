@@ -12,6 +12,8 @@ from flowengine.steps.base import (
     ON_ERROR_HINT,
     RETRY_HINT,
     SAVE_AS_HINT,
+    SET_FIELD,
+    SET_HINT,
     Drawing,
     Ran,
     RunContext,
@@ -34,12 +36,14 @@ class Decision(StepKind):
     field_hints: ClassVar[dict[str, str]] = {
         "question": "the question that picks a branch (a Jinja2 template)",
         "branches": "branch label -> step id; at least two",
-        "when": "branch label -> Jinja2 expression; the first true one wins, else 'default'",
+        "when": "branch label -> Jinja2 expression; the first true one wins, else 'default' "
+        "(or, without one, the LLM picks)",
         "default": "the branch taken when no 'when' expression is true",
         "save_as": SAVE_AS_HINT,
         "max_visits": MAX_VISITS_HINT,
         "retry": RETRY_HINT,
         "on_error": ON_ERROR_HINT,
+        "set": SET_HINT,
     }
 
     def schema(self) -> dict[str, Any]:
@@ -64,7 +68,8 @@ class Decision(StepKind):
                     "type": "object",
                     "additionalProperties": {"type": "string", "minLength": 1},
                     "description": "Branch label -> Jinja2 expression over the run's "
-                    "variables; the first true one wins, else 'default'.",
+                    "variables; the first true one wins, else 'default', or without a "
+                    "'default' the LLM picks among the branches.",
                 },
                 "default": {
                     "type": "string",
@@ -104,6 +109,7 @@ class Decision(StepKind):
                     "$ref": "#/$defs/name",
                     "description": "Keep the chosen label in this variable.",
                 },
+                "set": SET_FIELD,
                 "progress": {"$ref": "#/$defs/progress"},
                 "max_visits": {"$ref": "#/$defs/max_visits"},
                 "retry": {"$ref": "#/$defs/retry"},
@@ -114,6 +120,14 @@ class Decision(StepKind):
 
     def check(self, agent: Agent, step: Step, report: Reporter) -> None:
         _check_decision(agent, step, report)
+
+    def footnote(self, attrs: dict[str, Any]) -> list[str]:
+        if attrs.get("when") and attrs.get("default") is None:
+            return ["when conditions, else the model"]
+        return []
+
+    def page_notes(self, attrs: dict[str, Any]) -> list[str]:
+        return self.footnote(attrs)
 
     def continue_label(self, step: Step) -> str | None:
         # A failed decision that goes on takes its default branch; without one it cannot.
@@ -169,14 +183,8 @@ def _check_decision(agent: Agent, step: Step, report: Reporter) -> None:
                 + did_you_mean(label, labels),
                 agent.key_at("steps", step.id, "when", label),
             )
-    if step.default is None:
-        report.error(
-            "missing-default",
-            f"decision step '{step.id}' uses 'when' but has no 'default' branch "
-            "for when no condition holds; add 'default: <label>'",
-            agent.key_at("steps", step.id, "when"),
-        )
-    elif step.default not in step.branches:
+    # Without a default, the model picks among the branches when no condition holds.
+    if step.default is not None and step.default not in step.branches:
         report.error(
             "unknown-branch",
             f"default branch '{step.default}' of step '{step.id}' is not in 'branches'"

@@ -13,6 +13,8 @@ from flowengine.steps.base import (
     MAX_VISITS_HINT,
     NEXT_HINT,
     SAVE_AS_HINT,
+    SET_FIELD,
+    SET_HINT,
     Drawing,
     Ran,
     RunContext,
@@ -41,6 +43,7 @@ class Input(StepKind):
         "save_as": SAVE_AS_HINT,
         "next": NEXT_HINT,
         "max_visits": MAX_VISITS_HINT,
+        "set": SET_HINT,
     }
 
     def schema(self) -> dict[str, Any]:
@@ -79,6 +82,7 @@ class Input(StepKind):
                     "description": "The answer used once 'timeout' has passed (text, or JSON "
                     "matching 'schema')."
                 },
+                "set": SET_FIELD,
                 "max_visits": {"$ref": "#/$defs/max_visits"},
             },
             "dependentRequired": {"default": ["timeout"], "timeout": ["default"]},

@@ -13,6 +13,8 @@ from flowengine.steps.base import (
     ON_ERROR_HINT,
     RETRY_HINT,
     SAVE_AS_HINT,
+    SET_FIELD,
+    SET_HINT,
     Drawing,
     Ran,
     RunContext,
@@ -46,6 +48,7 @@ class Process(StepKind):
         "max_visits": MAX_VISITS_HINT,
         "retry": RETRY_HINT,
         "on_error": ON_ERROR_HINT,
+        "set": SET_HINT,
     }
 
     def schema(self) -> dict[str, Any]:
@@ -86,6 +89,7 @@ class Process(StepKind):
                     "type": "object",
                     "description": "A JSON Schema the JSON reply must match (needs format: json).",
                 },
+                "set": SET_FIELD,
                 "progress": {"$ref": "#/$defs/progress"},
                 "max_visits": {"$ref": "#/$defs/max_visits"},
                 "retry": {"$ref": "#/$defs/retry"},

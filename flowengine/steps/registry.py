@@ -31,6 +31,7 @@ BUILTIN_ENTRY_POINTS = {
     "decision": "flowengine.steps.decision:KIND",
     "terminal": "flowengine.steps.terminal:KIND",
     "input": "flowengine.steps.input:KIND",
+    "set": "flowengine.steps.set:KIND",
 }
 """flowengine's own kinds, in the order the schema and the drawings list them, as
 ``pyproject.toml`` declares them (a test holds the two equal). Loaded from here, so that

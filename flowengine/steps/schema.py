@@ -64,6 +64,14 @@ _AGENT: dict[str, Any] = {
             "carries, unless a step says otherwise. Default: "
             "none.",
         },
+        "state": {
+            "type": "object",
+            "propertyNames": {"$ref": "#/$defs/name"},
+            "additionalProperties": {"$ref": "#/$defs/state_variable"},
+            "description": "Declared variables the run carries from step to step: each with "
+            "a JSON Schema its values must match, a default, and a reducer saying how a new "
+            "value (from save_as or set) combines with the current one.",
+        },
         "steps": {
             "type": "object",
             "minProperties": 1,
@@ -127,6 +135,33 @@ _SHARED: dict[str, Any] = {
         "result), all, or the last N entries. Small models follow a "
         "short prompt better; larger ones can use all.",
     },
+    "state_variable": {
+        "type": ["object", "null"],
+        "additionalProperties": False,
+        "properties": {
+            "schema": {
+                "type": "object",
+                "description": "A JSON Schema every value of the variable must match "
+                "(checked whenever it is set).",
+            },
+            "default": {"description": "The value before any step sets it."},
+            "reducer": {
+                "type": "string",
+                "minLength": 1,
+                "description": "How a new value combines with the current one: replace "
+                "(default), append, extend, merge (mappings), add (numbers), max, min, or a "
+                "Jinja2 expression over 'current' and 'value'.",
+                "examples": ["replace", "append", "extend", "merge", "add", "max", "min"],
+            },
+        },
+    },
+    "assignments": {
+        "type": "object",
+        "propertyNames": {"$ref": "#/$defs/name"},
+        "description": "Variable -> value, set after the step through the variable's "
+        "reducer. Values are templates ('result' is the step's result); a lone "
+        "'{{ expression }}' keeps its type; mappings and lists are built item by item.",
+    },
     "input": {
         "type": "object",
         "additionalProperties": False,
@@ -142,8 +177,8 @@ _SHARED: dict[str, Any] = {
 
 _HINT_ORDER = (
     "instruction", "tool", "args", "save_as", "next", "ask", "timeout", "question",
-    "branches", "when", "default", "output", "format", "schema", "max_visits", "retry",
-    "on_error",
+    "branches", "when", "default", "output", "format", "schema", "set", "max_visits",
+    "retry", "on_error",
 )  # fmt: skip
 """The order editors list a new step's fields in, before its ``type`` is written; a
 field only a plugin kind has comes after these."""

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 from flowengine.agentfile.diagnostics import Reporter
 from flowengine.agentfile.model import Agent, Step
-from flowengine.steps.base import Drawing, Ran, RunContext, StepKind
+from flowengine.steps.base import SET_FIELD, SET_HINT, Drawing, Ran, RunContext, StepKind
 from flowengine.steps.output_schema import check_output_schema
 
 _NEEDS = "a terminal step needs 'instruction' (the LLM writes the output) or 'output' (a template)"
@@ -29,6 +29,7 @@ class Terminal(StepKind):
         "output": "the final output itself (a Jinja2 template), no LLM call",
         "format": "text (default) or json",
         "schema": "a JSON Schema the JSON output must match (needs format: json)",
+        "set": SET_HINT,
     }
 
     def schema(self) -> dict[str, Any]:
@@ -42,8 +43,14 @@ class Terminal(StepKind):
                     "description": "Ask the LLM to write the final output (a Jinja2 template).",
                 },
                 "output": {
-                    "$ref": "#/$defs/template",
-                    "description": "The final output itself (a Jinja2 template), no LLM call.",
+                    "anyOf": [
+                        {"$ref": "#/$defs/template"},
+                        {"type": "object"},
+                        {"type": "array"},
+                    ],
+                    "description": "The final output itself, no LLM call: a Jinja2 template, "
+                    "or a mapping or list of templates (a JSON output; a lone "
+                    "'{{ expression }}' keeps its type).",
                 },
                 "format": {"enum": ["text", "json"], "description": "text (default) or json."},
                 "schema": {
@@ -51,19 +58,31 @@ class Terminal(StepKind):
                     "description": "A JSON Schema the JSON output must match (needs format: "
                     "json); the output is constrained to it while it is generated.",
                 },
+                "set": SET_FIELD,
                 "progress": {"$ref": "#/$defs/progress"},
             },
             "anyOf": [
                 {"required": ["instruction"], "errorMessage": _NEEDS},
                 {"required": ["output"], "errorMessage": _NEEDS},
             ],
+            # A mapping or list output is JSON already; other outputs need 'format: json'.
             "dependentSchemas": {
                 "instruction": {
                     "properties": {"output": False},
                     "errorMessage": "a terminal step takes 'instruction' or 'output', not both",
-                }
+                },
+                "schema": {
+                    "anyOf": [
+                        {"required": ["format"]},
+                        {
+                            "required": ["output"],
+                            "properties": {"output": {"type": ["object", "array"]}},
+                        },
+                    ],
+                    "errorMessage": "'schema' needs 'format: json' (or an 'output' that is a "
+                    "mapping or a list)",
+                },
             },
-            "dependentRequired": {"schema": ["format"]},
         }
 
     def check(self, agent: Agent, step: Step, report: Reporter) -> None:

@@ -52,6 +52,10 @@ class Tool:
     """JSON Schema of the arguments object: ``{"type": "object", "properties": ...}``."""
     function: Callable[..., Any]
     timeout: float = DEFAULT_TIMEOUT
+    result: dict[str, Any] | None = None
+    """JSON Schema of what the tool returns (None: not declared). ``flowengine tools``
+    shows it, and ``validate`` checks templates that read its fields against it, where
+    it lists its ``properties`` and closes them (``additionalProperties: false``)."""
 
     def __post_init__(self) -> None:
         # Checked here so that a plugin's mistake names the plugin when it is loaded,
@@ -71,6 +75,24 @@ class Tool:
             raise ValueError(f"tool {self.name}: function is not callable")
         if not isinstance(self.timeout, int | float) or not 0 < self.timeout < float("inf"):
             raise ValueError(f"tool {self.name}: timeout must be a positive number of seconds")
+        if self.result is not None and not isinstance(self.result, dict):
+            raise ValueError(f"tool {self.name}: result must be a JSON Schema (a mapping)")
+
+    def result_fields(self) -> list[Argument]:
+        """The top-level fields of the result, when its schema is an object that lists them."""
+        found = (self.result or {}).get("properties")
+        if not isinstance(found, dict):
+            return []
+        required = (self.result or {}).get("required") or []
+        return [
+            Argument(
+                name,
+                describe_type(schema),
+                name in required,
+                str(schema.get("description", "")) if isinstance(schema, dict) else "",
+            )
+            for name, schema in found.items()
+        ]
 
     @property
     def properties(self) -> dict[str, Any]:

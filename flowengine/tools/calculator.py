@@ -97,4 +97,13 @@ TOOL = Tool(
     },
     function=calculate,
     timeout=2.0,
+    result={
+        "type": "object",
+        "required": ["expression", "value"],
+        "additionalProperties": False,
+        "properties": {
+            "expression": {"type": "string", "description": "the expression as evaluated"},
+            "value": {"type": "number", "description": "its value"},
+        },
+    },
 )

@@ -127,16 +127,66 @@ def _object(**properties: dict[str, Any]) -> dict[str, Any]:
 
 
 _TEXT = {"type": "string", "minLength": 1}
+_STRING: dict[str, Any] = {"type": "string"}
+_INTEGER: dict[str, Any] = {"type": "integer"}
+_NUMBER: dict[str, Any] = {"type": "number"}
+
+
+def _result(**properties: dict[str, Any]) -> dict[str, Any]:
+    """A tool result's schema: every field always there, no other (so that validate can
+    say 'did you mean' of a misspelt one)."""
+    return {
+        "type": "object",
+        "required": list(properties),
+        "additionalProperties": False,
+        "properties": {**properties, "source": _STRING},
+    }
+
+
+def _row_schema(**columns: dict[str, Any]) -> dict[str, Any]:
+    schema = _result(**columns)
+    del schema["properties"]["source"]
+    return {"type": "array", "items": schema}
+
+
+_LISTING_ROWS = {
+    "restaurants": _row_schema(name=_STRING, cuisine=_STRING, average_cost=_NUMBER, rating=_NUMBER),
+    "accommodations": _row_schema(
+        name=_STRING, price_per_night=_NUMBER, minimum_nights=_INTEGER, max_occupancy=_INTEGER
+    ),
+    "attractions": _row_schema(name=_STRING),
+}
 
 TOOLS = [
     Tool(
-        "plan_trip", "Departure, destination and length of a trip.", _object(query=_TEXT), plan_trip
+        "plan_trip",
+        "Departure, destination and length of a trip.",
+        _object(query=_TEXT),
+        plan_trip,
+        result=_result(
+            origin=_STRING,
+            destination=_STRING,
+            destination_is_state={"type": "boolean"},
+            cities_in_destination={"type": "array", "items": _STRING},
+            days=_INTEGER,
+        ),
     ),
     Tool(
         "search_flights",
         "Flights between two cities (numbers like F0123456), cheapest first.",
         _object(origin=_TEXT, destination=_TEXT, date={"type": "string", "default": ""}),
         search_flights,
+        result=_result(
+            origin=_STRING,
+            destination=_STRING,
+            flights=_row_schema(
+                flight_number=_STRING,
+                date=_STRING,
+                departure=_STRING,
+                minutes=_INTEGER,
+                price=_NUMBER,
+            ),
+        ),
     ),
     Tool(
         "search_distance",
@@ -147,13 +197,34 @@ TOOLS = [
             mode={"enum": ["taxi", "self-driving"], "default": "self-driving"},
         ),
         search_distance,
+        result=_result(
+            origin=_STRING,
+            destination=_STRING,
+            mode=_STRING,
+            distance_km=_NUMBER,
+            duration_hours=_NUMBER,
+            cost=_INTEGER,
+        ),
     ),
-    Tool("search_restaurants", "Restaurants in a city.", _object(city=_TEXT), search_restaurants),
+    Tool(
+        "search_restaurants",
+        "Restaurants in a city.",
+        _object(city=_TEXT),
+        search_restaurants,
+        result=_result(city=_STRING, restaurants=_LISTING_ROWS["restaurants"]),
+    ),
     Tool(
         "search_accommodations",
         "Places to stay in a city, cheapest first.",
         _object(city=_TEXT),
         search_accommodations,
+        result=_result(city=_STRING, accommodations=_LISTING_ROWS["accommodations"]),
     ),
-    Tool("search_attractions", "Attractions in a city.", _object(city=_TEXT), search_attractions),
+    Tool(
+        "search_attractions",
+        "Attractions in a city.",
+        _object(city=_TEXT),
+        search_attractions,
+        result=_result(city=_STRING, attractions=_LISTING_ROWS["attractions"]),
+    ),
 ]

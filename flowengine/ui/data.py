@@ -129,7 +129,7 @@ class RunRecords(Records):
             f"SELECT seq, step_id, kind, label, tool, next_step, {_EPOCH.format('started')} "
             f"AS started_s, {_EPOCH.format('ended')} AS ended_s, started, "
             "(SELECT count(*) FROM errors e WHERE e.run_id = s.run_id AND e.step_seq = s.seq) "
-            "AS errors FROM steps s WHERE run_id = ? ORDER BY seq LIMIT ? OFFSET ?",
+            "AS errors, state FROM steps s WHERE run_id = ? ORDER BY seq LIMIT ? OFFSET ?",
             [run_id, limit, offset],
         )
 
@@ -144,6 +144,7 @@ class RunRecords(Records):
             return None
         step = found[0]
         step["result"] = parse_json(step["result"])
+        step["set_here"] = variables_set(step["state"])
         step["state"] = self.memory_after(run_id, seq)
         key = [run_id, step["step_id"], seq]
         step["requests"] = self._rows(
@@ -380,6 +381,14 @@ class Database:
     def close(self) -> None:
         if self._folder is not None:
             self._folder.cleanup()
+
+
+def variables_set(state: Any) -> list[str]:
+    """The variables a step row says the step set (save_as and set, through reducers);
+    none for rows written before steps stored their changes."""
+    found = parse_json(state)
+    changed = found.get("set") if isinstance(found, dict) else None
+    return list(changed) if isinstance(changed, dict) else []
 
 
 def parse_json(text: Any) -> Any:

@@ -23,6 +23,7 @@ from flowengine.ui.data import (
     RunFilter,
     RunRecords,
     parse_json,
+    variables_set,
 )
 
 STATUS_BY_PROBLEM = {"missing": 404, "busy": 503, "corrupt": 500}
@@ -232,6 +233,8 @@ def run_page(site: Site, run_id: str, params: Mapping[str, str]) -> Page:
         default_page = (selected - 1) // STEPS_PER_PAGE + 1 if selected else 1
         page = min(whole(params, "page", default_page) or 1, last_page)
         steps = records.steps_page(run_id, (page - 1) * STEPS_PER_PAGE, STEPS_PER_PAGE)
+        for row in steps:
+            row["sets"] = variables_set(row.pop("state"))
         step = records.step(run_id, selected) if selected else None
         if selected and step is None:
             raise PageError(

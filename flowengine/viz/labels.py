@@ -41,6 +41,8 @@ def footnote(attrs: dict[str, Any]) -> list[str]:
     notes = []
     if attrs.get("save_as"):
         notes.append(f"saves {attrs['save_as']}")
+    if attrs.get("sets"):
+        notes.append("sets " + ", ".join(attrs["sets"]))
     if attrs.get("max_visits"):
         notes.append(f"at most {attrs['max_visits']} visits")
     if attrs.get("deterministic"):

@@ -38,7 +38,7 @@ def html_page(graph: nx.DiGraph, svg: str) -> str:
 </div>
 <div class="viewport" id="viewport"><div class="drawing" id="drawing">{svg_body}</div></div>
 <table id="steps"><thead><tr><th>step</th><th>type</th><th>says</th><th>goes to</th>
-<th>on error</th><th>tool and arguments</th><th>saves</th><th>limits</th><th>line</th></tr></thead>
+<th>on error</th><th>tool and arguments</th><th>writes</th><th>limits</th><th>line</th></tr></thead>
 <tbody>
 {rows}
 </tbody></table>
@@ -93,7 +93,9 @@ def _row(graph: nx.DiGraph, node: str, attrs: dict[str, Any]) -> str:
         limits += step_kind.page_notes(attrs)
     if attrs.get("visits"):
         limits.append(f"ran {attrs['visits']}×")  # noqa: RUF001
-    saves = f"<code>{_e(attrs['save_as'])}</code>" if attrs.get("save_as") else ""
+    # Which variables the step writes: its save_as, then its set names.
+    written = ([attrs["save_as"]] if attrs.get("save_as") else []) + list(attrs.get("sets") or [])
+    saves = ", ".join(f"<code>{_e(name)}</code>" for name in dict.fromkeys(written))
     return (
         f'<tr data-step="{_e(node)}"><td><b>{_e(node)}</b></td><td>{_e(kind)}</td>'
         f"<td>{_e(attrs.get('text') or '')}</td><td>{'<br>'.join(exits)}</td>"

@@ -260,7 +260,8 @@ def test_polling_never_opens_a_database(ui_data: UIData, tmp_path: Path) -> None
             str(db),
             "--quiet",
         )
-        assert done.returncode == 0, done.stderr
+        # The scripted reply is no JSON, so the run ends output_invalid; it is written.
+        assert done.returncode == 1 and "does not match its schema" in done.stderr, done.stderr
         assert viewer.get("/api/changes")[2] != first
     finally:
         viewer.stop()
@@ -391,3 +392,24 @@ def test_a_v1_file_reads_with_each_row_at_its_step_and_is_left_as_it_was(
     assert [call["tool"] for call in calculate["tool_calls"]] == ["calculator"]
     assert calculate["state"]["path"] == path[: path.index("calculate") + 1]
     assert v1.read_bytes() == before
+
+
+def test_each_step_shows_the_state_after_it_and_what_it_set(
+    server: Server, ui_data: UIData
+) -> None:
+    [math] = [o for o in ui_data.batch if o["agent"] == "MathAgent"]
+    run = f"/runs/{math['run_id']}"
+    seq = _step_seq(ui_data, math, "calculate")
+    _, _, page = server.get(f"{run}?step={seq}")
+    table = page[page.index('<table class="steps">') : page.index("</table>")]
+    assert "<th>sets</th>" in table
+    rows = re.findall(r"<tr[^>]*>(.*?)</tr>", table, re.S)[1:]
+    [calculate] = [r for r in rows if ">calculate</a>" in r]
+    assert "<td>result</td>" in calculate  # what the step wrote (its save_as)
+    detail = page[page.index('id="step"') :]
+    assert "<h3>State after this step</h3>" in detail
+    assert '<tr class="set-here"><th>result <span class="small">set by this step</span>' in detail
+    # A variable an earlier step set is in the state, but not marked.
+    _, _, later = server.get(f"{run}?step={seq + 1}")
+    after = later[later.index('id="step"') :]
+    assert "<th>result</th>" in after

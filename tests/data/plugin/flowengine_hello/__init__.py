@@ -32,5 +32,12 @@ def tools() -> list[Tool]:
             },
             function=greet,
             timeout=2.0,
+            # What it returns: `flowengine tools` shows it, `validate` checks {{ x.greeting }}.
+            result={
+                "type": "object",
+                "required": ["greeting"],
+                "additionalProperties": False,
+                "properties": {"greeting": {"type": "string", "description": "the greeting"}},
+            },
         )
     ]
