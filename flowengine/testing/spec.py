@@ -291,7 +291,8 @@ def _case(agent: Agent, raw: dict[str, Any], index: int, report: _Report) -> Cas
             )
             report.error(
                 "test-bad-mock",
-                f"step {step_id!r} does not ask the model (a {step.type} step {why}); "
+                f"step {step_id!r} does not ask the model (a {step.type} step"
+                f"{' ' + why if why else ''}); "
                 "mock its tool under mocks.tools, or remove this mock",
                 at,
             )
