@@ -418,10 +418,21 @@ TEMPLATED_KEYWORDS: dict[str, Any] = {
     "maxItems": 1,
     "minimum": 1,
     "maximum": 1,
+    "pattern": "a",
 }
 """Output-schema keywords whose value may be a template (``"{{ expr }}"``) computed at run
-time, such as the names a tool returned (``enum``) or the days of a trip (``minItems``);
-with the stand-in value ``validate`` checks the rest of the schema with."""
+time, such as the names a tool returned (``enum``), the days of a trip (``minItems``) or a
+regular expression built from the task (``pattern``); with the stand-in value ``validate``
+checks the rest of the schema with."""
+
+
+def is_templated(key: str, value: Any) -> bool:
+    """Whether an output-schema keyword's value is a template computed at run time. A
+    ``pattern`` is always a string, so it is a template only when it has Jinja2 blocks:
+    a literal regular expression stays as written (and ``validate`` checks it)."""
+    if key not in TEMPLATED_KEYWORDS or not isinstance(value, str):
+        return False
+    return key != "pattern" or "{{" in value or "{%" in value
 
 
 def schema_templates(schema: Any, path: SchemaPath = ()) -> list[tuple[SchemaPath, str]]:
@@ -429,7 +440,7 @@ def schema_templates(schema: Any, path: SchemaPath = ()) -> list[tuple[SchemaPat
     found: list[tuple[SchemaPath, str]] = []
     if isinstance(schema, dict):
         for key, value in schema.items():
-            if key in TEMPLATED_KEYWORDS and isinstance(value, str):
+            if is_templated(key, value):
                 found.append(((*path, key), value))
             else:
                 found += schema_templates(value, (*path, key))
@@ -444,7 +455,7 @@ def with_values(schema: Any, compute: Callable[[str, str], Any]) -> Any:
     if isinstance(schema, dict):
         return {
             key: compute(key, value)
-            if key in TEMPLATED_KEYWORDS and isinstance(value, str)
+            if is_templated(key, value)
             else with_values(value, compute)
             for key, value in schema.items()
         }

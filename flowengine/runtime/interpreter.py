@@ -19,7 +19,7 @@ import networkx as nx
 from jinja2 import Undefined
 
 from flowengine.agentfile.model import TOOL_RESULT, Agent, Step
-from flowengine.agentfile.schema_validation import with_values
+from flowengine.agentfile.schema_validation import unenforceable, with_values
 from flowengine.agentfile.templates import (
     compiled_expression,
     compiled_template,
@@ -450,6 +450,17 @@ class AgentRun:
                 if isinstance(value, list) and value and all(isinstance(v, scalars) for v in value):
                     return list(dict.fromkeys(value))
                 wanted = "a non-empty list of strings or numbers"
+            elif key == "pattern":
+                # Rendered text; checked now, as validate checks a literal pattern, so a
+                # pattern the grammar cannot hold fails this step in one line.
+                problem = (
+                    unenforceable({"type": "string", "pattern": value})
+                    if isinstance(value, str) and value
+                    else ["it is not text"]
+                )
+                if not problem:
+                    return value
+                wanted = f"a regular expression constrained decoding can enforce ({problem[0]})"
             else:
                 bound = key in ("minimum", "maximum")
                 number = isinstance(value, (int, float)) and not isinstance(value, bool)
