@@ -454,9 +454,7 @@ def with_values(schema: Any, compute: Callable[[str, str], Any]) -> Any:
     """``schema`` with each templated keyword value replaced by ``compute(key, template)``."""
     if isinstance(schema, dict):
         return {
-            key: compute(key, value)
-            if is_templated(key, value)
-            else with_values(value, compute)
+            key: compute(key, value) if is_templated(key, value) else with_values(value, compute)
             for key, value in schema.items()
         }
     if isinstance(schema, list):
