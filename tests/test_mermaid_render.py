@@ -330,5 +330,5 @@ def test_viz_to_a_markdown_file_writes_a_fenced_block_mermaid_cli_renders(tmp_pa
     )
     assert rendered.returncode == 0, rendered.stderr
     svg = (tmp_path / "out-1.svg").read_text()
-    assert svg.startswith("<svg") and "<b>classify</b>" in svg
+    assert svg.startswith("<svg") and "<b>write_expression</b>" in svg
     assert "![diagram](./out-1.svg)" in (tmp_path / "out.md").read_text()
