@@ -398,6 +398,10 @@ def test_math_agent_answers_word_problems_with_the_calculators_number(tmp_path: 
             f"SELECT result->>'value' FROM tool_calls WHERE run_id = '{outcome['run_id']}'",
         )
         assert float(value) == expected  # the calculator's number, not retyped
+        # The explanation: the calculation, then the model's sentence, held to words.
+        calculation, sentence = outcome["output"]["explanation"].split(". ", 1)
+        assert calculation.endswith(f"= {expected}")
+        assert sentence and not any(c.isdigit() for c in sentence), sentence
     # Every expression was held to its pattern while it was generated.
     assert _stored(db, "SELECT count(*) FROM errors WHERE code = 'output-invalid'") == [(0,)]
 

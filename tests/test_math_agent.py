@@ -20,7 +20,7 @@ PENS = "Pens cost 4 dollars each. How much do 6 pens cost?"
 
 def _run(tmp_path: Path, agent: str, task: str, rules: list[dict[str, str]]) -> tuple[Any, str]:
     script = tmp_path / "script.json"
-    script.write_text(json.dumps({"default": "It is the number asked for.", "rules": rules}))
+    script.write_text(json.dumps({"default": '"It is the number asked for."', "rules": rules}))
     db = str(tmp_path / "runs.duckdb")
     done = run_cli(
         "run", agent, "-i", task, "--backend", "scripted", "--script", str(script),

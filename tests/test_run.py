@@ -12,10 +12,11 @@ from tests.conftest import AGENTS, run_cli
 
 PENS = "Pens cost 4 dollars each. How much do 6 pens cost?"
 MATH_SCRIPT = {
-    "default": "Six pens at four dollars each cost twenty-four dollars. The end.",
+    "default": "OK",
     "rules": [
         # A backend without a grammar: the reply is checked after the fact instead.
         {"contains": "Write this problem", "reply": '"4 * 6"'},
+        {"contains": "Explain in one", "reply": '"Six pens at four dollars each cost that."'},
     ],
 }
 
@@ -58,7 +59,7 @@ def test_math_agent_runs_and_every_interaction_is_stored(tmp_path: Path) -> None
     # The number is the calculator's; the explanation, the calculation and one sentence.
     assert outcome["output"] == {
         "answer": 24,
-        "explanation": "4 * 6 = 24. Six pens at four dollars each cost twenty-four dollars.",
+        "explanation": "4 * 6 = 24. Six pens at four dollars each cost that.",
     }
     assert outcome["output_valid"] is True
     with duckdb.connect(db, read_only=True) as con:
