@@ -2,8 +2,10 @@
 
 ``bench/data/math_problems.json`` holds two sets of word problems that one expression
 solves (costs, sharing, rates, percentages, areas, powers), each with the expected number:
-``tuning`` (the prompt's wording and worked examples were chosen on it) and ``holdout``
-(written at the same time, and run only to measure). Every problem is a run of
+``tuning`` (the cue-word rules and the prompt were worked out on it), ``holdout`` (written
+at the same time, and run only to measure) and ``reworded`` (written after the rules, in
+wordings that avoid their cue words: what a user who does not know them might ask).
+Every problem is a run of
 ``agents/math_agent.yaml`` through the runtime (one session, one kernel, the default
 backend: SmolLM2-135M through ctransformers), as ``flowengine run --batch`` would run it.
 
@@ -125,7 +127,7 @@ def main() -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as folder:
         config = SessionConfig(db=Path(folder) / "math.duckdb")
         with Session(config) as session:
-            return {name: measure(session, sets[name], show) for name in ("tuning", "holdout")}
+            return {name: measure(session, problems, show) for name, problems in sets.items()}
 
 
 if __name__ == "__main__":

@@ -175,7 +175,13 @@ def headline(results: dict) -> list[str]:
             "- MathAgent on arithmetic word problems, embedded 135M model (tuning / held-out):"
             f" {m['tuning']['right']}/{m['tuning']['problems']} /"
             f" {m['holdout']['right']}/{m['holdout']['problems']} right"
-            f" ({pct(m['tuning'])} / {pct(m['holdout'])})."
+            f" ({pct(m['tuning'])} / {pct(m['holdout'])})"
+            + (
+                f"; reworded without the rules' cue words {m['reworded']['right']}/"
+                f"{m['reworded']['problems']}."
+                if "reworded" in m
+                else "."
+            )
         )
     return [*lines, ""]
 
@@ -815,13 +821,17 @@ def render_math_agent(m: dict) -> list[str]:
         "through the runtime in one session on SmolLM2-135M",
         "(ctransformers, greedy). Right means: the run completed, its output is valid JSON",
         "and its `answer` is the expected number. The tuning set is the one the rules and the",
-        "prompt were worked out on; the held-out set was written at the same time.",
+        "prompt were worked out on; the held-out set was written at the same time; the",
+        "reworded set after the rules, in wordings that avoid their cue words.",
         "",
         "| set | problems | right | accuracy | rewritten after a calculator error | gave up |"
         " s per problem |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for name, r in (("tuning", tuning), ("held-out", holdout)):
+    named = [("tuning", tuning), ("held-out", holdout)]
+    if "reworded" in m:
+        named.append(("reworded", m["reworded"]))
+    for name, r in named:
         lines.append(
             f"| {name} | {r['problems']} | {r['right']} | {pct(r)} | {r['rewritten']} |"
             f" {r['gave_up']} | {r['seconds_per_problem']:.1f} |"
@@ -831,10 +841,12 @@ def render_math_agent(m: dict) -> list[str]:
         "| set | " + " | ".join(kinds) + " |",
         "| --- | " + " | ".join("---" for _ in kinds) + " |",
     ]
-    for name, r in (("tuning", tuning), ("held-out", holdout)):
-        cells = " | ".join(f"{r['by_kind'][k][0]}/{r['by_kind'][k][1]}" for k in kinds)
+    for name, r in named:
+        cells = " | ".join(
+            "{}/{}".format(*r["by_kind"][k]) if k in r["by_kind"] else "-" for k in kinds
+        )
         lines.append(f"| {name} | {cells} |")
-    wrong = [w for r in (tuning, holdout) for w in r["wrong"]]
+    wrong = [w for _, r in named for w in r["wrong"]]
     if wrong:
         lines += ["", "Wrong:", ""]
         lines += [
@@ -868,8 +880,12 @@ def render_math_agent(m: dict) -> list[str]:
         '  "a square", and `each_and` is "* then +"); the held-out set, run once before that',
         "  fix, had three failures of the same two kinds, which it fixed too. The same person",
         "  wrote both sets and the cue words, so the held-out figure is less independent than",
-        "  a set written by someone else would be: a problem worded outside the cue words",
-        "  falls to the model, which is right about as often as chance.",
+        "  a set written by someone else would be. The reworded set shows what happens",
+        "  outside the cue words: the model, choosing among every operator, gets the",
+        '  explicit ones ("divided by", "plus", "minus", "Multiply") and little else, and',
+        "  the numbers must come in the expression's order (\"5 friends pay a 60 dollar",
+        '  bill" cannot become 60 / 5; "a pack of 6 ... costs 9 dollars" cannot leave out',
+        "  the 6).",
         "",
     ]
     return lines
