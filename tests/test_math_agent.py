@@ -165,3 +165,14 @@ def test_a_templated_pattern_is_computed_and_checked_when_the_step_runs(tmp_path
     assert outcome["status"] == "failed"
     assert "the schema's pattern" in outcome["error"]
     assert "look-around" in outcome["error"]
+
+
+def test_validate_checks_a_pattern_with_the_length_limit_the_kernel_gives_a_string() -> None:
+    from flowengine.agentfile import schema_validation
+    from flowengine.kernel import constrain
+
+    assert schema_validation.STRING_LIMIT == constrain.STRING_LIMIT
+    unbounded = {"type": "string", "pattern": "^[a-z]*( [a-z]+){3,30}$"}
+    assert "Unable to determine" in schema_validation.unenforceable(unbounded)[0]
+    # A pattern bounded by itself compiles: the limit is only where the regex has none.
+    assert schema_validation.unenforceable({**unbounded, "pattern": "^[a-z]{1,9}$"}) == []

@@ -395,15 +395,36 @@ def schema_is_valid(schema: Any) -> str | None:
     return None
 
 
+STRING_LIMIT = 200
+"""The length the kernel gives a string whose schema sets none (``kernel/constrain.py``'s
+``STRING_LIMIT``; a test checks they agree): checked with it, a ``pattern`` that the
+grammar cannot bound (llguidance: "Unable to determine if regex is empty") is refused by
+``validate``, not when the step runs."""
+
+
+def _with_string_limits(node: Any) -> Any:
+    if isinstance(node, list):
+        return [_with_string_limits(value) for value in node]
+    if not isinstance(node, dict):
+        return node
+    bounded = {key: _with_string_limits(value) for key, value in node.items()}
+    kinds = node.get("type")
+    kinds = kinds if isinstance(kinds, list) else [kinds]
+    if "string" in kinds and "maxLength" not in node and "enum" not in node:
+        bounded["maxLength"] = STRING_LIMIT
+    return bounded
+
+
 def unenforceable(schema: Any) -> list[str]:
     """What in ``schema`` constrained decoding (llguidance) cannot enforce while a reply is
-    generated, in llguidance's words; empty when it can enforce everything."""
+    generated, in llguidance's words; empty when it can enforce everything. Checked as the
+    kernel compiles it, with its length limit on strings."""
     import json
 
     from llguidance import LLMatcher
 
     try:
-        grammar = LLMatcher.grammar_from_json_schema(json.dumps(schema))
+        grammar = LLMatcher.grammar_from_json_schema(json.dumps(_with_string_limits(schema)))
     except Exception as exc:  # the compiler refuses some schemas outright
         return [" ".join(str(exc).split())]
     is_error, messages = LLMatcher.validate_grammar_with_warnings(grammar)

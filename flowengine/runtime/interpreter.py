@@ -451,16 +451,10 @@ class AgentRun:
                     return list(dict.fromkeys(value))
                 wanted = "a non-empty list of strings or numbers"
             elif key == "pattern":
-                # Rendered text; checked now, as validate checks a literal pattern, so a
-                # pattern the grammar cannot hold fails this step in one line.
-                problem = (
-                    unenforceable({"type": "string", "pattern": value})
-                    if isinstance(value, str) and value
-                    else ["it is not text"]
-                )
-                if not problem:
+                if isinstance(value, str) and value:
+                    patterns.append(template)
                     return value
-                wanted = f"a regular expression constrained decoding can enforce ({problem[0]})"
+                wanted = "a regular expression (text)"
             else:
                 bound = key in ("minimum", "maximum")
                 number = isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -473,7 +467,18 @@ class AgentRun:
                 "template-failed",
             )
 
-        return dict(with_values(step.schema, compute))
+        patterns: list[str] = []
+        computed = dict(with_values(step.schema, compute))
+        # A computed pattern is checked now, as validate checks a literal one, so one the
+        # grammar cannot hold fails this step in one line rather than its LLM request.
+        problem = unenforceable(computed) if patterns else []
+        if problem:
+            raise StepError(
+                f"step '{step.id}': the schema's pattern {patterns[0]!r} gave a schema "
+                f"constrained decoding cannot enforce: {problem[0]}",
+                "template-failed",
+            )
+        return computed
 
     def _checked_json(self, step: Step, text: str) -> tuple[Any, list[str]]:
         value, errors = parse_json_output(text, self._output_schema(step))
