@@ -176,3 +176,15 @@ def test_validate_checks_a_pattern_with_the_length_limit_the_kernel_gives_a_stri
     assert "Unable to determine" in schema_validation.unenforceable(unbounded)[0]
     # A pattern bounded by itself compiles: the limit is only where the regex has none.
     assert schema_validation.unenforceable({**unbounded, "pattern": "^[a-z]{1,9}$"}) == []
+
+
+def test_a_problem_without_digits_ends_at_once_without_asking_the_model(tmp_path: Path) -> None:
+    done, db = _run(tmp_path, MATH, "What is twelve times seven?", [])
+    assert done.returncode == 0, done.stderr
+    [outcome] = json.loads(done.stdout)
+    assert outcome["path"] == ["operation", "no_numbers"]
+    assert outcome["output"] == {
+        "answer": None,
+        "explanation": "the problem has no numbers written in digits",
+    }
+    assert _query(db, "SELECT count(*) FROM llm_requests") == [(0,)]
