@@ -53,7 +53,9 @@ cases:
 
 @pytest.fixture
 def folder(tmp_path: Path) -> Path:
-    shutil.copy(AGENTS / "math_agent.yaml", tmp_path)
+    # The MathAgent from before issue 27 (a model decision, free-text steps): the cases
+    # here mock its replies; agents/math_agent.test.yaml tests today's.
+    shutil.copy(ROOT / "tests" / "data" / "classic_math_agent.yaml", tmp_path / "math_agent.yaml")
     shutil.copy(AGENTS / "travel_agent_confirm.yaml", tmp_path)
     return tmp_path
 

@@ -408,3 +408,50 @@ def test_content_free_scores_are_computed_once_per_prompt_and_labels(
         for label in labels:
             calibrated = request.label_raw_scores[label] - request.label_content_free_scores[label]
             assert request.label_scores[label] == pytest.approx(calibrated)
+
+
+WORD_PROBLEMS = [
+    ("What is 12 times 7?", 84),
+    ("A ticket costs 7 dollars. How much do 9 tickets cost?", 63),
+    ("A prize of 900 dollars is shared equally among 3 winners. How much does each get?", 300),
+    ("A bike costs 200 dollars. Its price rises by 15 percent. What is the new price?", 230),
+]
+
+
+def test_math_agent_answers_word_problems_with_the_calculators_number(tmp_path: Path) -> None:
+    """The issue's failing case first ("What is 12 times 7?" looped until max_visits), then
+    word problems of other kinds; every output is JSON with the number the calculator gave."""
+    batch = tmp_path / "problems.jsonl"
+    batch.write_text(
+        "".join(
+            json.dumps({"agent": str(AGENTS / "math_agent.yaml"), "input": task}) + "\n"
+            for task, _ in WORD_PROBLEMS
+        )
+    )
+    db = tmp_path / "math.duckdb"
+    done = run_cli("run", "--batch", str(batch), "--db", str(db), "--json", timeout=900)
+    assert done.returncode == 0, done.stderr
+    outcomes = json.loads(done.stdout)
+    assert [o["status"] for o in outcomes] == ["completed"] * len(WORD_PROBLEMS)
+    for outcome, (task, expected) in zip(outcomes, WORD_PROBLEMS, strict=True):
+        assert outcome["output_valid"] is True, (task, outcome["output_errors"])
+        assert set(outcome["output"]) == {"answer", "explanation"}
+        assert outcome["output"]["answer"] == expected, (task, outcome["output"])
+        [(value,)] = _stored(
+            db,
+            f"SELECT result->>'value' FROM tool_calls WHERE run_id = '{outcome['run_id']}'",
+        )
+        assert float(value) == expected  # the calculator's number, not retyped
+        # The explanation: the calculation, then the model's sentence, held to words.
+        calculation, sentence = outcome["output"]["explanation"].split(". ", 1)
+        assert calculation.endswith(f"= {expected}")
+        assert sentence and not any(c.isdigit() for c in sentence), sentence
+    # Every expression was held to its pattern while it was generated.
+    assert _stored(db, "SELECT count(*) FROM errors WHERE code = 'output-invalid'") == [(0,)]
+
+    alone = run_cli("run", str(AGENTS / "math_agent.yaml"), "-i", "What is 12 times 7?",
+                    "--db", str(db), "--json", timeout=300)  # fmt: skip
+    assert alone.returncode == 0, alone.stderr
+    [outcome] = json.loads(alone.stdout)
+    assert outcome["output"]["answer"] == 84
+    assert outcome["output"]["explanation"].startswith("12 * 7 = 84.")

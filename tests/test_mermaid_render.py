@@ -123,8 +123,8 @@ def test_problem_steps_keep_their_colour_and_get_a_red_outline(mermaid) -> None:
 
 def test_a_run_path_draws_visited_steps_in_blue_under_a_title_with_a_colon(mermaid) -> None:
     graph = validate_file(str(AGENTS / "math_agent.yaml")).graph
-    path = ["understand", "classify", "solve_algebra", "check", "answer"]
-    drawn = with_run_path(graph, path, "run 3f2a: completed after 5 steps")
+    path = ["operation", "write_expression", "calculate", "check", "explain", "answer"]
+    drawn = with_run_path(graph, path, "run 3f2a: completed after 6 steps")
     result = mermaid.render(to_mermaid(drawn))
     _assert_drawn_faithfully(drawn, result)
     nodes = _nodes(result)
@@ -289,7 +289,7 @@ def test_mermaid_cli_renders_every_agent_and_a_run_in_one_start(tmp_path: Path) 
     require(MMDC, CHROMIUM)
     graphs = _graphs()
     run = with_run_path(
-        graphs["math_agent.yaml"], ["understand", "classify"], "run 1: failed: no model"
+        graphs["math_agent.yaml"], ["operation", "write_expression"], "run 1: failed: no model"
     )
     diagrams = [*graphs.values(), run]
     source = tmp_path / "all.md"
@@ -320,9 +320,9 @@ def test_mermaid_cli_renders_every_agent_and_a_run_in_one_start(tmp_path: Path) 
 
 
 def test_viz_of_a_stored_run_as_mermaid_renders_with_its_colon_title(mermaid, tmp_path) -> None:
-    from .test_run import _run
+    from .test_run import PENS, _run
 
-    [outcome], db = _run(tmp_path, str(AGENTS / "math_agent.yaml"), "--input", "(3+4)*2?")
+    [outcome], db = _run(tmp_path, str(AGENTS / "math_agent.yaml"), "--input", PENS)
     done = run_cli(
         "viz", str(AGENTS / "math_agent.yaml"), "--run", "latest", "--db", db, "--format", "mermaid"
     )
@@ -359,5 +359,5 @@ def test_viz_to_a_markdown_file_writes_a_fenced_block_mermaid_cli_renders(tmp_pa
     )
     assert rendered.returncode == 0, rendered.stderr
     svg = (tmp_path / "out-1.svg").read_text()
-    assert svg.startswith("<svg") and "<b>classify</b>" in svg
+    assert svg.startswith("<svg") and "<b>write_expression</b>" in svg
     assert "![diagram](./out-1.svg)" in (tmp_path / "out.md").read_text()

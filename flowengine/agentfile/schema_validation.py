@@ -396,15 +396,36 @@ def schema_is_valid(schema: Any) -> str | None:
     return None
 
 
+STRING_LIMIT = 200
+"""The length the kernel gives a string whose schema sets none (``kernel/constrain.py``'s
+``STRING_LIMIT``; a test checks they agree): checked with it, a ``pattern`` that the
+grammar cannot bound (llguidance: "Unable to determine if regex is empty") is refused by
+``validate``, not when the step runs."""
+
+
+def _with_string_limits(node: Any) -> Any:
+    if isinstance(node, list):
+        return [_with_string_limits(value) for value in node]
+    if not isinstance(node, dict):
+        return node
+    bounded = {key: _with_string_limits(value) for key, value in node.items()}
+    kinds = node.get("type")
+    kinds = kinds if isinstance(kinds, list) else [kinds]
+    if "string" in kinds and "maxLength" not in node and "enum" not in node:
+        bounded["maxLength"] = STRING_LIMIT
+    return bounded
+
+
 def unenforceable(schema: Any) -> list[str]:
     """What in ``schema`` constrained decoding (llguidance) cannot enforce while a reply is
-    generated, in llguidance's words; empty when it can enforce everything."""
+    generated, in llguidance's words; empty when it can enforce everything. Checked as the
+    kernel compiles it, with its length limit on strings."""
     import json
 
     from llguidance import LLMatcher
 
     try:
-        grammar = LLMatcher.grammar_from_json_schema(json.dumps(schema))
+        grammar = LLMatcher.grammar_from_json_schema(json.dumps(_with_string_limits(schema)))
     except Exception as exc:  # the compiler refuses some schemas outright
         return [" ".join(str(exc).split())]
     is_error, messages = LLMatcher.validate_grammar_with_warnings(grammar)
@@ -419,10 +440,21 @@ TEMPLATED_KEYWORDS: dict[str, Any] = {
     "maxItems": 1,
     "minimum": 1,
     "maximum": 1,
+    "pattern": "a",
 }
 """Output-schema keywords whose value may be a template (``"{{ expr }}"``) computed at run
-time, such as the names a tool returned (``enum``) or the days of a trip (``minItems``);
-with the stand-in value ``validate`` checks the rest of the schema with."""
+time, such as the names a tool returned (``enum``), the days of a trip (``minItems``) or a
+regular expression built from the task (``pattern``); with the stand-in value ``validate``
+checks the rest of the schema with."""
+
+
+def is_templated(key: str, value: Any) -> bool:
+    """Whether an output-schema keyword's value is a template computed at run time. A
+    ``pattern`` is always a string, so it is a template only when it has Jinja2 blocks:
+    a literal regular expression stays as written (and ``validate`` checks it)."""
+    if key not in TEMPLATED_KEYWORDS or not isinstance(value, str):
+        return False
+    return key != "pattern" or "{{" in value or "{%" in value
 
 
 def schema_templates(schema: Any, path: SchemaPath = ()) -> list[tuple[SchemaPath, str]]:
@@ -430,7 +462,7 @@ def schema_templates(schema: Any, path: SchemaPath = ()) -> list[tuple[SchemaPat
     found: list[tuple[SchemaPath, str]] = []
     if isinstance(schema, dict):
         for key, value in schema.items():
-            if key in TEMPLATED_KEYWORDS and isinstance(value, str):
+            if is_templated(key, value):
                 found.append(((*path, key), value))
             else:
                 found += schema_templates(value, (*path, key))
@@ -444,9 +476,7 @@ def with_values(schema: Any, compute: Callable[[str, str], Any]) -> Any:
     """``schema`` with each templated keyword value replaced by ``compute(key, template)``."""
     if isinstance(schema, dict):
         return {
-            key: compute(key, value)
-            if key in TEMPLATED_KEYWORDS and isinstance(value, str)
-            else with_values(value, compute)
+            key: compute(key, value) if is_templated(key, value) else with_values(value, compute)
             for key, value in schema.items()
         }
     if isinstance(schema, list):

@@ -20,7 +20,7 @@ from jinja2 import Undefined
 
 from flowengine.agentfile.model import TOOL_RESULT, Agent, Step
 from flowengine.agentfile.reducers import UNSET, ReducerError, combine, is_named
-from flowengine.agentfile.schema_validation import with_values
+from flowengine.agentfile.schema_validation import unenforceable, with_values
 from flowengine.agentfile.templates import (
     compiled_expression,
     compiled_template,
@@ -562,6 +562,11 @@ class AgentRun:
                 if isinstance(value, list) and value and all(isinstance(v, scalars) for v in value):
                     return list(dict.fromkeys(value))
                 wanted = "a non-empty list of strings or numbers"
+            elif key == "pattern":
+                if isinstance(value, str) and value:
+                    patterns.append(template)
+                    return value
+                wanted = "a regular expression (text)"
             else:
                 bound = key in ("minimum", "maximum")
                 number = isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -574,7 +579,18 @@ class AgentRun:
                 "template-failed",
             )
 
-        return dict(with_values(step.schema, compute))
+        patterns: list[str] = []
+        computed = dict(with_values(step.schema, compute))
+        # A computed pattern is checked now, as validate checks a literal one, so one the
+        # grammar cannot hold fails this step in one line rather than its LLM request.
+        problem = unenforceable(computed) if patterns else []
+        if problem:
+            raise StepError(
+                f"step '{step.id}': the schema's pattern {patterns[0]!r} gave a schema "
+                f"constrained decoding cannot enforce: {problem[0]}",
+                "template-failed",
+            )
+        return computed
 
     def _checked_json(self, step: Step, text: str) -> tuple[Any, list[str]]:
         value, errors = parse_json_output(text, self._output_schema(step))

@@ -30,10 +30,14 @@ def check_output_schema(agent: Agent, step: Step, report: Reporter) -> None:
     schema = with_values(step.schema, lambda key, _: TEMPLATED_KEYWORDS[key])
     problem = schema_is_valid(schema)
     if problem:
+        # A pattern that is no regular expression is reported at that pattern.
+        pattern = _failing_pattern(schema, ()) if "'regex'" in problem else None
         report.error(
             "invalid-output-schema",
             f"the output schema of step '{step.id}' is not a valid JSON Schema: {problem}",
-            agent.value_at("steps", step.id, "schema"),
+            agent.key_at("steps", step.id, "schema", *pattern)
+            if pattern
+            else agent.value_at("steps", step.id, "schema"),
         )
         return
     for message in unenforceable(schema):
@@ -52,8 +56,12 @@ def check_output_schema(agent: Agent, step: Step, report: Reporter) -> None:
 
 
 def _schema_key_path(schema: Any, message: str) -> tuple[str | int, ...]:
-    """Where in ``schema`` the first key named in an llguidance message stands."""
+    """Where in ``schema`` the first key named in an llguidance message stands; for a
+    regular expression it cannot compile (named by its text, not its key), the first
+    ``pattern`` that fails on its own."""
     names = re.findall(r'"([^"]+)"', message)
+    if not names and "regex" in message:
+        return _failing_pattern(schema, ()) or ()
 
     def find(node: Any, path: tuple[str | int, ...]) -> tuple[str | int, ...] | None:
         if isinstance(node, dict):
@@ -71,3 +79,20 @@ def _schema_key_path(schema: Any, message: str) -> tuple[str | int, ...]:
         return None
 
     return find(schema, ()) or ()
+
+
+def _failing_pattern(node: Any, path: tuple[str | int, ...]) -> tuple[str | int, ...] | None:
+    if isinstance(node, dict):
+        pattern = node.get("pattern")
+        if isinstance(pattern, str) and unenforceable({"type": "string", "pattern": pattern}):
+            return (*path, "pattern")
+        items: list[tuple[str | int, Any]] = list(node.items())
+    elif isinstance(node, list):
+        items = list(enumerate(node))
+    else:
+        return None
+    for key, value in items:
+        found = _failing_pattern(value, (*path, key))
+        if found:
+            return found
+    return None

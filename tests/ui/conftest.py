@@ -90,6 +90,14 @@ steps:
 """
 STEP_LINE = re.compile(r"^Looper (\w+) #(\d+) ", re.MULTILINE)
 SCREENSHOTS = ROOT / "out" / "ui-test-failures"
+PAGE_AGENTS = sorted(
+    str(p)
+    for p in [*AGENT_FILES, ROOT / "tests" / "data" / "classic_math_agent.yaml"]
+    if p.name != "math_agent.yaml"
+)
+"""The agents the pages show: the examples, with the MathAgent from before issue 27, whose
+model decision 'classify' has the label scores a step's page charts (today's MathAgent
+decides by rules only)."""
 
 
 @dataclass
@@ -138,7 +146,7 @@ def _preempted_batch(db: Path, script: Path, attempts: int = 3) -> list[dict]:
         batch = _scripted_run(
             db,
             script,
-            *(str(p) for p in AGENT_FILES),
+            *PAGE_AGENTS,
             "--input",
             "Plan (3+4)*2 things",
             "--quantum",
