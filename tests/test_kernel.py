@@ -224,3 +224,35 @@ def test_the_kernel_keeps_only_its_newest_slices_and_stores_them_all(
     [(stored,)] = storage.query("SELECT count(*) FROM llm_slices")
     storage.close()
     assert stored == served
+
+
+def test_one_ready_queue_admits_round_robin_over_runs_and_decides_who_yields() -> None:
+    """The queue every executor serves: fifo by arrival; rr by the run admitted longest
+    ago; a request that used its quantum yields only to one waiting beyond free places."""
+    from dataclasses import dataclass
+
+    from flowengine.kernel.scheduler import ReadyQueue
+
+    backend = ScriptedBackend(SCRIPT)
+    a1, a2, b1, c1 = (_request(backend, run, "ask") for run in ("a", "a", "b", "c"))
+    fifo = ReadyQueue(SchedulerConfig("fifo"))
+    fifo.put_all([a1, a2, b1, c1])
+    assert fifo.take_upto(4, wait=False) == [a1, a2, b1, c1]
+    rr = ReadyQueue(SchedulerConfig("rr", quantum=2))
+    rr.put_all([a1, a2, b1, c1])
+    # a's second request waits until b and c have had a turn.
+    assert rr.take_upto(4, wait=False) == [a1, b1, c1, a2]
+
+    @dataclass
+    class OnModel:
+        request: LLMRequest
+        produced: int
+
+    running = [OnModel(a1, 2), OnModel(b1, 1), OnModel(c1, 5)]
+    assert rr.yielders(running) == []  # nobody waits
+    rr.put(a2)
+    assert [r.request for r in rr.yielders(running)] == [a1]
+    assert rr.yielders(running, free_places=1) == []  # a2 can have the free place
+    assert fifo.yielders(running) == []
+    rr.close()
+    assert rr.take() is a2 and rr.take() is None

@@ -91,7 +91,8 @@ def content_free_messages(
 ) -> list[Message]:
     """A decision's prompt with its content replaced by "N/A": the same description,
     examples, labels and layout, no progress and no data. The labels' scores after it are
-    the model's preference among them whatever the question (see ``Kernel._score_labels``)."""
+    the model's preference among them whatever the question (see ``Decoder._choose`` in
+    ``kernel/decoding.py``)."""
     ask = decision_ask(CONTENT_FREE, labels, examples)
     return messages(description, CONTENT_FREE if with_task else None, [], ask)
 
