@@ -256,3 +256,29 @@ def test_one_ready_queue_admits_round_robin_over_runs_and_decides_who_yields() -
     assert fifo.yielders(running) == []
     rr.close()
     assert rr.take() is a2 and rr.take() is None
+
+
+def test_a_request_alone_is_served_on_its_own_thread_and_others_by_the_worker() -> None:
+    """With the model free and nobody waiting, a run serves its own request (no hand-off
+    to the worker and back); while the model is busy, requests go through the queue."""
+    import threading
+
+    backend = ScriptedBackend(Script(rules=SCRIPT.rules, default="fallback", token_delay=0.01))
+    kernel = Kernel(backend, SchedulerConfig("fifo"))
+    served_on: dict[str, set[str]] = {}
+    kernel.on_slice = lambda record: served_on.setdefault(record.run_id, set()).add(
+        threading.current_thread().name
+    )
+    try:
+        alone = kernel.run_request(_request(backend, "alone", "ask a"))
+        first = _request(backend, "first", "ask b")
+        busy = kernel.submit(first)  # the worker takes it
+        while first.first_start is None:  # its slice has begun: the model is busy
+            threading.Event().wait(0.001)
+        waited = kernel.run_request(_request(backend, "second", "ask c"))
+        busy.result(timeout=30)
+    finally:
+        kernel.close()
+    assert alone.response == f"reply a: {LONG}" and waited.response == f"reply c: {LONG}"
+    assert served_on["alone"] == {threading.current_thread().name}
+    assert served_on["second"] == served_on["first"] == {"kernel-llm"}

@@ -87,6 +87,8 @@ class Kernel:
         """The batched executor's newest decodes (llama-cpp backend only)."""
         self.on_slice: Callable[[SliceRecord], None] | None = None
         self._futures: dict[str, concurrent.futures.Future[LLMRequest]] = {}
+        self._serve_now: Callable[[LLMRequest], bool] | None = None
+        """The serial executor's: serve a request on the calling thread if the model is free."""
         self._executor: Executor = self._executor_for(backend, pool_size, reuse_prefix)
         """Where requests go: the model server, the batched or the serial executor."""
 
@@ -136,6 +138,7 @@ class Kernel:
                 pool_size,
                 reuse_prefix,
             )
+            self._serve_now = local.serve_now
             self._text = backend.decode
         self.contexts = local.pool
         self._content_free_scores = local.decoder.content_free_scores
@@ -232,8 +235,16 @@ class Kernel:
         return futures
 
     def run_request(self, request: LLMRequest) -> LLMRequest:
-        """Submit and wait; the request comes back with its response or error filled in."""
-        return self.submit(request).result()
+        """Submit and wait; the request comes back with its response or error filled in.
+
+        On the serial path, when the model is free and no request is waiting, the calling
+        thread serves its request itself: the same slice the worker would run, without
+        two hand-offs between threads (``SerialExecutor.serve_now``)."""
+        future: concurrent.futures.Future[LLMRequest] = concurrent.futures.Future()
+        self._futures[request.id] = future
+        if self._serve_now is None or not self._serve_now(request):
+            self._queue.put(request)
+        return future.result()
 
     def _record_slice(self, record: SliceRecord) -> None:
         self.recent_slices.append(record)

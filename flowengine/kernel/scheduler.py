@@ -70,6 +70,13 @@ class ReadyQueue:
             self._queue.extend(requests)
             self._ready.notify_all()
 
+    def wait(self) -> bool:
+        """Wait until a request is waiting: True, or False once closed and empty."""
+        with self._ready:
+            while not self._queue and not self._closed:
+                self._ready.wait()
+            return bool(self._queue)
+
     def take(self) -> LLMRequest | None:
         """The next request to run, waiting for one; None once closed and empty."""
         taken = self.take_upto(1, wait=True)

@@ -1,6 +1,12 @@
-"""The serial executor: one worker thread serves the ready queue one slice at a time, each
-request on a KV cache of its run (ctransformers, the scripted backend; neither is
-thread-safe, so one thread owns every cache).
+"""The serial executor: the ready queue is served one slice at a time, each request on a
+KV cache of its run (ctransformers, the scripted backend; neither is thread-safe, so one
+thread at a time holds the model and every cache).
+
+A worker thread serves the queue. A run that asks while the model is free and nobody is
+waiting serves its own request on its own thread (``serve_now``): the same slice, without
+handing the request to the worker and the answer back, which is most of an instant
+step's cost. It holds the model as the worker would, and yields to waiting requests the
+same way.
 
 It drives the requests' tasks (``kernel/decoding.py``), answering each need at once on the
 request's cache. Under ``rr`` a request that has generated a quantum of tokens yields
@@ -11,6 +17,7 @@ it is next admitted, on its own cache or on one rebuilt by replaying its evaluat
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -62,21 +69,43 @@ class SerialExecutor(LocalExecutor[KVCache]):
             backend.new_cache, pool_size, reuse_prefix, rebuild=replay
         )
         super().__init__(decoder, queue, pool, record_slice, finish, "kernel-llm")
+        self._model = threading.Lock()
+        """Held by the thread serving the model: the worker, or a run in ``serve_now``."""
         self._worker.start()
 
+    def serve_now(self, request: LLMRequest) -> bool:
+        """Serve ``request`` on this thread if the model is free and nobody waits; False
+        (nothing done) otherwise. Under ``rr`` it may yield and go to the queue."""
+        if not self._model.acquire(blocking=False):
+            return False
+        try:
+            if len(self.queue):
+                return False  # those waiting go first
+            self._run(request)
+            return True
+        finally:
+            self._model.release()
+
     def _serve(self) -> None:
-        while (request := self.queue.take()) is not None:
-            stay = self._admit(request)
-            while stay is not None and not stay.left:
-                if self.queue.yielders([stay]):
-                    self._leave(stay, preempted=True)
-                    break
-                try:
-                    answer = self._answer(stay)
-                except Exception as exc:  # one bad request must not stop the kernel
-                    self._fail(stay, exc)
-                    break
-                self._advance(stay, answer)
+        while self.queue.wait():
+            with self._model:
+                taken = self.queue.take_upto(1, wait=False)
+                if taken:
+                    self._run(taken[0])
+
+    def _run(self, request: LLMRequest) -> None:
+        """One slice of ``request``: to its end, or until it yields."""
+        stay = self._admit(request)
+        while stay is not None and not stay.left:
+            if self.queue.yielders([stay]):
+                self._leave(stay, preempted=True)
+                break
+            try:
+                answer = self._answer(stay)
+            except Exception as exc:  # one bad request must not stop the kernel
+                self._fail(stay, exc)
+                break
+            self._advance(stay, answer)
 
     def _answer(self, stay: Stay[KVCache]) -> Any:
         need = stay.need
