@@ -154,12 +154,11 @@ def headline(results: dict) -> list[str]:
                 f" alone and batched {c['same_path']} of {c['of']}, same outputs"
                 f" {c['same_path_and_outputs']} of {c['of']}."
             )
-            raw = results["batching"].get("raw_decode")
-            decode = eight["llama.cpp, batched"].get("decode_tokens_per_s")
-            if raw and decode:
+            same = results["batching"].get("same_batch")
+            if same:
                 lines.append(
-                    "- Batched engine at 8 agents, decode-only ticks / llama.cpp alone on a"
-                    f" batch of eight: {decode / raw['eight']:.2f}x."
+                    "- Batched engine, 8 agents, decode-only ticks with the batch full /"
+                    f" llama.cpp alone on a batch of eight: {same['ratio']:.2f}x."
                 )
     if "durable" in results:
         d = results["durable"]
