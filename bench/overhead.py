@@ -223,7 +223,7 @@ def langgraph_app(agent: Agent, checkpointer: Any = None) -> Any:
             graph.add_edge(step_id, END)
         else:
             graph.add_edge(step_id, step.next)
-    return graph.build(checkpointer=checkpointer)
+    return graph.compile(checkpointer=checkpointer)
 
 
 def run_langgraph(

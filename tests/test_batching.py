@@ -188,3 +188,20 @@ def test_labels_are_scored_in_the_batch() -> None:
     assert done.label_raw_scores["ab"] == pytest.approx(-10.0, abs=0.01)
     assert done.label_raw_scores["zz"] == pytest.approx(-20.0, abs=0.01)
     assert done.response == "ab"
+
+
+def test_a_new_kernel_on_the_same_backend_starts_from_empty_sequences() -> None:
+    """A sequence is emptied when it is first handed out: what an earlier kernel left in
+    the shared context is never taken for this one's prefix (the backend checks that each
+    feed continues what its sequence holds)."""
+    backend = CountingBackend(sequences=2, max_batch=2)
+    replies = []
+    for _ in range(2):
+        kernel = Kernel(backend, SchedulerConfig("rr", quantum=3))  # type: ignore[arg-type]
+        try:
+            done = [f.result(timeout=30) for f in kernel.submit_all(_requests(backend, 3, 6))]
+        finally:
+            kernel.close()
+        assert all(r.error is None for r in done)
+        replies.append([r.output_tokens for r in done])
+    assert replies[0] == replies[1]

@@ -224,3 +224,61 @@ def test_the_kernel_keeps_only_its_newest_slices_and_stores_them_all(
     [(stored,)] = storage.query("SELECT count(*) FROM llm_slices")
     storage.close()
     assert stored == served
+
+
+def test_one_ready_queue_admits_round_robin_over_runs_and_decides_who_yields() -> None:
+    """The queue every executor serves: fifo by arrival; rr by the run admitted longest
+    ago; a request that used its quantum yields only to one waiting beyond free places."""
+    from dataclasses import dataclass
+
+    from flowengine.kernel.scheduler import ReadyQueue
+
+    backend = ScriptedBackend(SCRIPT)
+    a1, a2, b1, c1 = (_request(backend, run, "ask") for run in ("a", "a", "b", "c"))
+    fifo = ReadyQueue(SchedulerConfig("fifo"))
+    fifo.put_all([a1, a2, b1, c1])
+    assert fifo.take_upto(4, wait=False) == [a1, a2, b1, c1]
+    rr = ReadyQueue(SchedulerConfig("rr", quantum=2))
+    rr.put_all([a1, a2, b1, c1])
+    # a's second request waits until b and c have had a turn.
+    assert rr.take_upto(4, wait=False) == [a1, b1, c1, a2]
+
+    @dataclass
+    class OnModel:
+        request: LLMRequest
+        produced: int
+
+    running = [OnModel(a1, 2), OnModel(b1, 1), OnModel(c1, 5)]
+    assert rr.yielders(running) == []  # nobody waits
+    rr.put(a2)
+    assert [r.request for r in rr.yielders(running)] == [a1]
+    assert rr.yielders(running, free_places=1) == []  # a2 can have the free place
+    assert fifo.yielders(running) == []
+    rr.close()
+    assert rr.take() is a2 and rr.take() is None
+
+
+def test_a_request_alone_is_served_on_its_own_thread_and_others_by_the_worker() -> None:
+    """With the model free and nobody waiting, a run serves its own request (no hand-off
+    to the worker and back); while the model is busy, requests go through the queue."""
+    import threading
+
+    backend = ScriptedBackend(Script(rules=SCRIPT.rules, default="fallback", token_delay=0.01))
+    kernel = Kernel(backend, SchedulerConfig("fifo"))
+    served_on: dict[str, set[str]] = {}
+    kernel.on_slice = lambda record: served_on.setdefault(record.run_id, set()).add(
+        threading.current_thread().name
+    )
+    try:
+        alone = kernel.run_request(_request(backend, "alone", "ask a"))
+        first = _request(backend, "first", "ask b")
+        busy = kernel.submit(first)  # the worker takes it
+        while first.first_start is None:  # its slice has begun: the model is busy
+            threading.Event().wait(0.001)
+        waited = kernel.run_request(_request(backend, "second", "ask c"))
+        busy.result(timeout=30)
+    finally:
+        kernel.close()
+    assert alone.response == f"reply a: {LONG}" and waited.response == f"reply c: {LONG}"
+    assert served_on["alone"] == {threading.current_thread().name}
+    assert served_on["second"] == served_on["first"] == {"kernel-llm"}

@@ -227,8 +227,7 @@ def test_preempted_output_equals_uninterrupted_with_one_context(
         requests[0].schema = fruits
         futures = kernel.submit_all(requests)
         done = [f.result(timeout=300) for f in futures]
-        kernel._queue.close()  # keep the shared backend open for the next schedule
-        kernel._worker.join()
+        kernel._executor.close()  # keep the shared backend open for the next schedule
         return done
 
     fifo = run("fifo", 3)
@@ -398,8 +397,7 @@ def test_content_free_scores_are_computed_once_per_prompt_and_labels(
             content_free=content_free,
         )
         done.append(kernel.run_request(request))
-    kernel._queue.close()  # keep the shared backend open for the other tests
-    kernel._worker.join()
+    kernel._executor.close()  # keep the shared backend open for the other tests
     assert all(request.response in labels for request in done)
     first, second = done
     assert first.label_content_free_scores == second.label_content_free_scores

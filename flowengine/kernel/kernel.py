@@ -1,21 +1,22 @@
 """The kernel: one per process; every run's LLM and tool calls go through it.
 
-A single worker thread owns the KV caches (ctransformers is not thread-safe) and serves
-the ready queue one slice at a time (``_run_slice``). A model server is served by the
-remote executor (``kernel/server_executor.py``), and a batched backend (llama.cpp) by the batched
-executor (``kernel/batching.py``). Runs call ``run_request`` (or
-``submit``) with an ``LLMRequest`` to generate or choose, and ``call_tool``, from their
-own threads, and block until the answer is ready.
+Requests wait in one ready queue (``kernel/scheduler.py``: the ``fifo``/``rr`` policy)
+and are served by the one executor the backend's capabilities call for: the serial
+executor (``kernel/serial.py``: a worker thread that owns the KV caches; ctransformers is
+not thread-safe), the batched executor (``kernel/batching.py``: llama.cpp, many sequences
+per decode) or the remote executor (``kernel/server_executor.py``: a model server, many
+requests in flight). The first two drive the same request tasks (``kernel/decoding.py``).
+Runs call ``run_request`` (or ``submit``) with an ``LLMRequest`` to generate or choose,
+and ``call_tool``, from their own threads, and block until the answer is ready.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from flowengine.kernel import defaults
 from flowengine.kernel.access import AccessDenied, AccessManager, Grant
@@ -26,11 +27,12 @@ from flowengine.kernel.backends.base import (
     Capability,
     Message,
 )
-from flowengine.kernel.constrain import JsonConstraint
-from flowengine.kernel.context import ContextPool, RunCache, fit_prompt
+from flowengine.kernel.context import ContextPool, fit_prompt
+from flowengine.kernel.decoding import Decoder, LocalExecutor
 from flowengine.kernel.llm_request import ContentFreeScores, LLMRequest, SliceRecord, TickRecord
 from flowengine.kernel.memory import MemoryManager, RunMemory
 from flowengine.kernel.scheduler import ReadyQueue, SchedulerConfig
+from flowengine.kernel.serial import SerialExecutor
 from flowengine.storage.rows import (
     ErrorRow,
     LLMRequestRow,
@@ -44,6 +46,15 @@ from flowengine.storage.writer import Storage
 from flowengine.tools.base import ToolResult
 from flowengine.tools.catalog import available_tools
 from flowengine.tools.registry import ToolRegistry
+
+
+class Executor(Protocol):
+    """What the kernel asks of an executor, which takes its requests from the kernel's
+    ready queue: to forget an ended run, and to stop once the queue is served."""
+
+    def forget(self, run_id: str) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class Kernel:
@@ -63,65 +74,75 @@ class Kernel:
         self.tools = tools or ToolRegistry(list(available_tools().values()))
         self.access = AccessManager()
         self.memory = MemoryManager(self.access, memory_quota)
-        # A backend that is neither a server nor batched is served by this kernel's own
-        # worker, from a pool of KV caches it must be able to make.
-        self.contexts: ContextPool | None = None
+        self._queue = ReadyQueue(self.scheduler)
+        self.contexts: ContextPool[Any] | None = None
+        """The local executors' pool of KV caches or sequences."""
         self._text: Callable[[Sequence[int]], str] | None = None
         """Generated tokens to text, on the paths that generate locally."""
-        if not backend.capabilities & {Capability.SERVER, Capability.BATCHING}:
-            if not isinstance(backend, CachingBackend):
-                raise BackendError(
-                    f"backend '{backend.name}' is neither a model server nor batched, and "
-                    "has no decode()/new_cache() for the kernel's own KV caches"
-                )
-            self.contexts = ContextPool(backend, pool_size, reuse_prefix)
-            self._text = backend.decode
-        self._content_free_scores = ContentFreeScores()
-        """Only the thread serving the model touches it."""
+        self._content_free_scores: ContentFreeScores | None = None
         # Every slice and decode is stored as it happens (``llm_slices``, ``batch_ticks``);
         # only the newest are kept here, so that memory does not grow with a process's life.
         self.recent_slices: deque[SliceRecord] = deque(maxlen=defaults.RECENT_RECORDS)
         self.recent_ticks: deque[TickRecord] = deque(maxlen=defaults.RECENT_RECORDS)
         """The batched executor's newest decodes (llama-cpp backend only)."""
         self.on_slice: Callable[[SliceRecord], None] | None = None
-        self._queue = ReadyQueue(self.scheduler)
         self._futures: dict[str, concurrent.futures.Future[LLMRequest]] = {}
-        self._worker = threading.Thread(target=self._serve, name="kernel-llm", daemon=True)
-        # A model server gets the remote path (kernel/server_executor.py): many requests in flight.
-        self._remote: Any = None
+        self._serve_now: Callable[[LLMRequest], bool] | None = None
+        """The serial executor's: serve a request on the calling thread if the model is free."""
+        self._executor: Executor = self._executor_for(backend, pool_size, reuse_prefix)
+        """Where requests go: the model server, the batched or the serial executor."""
+
+    def _executor_for(self, backend: Backend, pool_size: int, reuse_prefix: bool) -> Executor:
+        """The executor the backend's capabilities call for; it starts serving at once."""
         if Capability.SERVER in backend.capabilities:
             from flowengine.kernel.server_executor import RemoteExecutor
 
-            self._remote = RemoteExecutor(
+            return RemoteExecutor(
                 backend,  # type: ignore[arg-type]
-                self.scheduler,
+                self._queue,
                 self._record_slice,
                 self._finish,
                 lambda r, code, message: self.record_error(
                     r.run_id, r.step_id, r.step_seq, code, message
                 ),
             )
-        # A batched backend (llama.cpp) gets continuous batching (kernel/batching.py).
-        self._batched: Any = None
+        local: LocalExecutor[Any]
         if Capability.BATCHING in backend.capabilities:
             from flowengine.kernel.batching import BatchedExecutor
 
-            self._batched = BatchedExecutor(
-                backend,  # type: ignore[arg-type]
-                self.scheduler,
+            batched: Any = backend
+            local = BatchedExecutor(
+                batched,
+                Decoder(backend.grammar_tokenizer, batched.is_end),
+                self._queue,
                 self._record_slice,
                 self._record_tick,
                 self._finish,
-                self._constraint_for,
-                self._content_free_scores,
                 reuse_prefix,
             )
-        if self._batched is not None:
-            self._text = self._batched.decode
-        if self._remote is None and self._batched is None:
-            self._worker.start()
-        self._executor: Any = self._remote or self._batched or self._queue
-        """Where requests go: the model server, the batched executor, or the ready queue."""
+            self._text = batched.decode
+        else:
+            # Neither a server nor batched: served from a pool of KV caches it must make.
+            if not isinstance(backend, CachingBackend):
+                raise BackendError(
+                    f"backend '{backend.name}' is neither a model server nor batched, and "
+                    "has no decode()/new_cache() for the kernel's own KV caches"
+                )
+            eos = backend.eos_token_id
+            local = SerialExecutor(
+                backend,
+                Decoder(backend.grammar_tokenizer, lambda token: token == eos),
+                self._queue,
+                self._record_slice,
+                self._finish,
+                pool_size,
+                reuse_prefix,
+            )
+            self._serve_now = local.serve_now
+            self._text = backend.decode
+        self.contexts = local.pool
+        self._content_free_scores = local.decoder.content_free_scores
+        return local
 
     # -- runs -------------------------------------------------------------------------
 
@@ -131,10 +152,7 @@ class Kernel:
         return self.memory.open(run_id)
 
     def end_run(self, run_id: str) -> None:
-        if self.contexts is not None:
-            self.contexts.forget(run_id)
-        if self._batched is not None:
-            self._batched.forget(run_id)
+        self._executor.forget(run_id)
         self.memory.release(run_id)
         self.access.forget(run_id)
 
@@ -204,7 +222,7 @@ class Kernel:
     def submit(self, request: LLMRequest) -> concurrent.futures.Future[LLMRequest]:
         future: concurrent.futures.Future[LLMRequest] = concurrent.futures.Future()
         self._futures[request.id] = future
-        self._executor.put(request)
+        self._queue.put(request)
         return future
 
     def submit_all(self, requests: list[LLMRequest]) -> list[concurrent.futures.Future[LLMRequest]]:
@@ -213,125 +231,20 @@ class Kernel:
         for request in requests:
             futures.append(concurrent.futures.Future())
             self._futures[request.id] = futures[-1]
-        self._executor.put_all(requests)
+        self._queue.put_all(requests)
         return futures
 
     def run_request(self, request: LLMRequest) -> LLMRequest:
-        """Submit and wait; the request comes back with its response or error filled in."""
-        return self.submit(request).result()
+        """Submit and wait; the request comes back with its response or error filled in.
 
-    def _serve(self) -> None:
-        while (request := self._queue.take()) is not None:
-            try:
-                self._run_slice(request)
-            except Exception as exc:  # one bad request must not stop the kernel
-                request.error = f"{type(exc).__name__}: {exc}"
-                self._finish(request)
-
-    def _run_slice(self, request: LLMRequest) -> None:
-        assert self.contexts is not None  # the kernel's own worker serves only this path
-        cache, replayed = self.contexts.acquire(request)
-        started = time.time()
-        if request.first_start is None:
-            request.first_start = started
-        restored = replayed > 0
-        if restored:
-            request.restores += 1
-        evaluated = replayed
-        if cache.tokens != request.tokens:
-            # A new request: its prompt extends what the run's cache holds up to some point,
-            # and only the rest is evaluated.
-            fed = cache.feed(request.tokens)
-            evaluated += fed
-            if request.slices == 0:
-                request.reused_tokens = len(request.prompt_tokens) - fed
-        produced = 0
-        preempted = False
-        if request.kind == "choose":
-            self._score_labels(cache, request)
-            request.finished = True
-        else:
-            budget = self._queue.slice_budget()
-            eos = self.backend.eos_token_id
-            constraint = self._constraint_for(request)
-            while True:
-                if len(request.output_tokens) >= request.max_tokens or (
-                    constraint is not None and constraint.finished
-                ):
-                    request.finished = True
-                    break
-                token = cache.next_token(constraint.allowed() if constraint else None)
-                if token == eos:
-                    request.finished = True
-                    break
-                if constraint is not None:
-                    constraint.consume(token)
-                request.output_tokens.append(token)
-                evaluated += cache.feed(request.tokens)
-                produced += 1
-                if budget is not None and produced >= budget and self._queue.others_waiting():
-                    preempted = True
-                    break
-        ended = time.time()
-        request.evaluated_tokens += evaluated
-        request.service += ended - started
-        record = SliceRecord(
-            request.id,
-            request.run_id,
-            request.slices,
-            started,
-            ended,
-            produced,
-            evaluated,
-            restored,
-            preempted,
-        )
-        request.slices += 1
-        self._record_slice(record)
-        if preempted:
-            request.preemptions += 1
+        On the serial path, when the model is free and no request is waiting, the calling
+        thread serves its request itself: the same slice the worker would run, without
+        two hand-offs between threads (``SerialExecutor.serve_now``)."""
+        future: concurrent.futures.Future[LLMRequest] = concurrent.futures.Future()
+        self._futures[request.id] = future
+        if self._serve_now is None or not self._serve_now(request):
             self._queue.put(request)
-        else:
-            self._finish(request)
-
-    def _constraint_for(self, request: LLMRequest) -> JsonConstraint | None:
-        """The request's grammar state, made at its first slice and kept across slices."""
-        if request.schema is None or request.constraint is not None:
-            return request.constraint
-        tokenizer = self.backend.grammar_tokenizer()
-        if tokenizer is not None:
-            request.constraint = JsonConstraint(tokenizer, request.schema)
-        return request.constraint
-
-    def _score_labels(self, cache: RunCache, request: LLMRequest) -> None:
-        """Score each label as the reply, always choosing one of them.
-
-        A label's score is the total log-probability of its tokens. With a content-free
-        prompt (contextual calibration, Zhao et al. 2021), the label's score after that
-        prompt is subtracted: what is left is how much this request's content moved the
-        model towards the label. The content-free scores depend only on that prompt and
-        the labels, so they are computed once per kernel and kept."""
-        raw = self._label_log_probs(cache, request, request.prompt_tokens)
-        baseline = None
-        if request.content_free_tokens:
-            baseline = self._content_free_scores.get(request)
-            if baseline is None:
-                baseline = self._label_log_probs(cache, request, request.content_free_tokens)
-                self._content_free_scores.put(request, baseline)
-        request.settle_choice(raw, baseline)
-
-    def _label_log_probs(
-        self, cache: RunCache, request: LLMRequest, prompt: list[int]
-    ) -> dict[str, float]:
-        """Each label's total log-probability as the reply to ``prompt``."""
-        scores: dict[str, float] = {}
-        for label, tokens in zip(request.labels, request.label_tokens, strict=True):
-            total = 0.0
-            for index, token in enumerate(tokens):
-                request.evaluated_tokens += cache.feed(prompt + tokens[:index])
-                total += cache.log_prob(token)
-            scores[label] = total
-        return scores
+        return future.result()
 
     def _record_slice(self, record: SliceRecord) -> None:
         self.recent_slices.append(record)
@@ -373,8 +286,6 @@ class Kernel:
         request.end = time.time()
         if request.kind == "generate" and request.error is None and self._text is not None:
             request.response = request.prefill + self._text(request.output_tokens)
-        if self.contexts is not None:
-            self.contexts.release(request)
         if self.storage is not None:
             self.storage.record_request(
                 LLMRequestRow(
@@ -451,13 +362,7 @@ class Kernel:
             )
 
     def close(self) -> None:
-        if self._remote is not None:
-            self._remote.close()
-        if self._batched is not None:
-            self._batched.close()
-        self._queue.close()
-        if self._worker.is_alive():
-            self._worker.join()
+        self._executor.close()
         self.tools.close()
         self.backend.close()
 

@@ -177,6 +177,49 @@ class SliceRecord:
     preempted: bool
 
 
+class Slice:
+    """One slice of a request on the model, from the moment it gets it: the one place a
+    ``SliceRecord`` is made, and the request's service time, slices and preemptions
+    counted, on every executor."""
+
+    def __init__(self, request: LLMRequest, restored: bool = False) -> None:
+        self.request = request
+        self.started = time.time()
+        self.restored = restored
+        if request.first_start is None:
+            request.first_start = self.started
+        if restored:
+            request.restores += 1
+
+    def close(self, tokens: int, evaluated: int, preempted: bool = False) -> SliceRecord:
+        """The slice ends now, having generated ``tokens`` and evaluated ``evaluated``; the
+        next one (a streamed reply recorded in pieces) starts where it ends."""
+        request = self.request
+        ended = time.time()
+        request.service += ended - self.started
+        record = SliceRecord(
+            request.id,
+            request.run_id,
+            request.slices,
+            self.started,
+            ended,
+            tokens,
+            evaluated,
+            self.restored,
+            preempted,
+        )
+        request.slices += 1
+        if preempted:
+            request.preemptions += 1
+        self.started, self.restored = ended, False
+        return record
+
+    def discard(self) -> None:
+        """The request leaves the model with nothing since the last record to show: no
+        record, but the time still counts as service."""
+        self.request.service += time.time() - self.started
+
+
 class ContentFreeScores:
     """Label scores after content-free prompts (contextual calibration), kept per prompt
     and labels: they depend on nothing else, so each is computed once per kernel. The

@@ -23,8 +23,21 @@ class RunMemory:
     progress_dropped: int = 0
     """Oldest progress entries left out of prompts to fit the window; only ever grows."""
 
+    _counted: tuple[int, int, int] = field(default=(0, 0, 0), repr=False, compare=False)
+    """(id of the progress list, entries counted, their JSON length with separators)."""
+
     def size(self) -> int:
-        return len(json.dumps([self.variables, self.progress], default=str))
+        """The JSON length of ``[variables, progress]``. Progress only grows, an entry at
+        a time and never changed, so only the entries new since the last call are
+        encoded: a quota check costs the same at the 2,000th step as at the first."""
+        listed, count, length = self._counted
+        if listed != id(self.progress) or count > len(self.progress):
+            count, length = 0, 0
+        for entry in self.progress[count:]:
+            length += len(json.dumps(entry, default=str)) + 2  # and ", " (or "[]")
+        self._counted = (id(self.progress), len(self.progress), length)
+        progress = max(length, 2)  # "[a, b]" is as long as a + b + 2 separators
+        return len(json.dumps(self.variables, default=str)) + progress + 4
 
     def check_quota(self) -> None:
         used = self.size()

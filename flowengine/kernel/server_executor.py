@@ -1,9 +1,9 @@
 """The remote executor: the kernel's path to a model server, many requests in flight.
 
 A server batches the requests it holds, so up to ``max_inflight`` requests are sent at
-once, one worker thread each. The scheduler decides the order of admission: ``fifo`` by
-arrival, ``rr`` round-robin over runs (the run admitted longest ago goes first, so one
-run's burst does not hold back the others). A request in flight is never cut off: the
+once, one worker thread each. They take requests from the kernel's one ready queue
+(``kernel/scheduler.py``), whose policy decides the order of admission as for the local
+model: ``fifo`` by arrival, ``rr`` round-robin over runs. A request in flight is never cut off: the
 server is batching it, and stopping it would waste that work. Replies are streamed, and
 ``rr`` records a slice every ``quantum`` streamed tokens, so the interleaving at the
 server can be seen afterwards as it is for the local model.
@@ -11,7 +11,6 @@ server can be seen afterwards as it is for the local model.
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import threading
@@ -20,8 +19,8 @@ from collections.abc import Callable
 from typing import Any
 
 from flowengine.kernel.backends.openai import Completion, OpenAIBackend, ServerError, parse_chatml
-from flowengine.kernel.llm_request import LLMRequest, SliceRecord
-from flowengine.kernel.scheduler import SchedulerConfig
+from flowengine.kernel.llm_request import LLMRequest, Slice, SliceRecord
+from flowengine.kernel.scheduler import ReadyQueue
 
 TOP_LOGPROBS = 20
 """Alternatives asked for at a decision's first token; labels must be among them."""
@@ -87,27 +86,25 @@ def _refused(exc: ServerError, fields: tuple[str, ...]) -> bool:
 
 
 class RemoteExecutor:
-    """Admits requests in scheduler order and keeps up to ``max_inflight`` at the server."""
+    """Takes requests from the ready queue in its order and keeps up to ``max_inflight`` at
+    the server."""
 
     def __init__(
         self,
         backend: OpenAIBackend,
-        scheduler: SchedulerConfig,
+        queue: ReadyQueue,
         on_slice: Callable[[SliceRecord], None],
         on_finish: Callable[[LLMRequest], None],
         on_report: Callable[[LLMRequest, str, str], None],
     ) -> None:
         self.backend = backend
         self.client = backend.client
-        self.scheduler = scheduler
+        self.queue = queue
         self._on_slice = on_slice
         self._on_finish = on_finish
         self._on_report = on_report
-        self._pending: list[LLMRequest] = []
-        self._ready = threading.Condition()
+        self._lock = threading.Lock()
         self._closed = False
-        self._admissions = itertools.count()
-        self._last_admitted: dict[str, int] = {}
         self._not_before = 0.0
         """Set by a server's Retry-After: nothing is sent before this time."""
         self.json_format: str | None = None
@@ -123,46 +120,24 @@ class RemoteExecutor:
         for worker in self._workers:
             worker.start()
 
-    # -- admission --------------------------------------------------------------------
+    # -- runs and stopping -------------------------------------------------------------
 
-    def put(self, request: LLMRequest) -> None:
-        self.put_all([request])
-
-    def put_all(self, requests: list[LLMRequest]) -> None:
-        with self._ready:
-            self._pending.extend(requests)
-            self._ready.notify_all()
-
-    def _take(self) -> LLMRequest | None:
-        with self._ready:
-            while not self._pending and not self._closed:
-                self._ready.wait()
-            if not self._pending:
-                return None
-            if self.scheduler.policy == "rr":
-                request = min(
-                    self._pending,
-                    key=lambda r: (self._last_admitted.get(r.run_id, -1), r.arrival),
-                )
-            else:
-                request = min(self._pending, key=lambda r: r.arrival)
-            self._pending.remove(request)
-            self._last_admitted[request.run_id] = next(self._admissions)
-            self.inflight += 1
-            self.max_inflight_seen = max(self.max_inflight_seen, self.inflight)
-            return request
+    def forget(self, run_id: str) -> None:
+        self.queue.forget(run_id)
 
     def close(self) -> None:
-        with self._ready:
-            self._closed = True
-            self._ready.notify_all()
+        self._closed = True
+        self.queue.close()
         for worker in self._workers:
             worker.join()
 
     # -- serving ----------------------------------------------------------------------
 
     def _serve(self) -> None:
-        while (request := self._take()) is not None:
+        while (request := self.queue.take()) is not None:
+            with self._lock:
+                self.inflight += 1
+                self.max_inflight_seen = max(self.max_inflight_seen, self.inflight)
             try:
                 self._wait_for_server()
                 if request.kind == "choose":
@@ -179,7 +154,7 @@ class RemoteExecutor:
             except Exception as exc:  # one bad request must not stop the executor
                 request.error = f"{type(exc).__name__}: {exc}"
             finally:
-                with self._ready:
+                with self._lock:
                     self.inflight -= 1
             self._on_finish(request)
 
@@ -190,7 +165,7 @@ class RemoteExecutor:
     def _back_off(self, seconds: float) -> None:
         from flowengine.kernel.backends.openai import MAX_RETRY_AFTER
 
-        with self._ready:
+        with self._lock:
             self._not_before = max(self._not_before, time.time() + min(seconds, MAX_RETRY_AFTER))
 
     def _base(self, request: LLMRequest) -> dict[str, Any]:
@@ -243,41 +218,24 @@ class RemoteExecutor:
 
     def _streamed(self, request: LLMRequest, body: dict[str, Any]) -> Completion:
         """Send ``body`` streamed; under ``rr`` a slice is recorded every quantum tokens."""
-        quantum = self.scheduler.quantum if self.scheduler.policy == "rr" else None
-        started = time.time()
-        if request.first_start is None:
-            request.first_start = started
-        state = {"start": started, "tokens": 0}
-
-        def close_slice(final: bool) -> None:
-            now = time.time()
-            record = SliceRecord(
-                request.id,
-                request.run_id,
-                request.slices,
-                state["start"],
-                now,
-                int(state["tokens"]),
-                int(state["tokens"]),
-                False,
-                False,
-            )
-            request.slices += 1
-            state["start"], state["tokens"] = now, 0
-            self._on_slice(record)
+        quantum = self.queue.slice_budget()
+        current = Slice(request)
+        streamed = 0
 
         def on_text(_piece: str) -> None:
-            state["tokens"] += 1
-            if quantum is not None and state["tokens"] >= quantum:
-                close_slice(False)
+            nonlocal streamed
+            streamed += 1
+            if quantum is not None and streamed >= quantum:
+                self._on_slice(current.close(streamed, streamed))
+                streamed = 0
 
         try:
-            completion = self.client.chat(body, on_text)
+            return self.client.chat(body, on_text)
         finally:
-            request.service += time.time() - started
-        if state["tokens"] or request.slices == 0:
-            close_slice(True)
-        return completion
+            if streamed or request.slices == 0:
+                self._on_slice(current.close(streamed, streamed))
+            else:
+                current.discard()
 
     def _count(self, request: LLMRequest, completion: Completion) -> None:
         request.counted_prompt_tokens = completion.prompt_tokens
@@ -291,8 +249,7 @@ class RemoteExecutor:
 
     def _choose(self, request: LLMRequest) -> None:
         labels = request.labels
-        started = time.time()
-        request.first_start = request.first_start or started
+        current = Slice(request)
         try:
             if self.logprobs_supported is not False:
                 completion = self.client.chat(
@@ -344,19 +301,5 @@ class RemoteExecutor:
                 )
             request.response = completion.text.strip()
         finally:
-            ended = time.time()
-            request.service += ended - started
-            self._on_slice(
-                SliceRecord(
-                    request.id,
-                    request.run_id,
-                    request.slices,
-                    started,
-                    ended,
-                    request.counted_output_tokens or 0,
-                    request.evaluated_tokens,
-                    False,
-                    False,
-                )
-            )
-            request.slices += 1
+            tokens = request.counted_output_tokens or 0
+            self._on_slice(current.close(tokens, request.evaluated_tokens))

@@ -38,8 +38,25 @@ def as_lines(value: Any, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+_LINES: dict[tuple[str, str], str] = {}
+"""Progress lines of text results already rendered: every prompt of a run renders its
+progress again, and the entries before the newest are the same each time."""
+LINES_KEPT = 8192
+
+
+def progress_line(step: str, result: Any) -> str:
+    if not isinstance(result, str):
+        return f"- {step}: {as_text(result, MAX_ENTRY_CHARS)}"
+    line = _LINES.get((step, result))
+    if line is None:
+        if len(_LINES) >= LINES_KEPT:
+            _LINES.clear()
+        line = _LINES[step, result] = f"- {step}: {as_text(result, MAX_ENTRY_CHARS)}"
+    return line
+
+
 def progress_lines(progress: Sequence[dict[str, Any]]) -> list[str]:
-    return [f"- {entry['step']}: {as_text(entry['result'], MAX_ENTRY_CHARS)}" for entry in progress]
+    return [progress_line(entry["step"], entry["result"]) for entry in progress]
 
 
 def messages(
@@ -91,7 +108,8 @@ def content_free_messages(
 ) -> list[Message]:
     """A decision's prompt with its content replaced by "N/A": the same description,
     examples, labels and layout, no progress and no data. The labels' scores after it are
-    the model's preference among them whatever the question (see ``Kernel._score_labels``)."""
+    the model's preference among them whatever the question (see ``Decoder._choose`` in
+    ``kernel/decoding.py``)."""
     ask = decision_ask(CONTENT_FREE, labels, examples)
     return messages(description, CONTENT_FREE if with_task else None, [], ask)
 
