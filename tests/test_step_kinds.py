@@ -68,7 +68,7 @@ def broken_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return site
 
 
-def test_the_four_kinds_are_registered_through_the_entry_point_group() -> None:
+def test_the_built_in_kinds_are_registered_through_the_entry_point_group() -> None:
     # What was installed from pyproject.toml (make server re-installs when it changes).
     installed = metadata.distribution("flowengine").entry_points.select(group=GROUP)
     assert {ep.name: ep.value for ep in installed} == BUILTIN_ENTRY_POINTS
