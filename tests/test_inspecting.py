@@ -11,10 +11,12 @@ import sys
 import time
 from pathlib import Path
 
-from tests.conftest import AGENTS, ROOT, flowengine_command, run_cli
+from tests.conftest import ROOT, flowengine_command, run_cli
 from tests.looper import looper
 
-MATH = str(AGENTS / "math_agent.yaml")
+MATH = str(ROOT / "tests" / "data" / "classic_math_agent.yaml")
+"""The MathAgent from before issue 27: a model decision whose label scores logs shows,
+and free-text steps a script answers."""
 SCRIPT = {
     "default": "The problem asks for (3 + 4) * 2.",
     "rules": [
