@@ -422,6 +422,11 @@ def test_the_schema_file_is_the_package_s_and_names_every_check() -> None:
     expect = file_schema()["$defs"]["expect"]["properties"]
     output = file_schema()["$defs"]["output"]["properties"]
     assert set(expect) - {"output"} | {f"output.{k}" for k in output} == set(checks.CHECKS)
+    # every status a run can end or stop with may be expected
+    from flowengine.runtime.interpreter import FINAL_STATUSES
+
+    statuses = set(file_schema()["$defs"]["status"]["enum"])
+    assert statuses == {*FINAL_STATUSES, "waiting", "interrupted"}
     assert all(code.startswith("test-") for code in TEST_CODES)
 
 
