@@ -332,6 +332,14 @@ class Kernel:
             self.record_error(run_id, step_id, step_seq, "tool-denied", str(exc))
             raise
         result = self.tools.call(name, args)
+        self.record_tool_call(run_id, step_id, step_seq, result)
+        return result
+
+    def record_tool_call(
+        self, run_id: str, step_id: str, step_seq: int, result: ToolResult
+    ) -> None:
+        """Store a tool call made for a run's step (by the kernel, or answered by a test's
+        mock), and a failed one's error."""
         if self.storage is not None:
             self.storage.record_tool_call(
                 ToolCallRow(
@@ -339,7 +347,7 @@ class Kernel:
                     run_id=run_id,
                     step_id=step_id,
                     step_seq=step_seq,
-                    tool=name,
+                    tool=result.tool,
                     args=result.args,
                     # a failed call stores no result, not JSON null
                     result=result.value if result.ok else None,
@@ -351,7 +359,6 @@ class Kernel:
             )
         if not result.ok:
             self.record_error(run_id, step_id, step_seq, "tool-failed", result.error or "")
-        return result
 
     def record_error(
         self, run_id: str, step_id: str, step_seq: int, code: str, message: str

@@ -23,7 +23,7 @@ from flowengine.kernel.backends.base import Message
 from flowengine.kernel.kernel import Kernel
 from flowengine.kernel.llm_request import LLMRequest
 from flowengine.kernel.memory import RunMemory
-from flowengine.storage.rows import LLMRequestRow, RunRow, StepRow, ToolCallRow
+from flowengine.storage.rows import LLMRequestRow, RunRow, StepRow
 from flowengine.tools.base import ToolResult
 
 
@@ -240,25 +240,7 @@ class MockingKernel:
             result.error = outcome.error
         else:
             result.value, result.ok = outcome.result, True
-        storage = self.kernel.storage
-        if storage is not None:
-            storage.record_tool_call(
-                ToolCallRow(
-                    call_id=result.call_id,
-                    run_id=run_id,
-                    step_id=step_id,
-                    step_seq=step_seq,
-                    tool=name,
-                    args=result.args,
-                    result=result.value if result.ok else None,
-                    ok=result.ok,
-                    error=result.error,
-                    started=result.started,
-                    duration_s=0.0,
-                )
-            )
-        if not result.ok:
-            self.kernel.record_error(run_id, step_id, step_seq, "tool-failed", result.error or "")
+        self.kernel.record_tool_call(run_id, step_id, step_seq, result)
         self.seen.tool_calls.append((step_id, name, dict(args), result))
         self.seen.mocked_steps.add(step_id)
         return result
