@@ -211,3 +211,28 @@ def test_numbers_in_tables_are_rounded_for_people() -> None:
     assert rest[0].split() == ["a", "b"]
     assert rest[1].split() == ["x"] * 10 + ["1.23"]
     assert len(rest) == 1 + 5  # a 100-character cell wraps onto five 20-character lines
+
+
+def test_logs_follow_says_how_to_resume_a_run_whose_writer_died(tmp_path: Path) -> None:
+    agent = tmp_path / "looper.yaml"
+    agent.write_text(looper(20))
+    script = tmp_path / "slow.json"
+    script.write_text(json.dumps({"default": "working on it", "token_delay": 0.05}))
+    db = tmp_path / "dead.duckdb"
+    writer = subprocess.Popen(
+        [*flowengine_command(), "run", str(agent), "--input", "go", "--backend", "scripted",
+         "--script", str(script), "--db", str(db)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert writer.stdout is not None
+    run_id = ""
+    for line in writer.stdout:  # a step line is printed once the step is stored
+        if line.startswith("Looper "):
+            run_id = line.split()[1]
+            break
+    writer.kill()
+    writer.wait(timeout=30)
+    followed = run_cli("logs", run_id, "--follow", "--db", str(db), timeout=60)
+    assert followed.returncode == 1, followed.stdout
+    assert f"continue it with `flowengine resume {run_id}`" in followed.stderr
+    assert followed.stdout.splitlines()[1].startswith("#1 Work (process)")

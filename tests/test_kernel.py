@@ -282,3 +282,26 @@ def test_a_request_alone_is_served_on_its_own_thread_and_others_by_the_worker() 
     assert alone.response == f"reply a: {LONG}" and waited.response == f"reply c: {LONG}"
     assert served_on["alone"] == {threading.current_thread().name}
     assert served_on["second"] == served_on["first"] == {"kernel-llm"}
+
+
+@pytest.mark.parametrize("policy", ["fifo", "rr"])
+def test_a_record_that_cannot_be_stored_fails_its_request_and_the_kernel_goes_on(
+    policy: str,
+) -> None:
+    """A slice whose recording raises (a full disk, say) fails that request only: its run
+    gets it back with the error, and the kernel serves the next requests as before."""
+    backend = ScriptedBackend(SCRIPT)
+    kernel = Kernel(backend, SchedulerConfig(policy, quantum=5))  # type: ignore[arg-type]
+    broken = {"once": True}
+
+    def record(_: Any) -> None:
+        if broken.pop("once", False):
+            raise OSError("No space left on device")
+
+    kernel.on_slice = record
+    first = kernel.submit(_request(backend, "ra", "ask a")).result(timeout=30)
+    assert first.error == "OSError: No space left on device"
+    later = _run_concurrently(kernel, [_request(backend, f"r{n}", f"ask {n}") for n in "bc"])
+    assert [r.error for r in later] == [None, None]
+    assert [r.response for r in later] == [f"reply {n}: {LONG}" for n in "bc"]
+    kernel.close()

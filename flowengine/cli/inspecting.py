@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from flowengine.cli.common import (
+    EXIT_ERRORS,
     EXIT_OK,
     FORMATTER,
     add_dbs_option,
@@ -319,22 +320,23 @@ def _indented(text: Any) -> str:
 
 
 @contextmanager
-def _live_records(paths: list[Path], folder: Path) -> Iterator[Any]:
-    """The records as they are now, read through a copy while a live run holds the file."""
+def _live_records(paths: list[Path], folder: Path) -> Iterator[tuple[Any, bool]]:
+    """The records as they are now, and whether a live writer holds the file (then they
+    are read through a copy of it)."""
     from flowengine.storage.reader import Records, copy_live
     from flowengine.storage.writer import FileLocked
 
     try:
-        records = Records(paths)
+        records, live = Records(paths), False
     except FileLocked:
         copies = []
         for index, path in enumerate(paths):
             copy = folder / f"copy{time.monotonic_ns()}-{index}.duckdb"
             copy_live(path, copy)
             copies.append(copy)
-        records = Records(copies)
+        records, live = Records(copies), True
     with records:
-        yield records
+        yield records, live
 
 
 def _follow(paths: list[Path], given: str, as_json: bool) -> int:
@@ -352,9 +354,14 @@ def _follow(paths: list[Path], given: str, as_json: bool) -> int:
             now = "|".join(signature(path) for path in paths)
             if now != seen:
                 try:
-                    with _live_records(paths, Path(folder)) as records:
-                        run_id = _run_id(records, given, ", ".join(map(str, paths)))
-                        run = records.run(run_id)
+                    with _live_records(paths, Path(folder)) as (records, held):
+                        try:
+                            run_id = _run_id(records, given, ", ".join(map(str, paths)))
+                        except UsageError:
+                            if not held:
+                                raise
+                            run_id = None  # a live writer has not stored its run yet
+                        run = records.run(run_id) if run_id else None
                         steps = records.steps(run_id) if run is not None else []
                 except StorageError:
                     failures += 1  # the writer changed the file mid-copy: read it again
@@ -366,9 +373,13 @@ def _follow(paths: list[Path], given: str, as_json: bool) -> int:
                     for old in Path(folder).glob("copy*"):
                         old.unlink(missing_ok=True)
                 failures = 0
-                if run is None:
-                    raise UsageError(f"no run {given!r}; `flowengine logs` lists the runs")
                 seen = now
+                if run is None:
+                    if held:
+                        time.sleep(FOLLOW_POLL_S)
+                        continue
+                    raise UsageError(f"no run {given!r}; `flowengine logs` lists the runs")
+                given = run["run_id"]  # 'latest' is the newest run when following began
                 if not header and not as_json:
                     print(f"following run {run['run_id']} ({run['agent']}); Ctrl-C stops")
                     header = True
@@ -382,6 +393,13 @@ def _follow(paths: list[Path], given: str, as_json: bool) -> int:
                     if not as_json:
                         print(f"run {run['run_id']}: {run['status']} after {run['steps']} steps")
                     return EXIT_OK
+                if not held:  # running, yet no process holds the file: its writer died
+                    print(
+                        f"run {run['run_id']} is marked running but no flowengine process "
+                        f"holds its file; continue it with `flowengine resume {run['run_id']}`",
+                        file=sys.stderr,
+                    )
+                    return EXIT_ERRORS
             time.sleep(FOLLOW_POLL_S)
 
 

@@ -95,14 +95,28 @@ class BatchedExecutor(LocalExecutor[SequencePlace]):
             admitted = self.queue.take_upto(room, wait=not self._active)
             if admitted is None and not self._active:
                 return
-            try:
-                for request in admitted or ():
+            for request in admitted or ():
+                try:
                     self._admit(request)
+                except Exception as exc:  # fails this request only, never hangs it
+                    self._fail_unadmitted(request, exc)
+            try:
                 if self._active:
                     self._tick()
             except Exception as exc:  # a bug here must fail the requests, not hang them
                 for resident in list(self._active):
-                    self._fail(resident, exc)
+                    try:
+                        self._fail(resident, exc)
+                    except Exception as again:
+                        self._fail_unadmitted(resident.request, again)
+
+    def _fail_unadmitted(self, request: LLMRequest, exc: Exception) -> None:
+        """A request whose admission (or failure) itself failed: it leaves the batch if it
+        entered it, and its run gets it back with the error."""
+        self._active[:] = [stay for stay in self._active if stay.request is not request]
+        request.error = request.error or f"{type(exc).__name__}: {exc}"
+        request.finished = True
+        self._finish(request)
 
     def _enter(self, stay: Stay[SequencePlace]) -> None:
         self._active.append(stay)  # type: ignore[arg-type]

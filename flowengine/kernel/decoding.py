@@ -308,7 +308,11 @@ class LocalExecutor(Generic[P]):
         stay.task.close()
         request.evaluated_tokens += stay.evaluated
         self.pool.release(request, preempted, failed=request.error is not None)
-        self._record_slice(stay.slice.close(stay.produced, stay.evaluated, preempted))
+        try:
+            self._record_slice(stay.slice.close(stay.produced, stay.evaluated, preempted))
+        except Exception as exc:  # a slice that cannot be recorded fails its request only
+            request.error = request.error or f"{type(exc).__name__}: {exc}"
+            preempted = False
         if preempted:
             self.queue.put(request)
         else:

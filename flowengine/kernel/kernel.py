@@ -283,6 +283,20 @@ class Kernel:
             )
 
     def _finish(self, request: LLMRequest) -> None:
+        """Store the ended request and hand it back to the run that waits for it. The run
+        gets it back even when storing it fails (then with that error): a request left
+        unresolved would keep its run waiting for ever."""
+        try:
+            self._store_request(request)
+        except Exception as exc:  # bookkeeping must not keep a run waiting
+            if request.error is None:
+                request.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            future = self._futures.pop(request.id, None)
+            if future is not None and not future.done():
+                future.set_result(request)
+
+    def _store_request(self, request: LLMRequest) -> None:
         request.end = time.time()
         if request.kind == "generate" and request.error is None and self._text is not None:
             request.response = request.prefill + self._text(request.output_tokens)
@@ -316,9 +330,6 @@ class Kernel:
                     reused_tokens=request.reused_tokens,
                 )
             )
-        future = self._futures.pop(request.id, None)
-        if future is not None:
-            future.set_result(request)
 
     # -- tools ------------------------------------------------------------------------
 
