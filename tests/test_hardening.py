@@ -5,6 +5,7 @@ Runs go through the real interpreter, kernel and a DuckDB file, on the scripted 
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -397,3 +398,34 @@ def test_runaway_agents_stop_with_a_clear_status(
     assert (stored_status, stored_steps) == (status, steps)
     assert storage.query("SELECT count(*) FROM steps") == [(steps,)]
     storage.close()
+
+
+def test_a_number_too_large_to_store_fails_its_step_before_anything_changes(
+    tmp_path: Path,
+) -> None:
+    """Python writes no integer of more than 4,300 digits as text, so such a value would
+    have failed the step's checkpoint after the state had changed; it is refused where it
+    is made, as the step's own error, and the run's stored rows say so."""
+    from tests.conftest import run_cli
+
+    agent = tmp_path / "big.yaml"
+    agent.write_text(
+        "name: Big\ndescription: Big numbers.\n"
+        "state:\n  n: {schema: {type: integer}, default: 0}\n"
+        "steps:\n  start:\n    type: set\n    set: {n: '{{ 10 ** 5000 }}'}\n    next: done\n"
+        "  done:\n    type: terminal\n    output: '{{ n }}'\n"
+    )
+    script = tmp_path / "script.json"
+    script.write_text('{"default": "ok"}')
+    db = tmp_path / "big.duckdb"
+    done = run_cli(
+        "run", str(agent), "--input", "x", "--backend", "scripted", "--script", str(script),
+        "--db", str(db),
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "too large to keep" in done.stderr and "Traceback" not in done.stderr
+    assert "internal error" not in done.stderr
+    shown = run_cli("logs", "latest", "--db", str(db), "--json")
+    detail = json.loads(shown.stdout)
+    assert detail["run"]["status"] == "failed" and detail["steps"] == []
+    assert any("too large to keep" in e["message"] for e in detail["errors"])

@@ -176,8 +176,20 @@ def plain_data(value: Any) -> Any:
     return _to_data(value)
 
 
+MAX_INT_BITS = 13_000
+"""About 3,900 digits: Python refuses to write an integer of more than 4,300 as text
+(so as JSON, or into a row), which would fail a run after its step had changed state."""
+
+
 def _to_data(value: Any) -> Any:
-    if value is None or isinstance(value, (str, bool, int)):
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value.bit_length() > MAX_INT_BITS:
+            raise SecurityError(
+                f"a whole number of {value.bit_length():,} bits is too large to keep; "
+                f"values are limited to about {MAX_INT_BITS * 3 // 10:,} digits"
+            )
+        return value
+    if value is None or isinstance(value, (str, bool)):
         return str(value) if isinstance(value, str) else value
     if isinstance(value, float):
         if value != value or value in (float("inf"), float("-inf")):
