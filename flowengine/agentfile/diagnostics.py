@@ -53,6 +53,7 @@ CODES: dict[str, str] = {
     "invalid-state-schema": "a state variable's 'schema' is not valid JSON Schema",
     "invalid-state-default": "a state variable's 'default' does not match its schema",
     "invalid-reducer": "a reducer neither a known name nor an expression over current, value",
+    "state-name-taken": "a state variable named like an input, a built-in, result or tool_result",
     "undeclared-tool": "a step calls a tool the agent does not list in 'tools'",
     "unknown-tool": "a step calls a tool flowengine does not have (with a suggestion)",
     "unknown-declared-tool": "'tools' lists a tool flowengine does not have (warning)",

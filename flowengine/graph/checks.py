@@ -128,10 +128,30 @@ def _check_steps(agent: Agent, report: Reporter) -> None:
             kind.check(agent, step, report)
 
 
+STEP_VALUE_NAMES = frozenset({"result", TOOL_RESULT})
+"""What a step's ``set:`` expressions call its own result and its tool's."""
+
+
 def _check_state(agent: Agent, report: Reporter) -> None:
     """Each declared variable: a valid schema, a default that matches it, a known reducer
     (a name, or an expression over ``current`` and ``value`` that parses)."""
     for name, spec in agent.state.items():
+        taken = (
+            "an input of the agent"
+            if name in agent.inputs
+            else "a built-in variable"
+            if name in BUILTIN_VARIABLES
+            else "what a step's own value is called in its set:"
+            if name in STEP_VALUE_NAMES
+            else None
+        )
+        if taken is not None:
+            report.error(
+                "state-name-taken",
+                f"state '{name}' has the name of {taken}, which would hide it or be hidden "
+                "by it; give the state variable another name",
+                agent.key_at("state", name),
+            )
         valid = True
         if spec.schema is not None:
             problem = schema_is_valid(spec.schema)
