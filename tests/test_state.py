@@ -590,3 +590,41 @@ steps:
     [(output, status)] = storage.query("SELECT output, status FROM runs")
     assert status == "completed"
     assert json.loads(output) == {"notes": ["first", "second", "third"]}
+
+
+ON_ERROR_INTO_STATE = """\
+name: OnErr
+description: A tool step that fails, goes on, and saves into declared state.
+tools: [calculator]
+state:
+  total: {schema: {type: number}, default: 0, reducer: add}
+  errors: {default: [], reducer: append}
+steps:
+  add_one:
+    type: process
+    tool: calculator
+    args: {expression: "1 + 1"}
+    set: {total: "{{ result.value }}"}
+    next: calc
+  calc:
+    type: process
+    tool: calculator
+    args: {expression: "1/0"}
+    on_error: continue
+    save_as: total
+    set: {errors: "{{ result.error if result.error is defined else none }}"}
+    next: done
+  done:
+    type: terminal
+    output: {total: "{{ total }}", errors: "{{ errors }}"}
+"""
+
+
+def test_a_failed_step_that_goes_on_keeps_its_declared_variable(tmp_path: Path) -> None:
+    """The error a step went on from is its result, but a declared variable's reducer and
+    schema are for what the step makes: 'total' keeps its value (no run failure for
+    adding a mapping to a number), and set: still sees the error."""
+    outcome, storage = _run(tmp_path, ON_ERROR_INTO_STATE)
+    assert outcome.status == "completed", outcome.error
+    assert outcome.output == {"total": 2, "errors": ["division by zero"]}
+    storage.close()

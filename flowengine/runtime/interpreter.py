@@ -167,6 +167,8 @@ class AgentRun:
         """The tool's result while a tool step's own templates render (``tool_result``)."""
         self._bound: dict[str, Any] = {}
         """Names bound while a step's ``set`` values are evaluated (``result``)."""
+        self._tool_error_kept = False
+        """The running step's tool failed and it went on (``on_error: continue``)."""
         self._state_validators: dict[str, Any] = {}
         self.on_step = on_step
         self.memory: RunMemory = kernel.register_run(self.run_id, self.agent.name, self.agent.tools)
@@ -326,6 +328,7 @@ class AgentRun:
         result: Any
         saved: Any
         assigned: dict[str, Any] | None = None
+        recovered = False
         try:
             ran, following = self._attempt(step, outcome)
             result, saved, label, assigned = ran.result, ran.saved, ran.label, ran.assigned
@@ -334,8 +337,11 @@ class AgentRun:
                 raise
             following = self._recover(step, failure)
             result = saved = {"error": failure.message}
+            recovered = True
         memory = self.memory
-        changed = self._assign(step, result, saved, assigned)
+        recovered = recovered or self._tool_error_kept
+        self._tool_error_kept = False
+        changed = self._assign(step, result, saved, assigned, recovered)
         memory.progress.append({"step": step.id, "result": result})
         memory.visits[step.id] = memory.visits.get(step.id, 0) + 1
         try:
@@ -376,12 +382,23 @@ class AgentRun:
     # -- state ----------------------------------------------------------------------
 
     def _assign(
-        self, step: Step, result: Any, saved: Any, assigned: dict[str, Any] | None
+        self,
+        step: Step,
+        result: Any,
+        saved: Any,
+        assigned: dict[str, Any] | None,
+        recovered: bool = False,
     ) -> dict[str, Any]:
         """Write the step's ``save_as`` and then its ``set`` values, each through its
-        variable's reducer; what the step changed (name -> new value)."""
+        variable's reducer; what the step changed (name -> new value).
+
+        After a failure the step went on from (``on_error``, or a tool's error under
+        ``on_error: continue``), its result is ``{"error": ...}``: an undeclared
+        ``save_as`` takes it, as a later rule reads it, but a declared variable keeps its
+        value, since its reducer and schema are for what the step makes. ``set`` runs, with
+        that result (guard a value with ``result.error is defined``)."""
         changed: dict[str, Any] = {}
-        if step.save_as:
+        if step.save_as and not (recovered and step.save_as in self.agent.state):
             changed[step.save_as] = self._write(step.save_as, saved, step, ("save_as",))
         if step.set:
             values = assigned if assigned is not None else self._evaluate_set(step, result, saved)
@@ -481,6 +498,7 @@ class AgentRun:
                 message = f"step '{step.id}': tool {step.tool} failed{tries}: {called.error}"
                 if step.error_policy != "continue":
                     raise StepError(message, "tool-failed")
+                self._tool_error_kept = True
             value = called.value if called.ok else {"error": called.error}
             if not step.instruction:
                 return value, value
