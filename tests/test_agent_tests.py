@@ -300,6 +300,8 @@ cases:
             "2:28: error: unknown field 'outptu'; did you mean 'output'?",
         ),
         ("\x00", "error: the file holds binary data"),
+        ('agent: "a\\0b.yaml"\ncases: [{name: a}]\n', "1:8: error: cannot read the agent file"),
+        (f"agent: {'x' * 300}.yaml\ncases: [{{name: a}}]\n", "1:8: error: "),
     ],
 )
 def test_broken_test_files_get_one_located_line(folder: Path, text: str, where: str) -> None:

@@ -46,11 +46,16 @@ def parse_side(text: str, backends: list[str]) -> Side:
 def _git(*args: str, cwd: Path) -> str | None:
     try:
         done = subprocess.run(
-            ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=30, check=False
+            ["git", *args], cwd=cwd, capture_output=True, timeout=30, check=False
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return done.stdout if done.returncode == 0 else None
+    if done.returncode != 0:
+        return None
+    try:
+        return done.stdout.decode("utf-8")
+    except UnicodeDecodeError:
+        return None  # not a text file at that revision: said as "git has no ..."
 
 
 def with_agent(test: TestFile, side: Side) -> TestFile:
@@ -59,14 +64,25 @@ def with_agent(test: TestFile, side: Side) -> TestFile:
     from flowengine.graph.validate import validate_text
 
     if side.agent_file is not None:
-        source = side.agent_file.read_text(encoding="utf-8")
+        from flowengine.agentfile.yamlsource import YamlLoadError, read_text
+
+        try:
+            source = read_text(str(side.agent_file))
+        except YamlLoadError as exc:
+            raise UsageError(f"--compare {side.agent_file}: {exc}") from None
         name = str(side.agent_file)
     elif side.revision is not None:
         folder = test.agent_path.parent
         top = _git("rev-parse", "--show-toplevel", cwd=folder)
         if top is None:
             raise UsageError(f"--compare {side.revision}: {folder} is not in a git checkout")
-        relative = test.agent_path.resolve().relative_to(Path(top.strip()).resolve())
+        try:
+            relative = test.agent_path.resolve().relative_to(Path(top.strip()).resolve())
+        except ValueError:
+            raise UsageError(
+                f"--compare {side.revision}: {test.agent_path} is outside the git checkout "
+                f"at {top.strip()}"
+            ) from None
         shown = _git("show", f"{side.revision}:{relative.as_posix()}", cwd=folder)
         if shown is None:
             raise UsageError(f"--compare {side.revision}: git has no {relative} at that revision")

@@ -150,11 +150,21 @@ def load_test_text(text: str, path: Path) -> Loaded:
     data = document.data
     if not _schema_ok(data, report):
         return Loaded(None, report.diagnostics)
-    agent_path = (path.parent / data["agent"]).resolve()
-    agent = _agent(agent_path, data["agent"], report)
+    try:
+        agent_path = (path.parent / data["agent"]).resolve()
+        agent = _agent(agent_path, data["agent"], report)
+        source = agent_path.read_text(encoding="utf-8") if agent is not None else ""
+    except (OSError, ValueError) as exc:  # a NUL byte, a name too long, unreadable
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        report.error(
+            "test-agent",
+            f"cannot read the agent file {data['agent']!r}: {reason}; give the path of an "
+            "agent file, relative to this test file",
+            report.value("agent"),
+        )
+        return Loaded(None, report.diagnostics)
     if agent is None:
         return Loaded(None, report.diagnostics)
-    source = agent_path.read_text(encoding="utf-8")
     cases = [_case(agent, raw, index, report) for index, raw in enumerate(data["cases"])]
     seen: dict[str, int] = {}
     for index, case in enumerate(cases):
