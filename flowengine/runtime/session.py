@@ -92,9 +92,28 @@ def open_backend(config: SessionConfig, storage: Storage) -> Backend:
         raise BackendError(f"backend '{plugin.name}' could not open: {one_line(exc)}") from None
 
 
+class Abandoned(KeyboardInterrupt):
+    """A second Ctrl-C: the process quits with these runs mid-step. Each resumes from its
+    last stored step (every finished step is durable), as after a crash."""
+
+    def __init__(self, run_ids: list[str]) -> None:
+        super().__init__(run_ids)
+        self.run_ids = run_ids
+
+
+def _wait(finished: list[threading.Event]) -> None:
+    # Events, not Thread.join: a join that a KeyboardInterrupt cuts short can leave the
+    # thread looking finished (is_alive() False) while it still runs.
+    for event in finished:
+        while not event.wait(0.2):  # short waits keep Ctrl-C responsive
+            pass
+
+
 class Session:
     def __init__(self, config: SessionConfig) -> None:
         self.config = config
+        self.interrupted = False
+        """A Ctrl-C stopped this session's runs (``run_all``)."""
         self.storage = Storage(config.db)
         try:
             self.backend = open_backend(config, self.storage)
@@ -113,16 +132,23 @@ class Session:
         self,
         runs: list[tuple[RunSetup, Checkpoint | None]],
         on_step: Callable[[StepEvent], None] | None = None,
+        on_interrupt: Callable[[], None] | None = None,
     ) -> list[RunOutcome]:
         """Run these concurrently (one thread each) and return every outcome, in order.
 
         Runs are isolated: one that cannot even start, or breaks outside its steps, comes
-        back as ``failed`` with the reason, and the others go on to their end."""
+        back as ``failed`` with the reason, and the others go on to their end.
+
+        A first Ctrl-C (KeyboardInterrupt here) asks every run to stop before its next
+        step, as ``interrupted``, and waits for them (``on_interrupt`` says so); a second
+        one raises :class:`Abandoned`, naming the runs still going."""
         outcomes: list[RunOutcome | None] = [None] * len(runs)
+        stop = threading.Event()
+        finished = [threading.Event() for _ in runs]
 
         def work(index: int, setup: RunSetup, checkpoint: Checkpoint | None) -> None:
             try:
-                outcomes[index] = AgentRun(self.kernel, setup, on_step).run(checkpoint)
+                outcomes[index] = AgentRun(self.kernel, setup, on_step, stop).run(checkpoint)
             except BaseException as exc:  # reported as this run's failure
                 message = str(exc) if isinstance(exc, FlowengineError) else repr(exc)
                 outcomes[index] = RunOutcome(
@@ -132,6 +158,8 @@ class Session:
                     checkpoint.seq if checkpoint else 0,
                     error=f"run {setup.run_id} could not go on: {message}",
                 )
+            finally:
+                finished[index].set()
 
         threads = [
             threading.Thread(target=work, args=(i, setup, checkpoint), daemon=True)
@@ -139,9 +167,18 @@ class Session:
         ]
         for thread in threads:
             thread.start()
-        for thread in threads:
-            while thread.is_alive():
-                thread.join(0.2)  # short waits keep Ctrl-C responsive
+        try:
+            _wait(finished)
+        except KeyboardInterrupt:
+            stop.set()
+            self.interrupted = True
+            if on_interrupt is not None:
+                on_interrupt()
+            try:
+                _wait(finished)
+            except KeyboardInterrupt:
+                going = [s.run_id for (s, _), o in zip(runs, outcomes, strict=True) if o is None]
+                raise Abandoned(going) from None
         return [outcome for outcome in outcomes if outcome is not None]
 
     def close(self) -> None:
