@@ -516,14 +516,22 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_resume(args: argparse.Namespace) -> int:
     from flowengine.runtime.prepare import resume_setup, with_answer
     from flowengine.runtime.session import Session
+    from flowengine.storage.writer import Storage
 
     config = _session_config(args)
     if not config.db.exists():
         raise UsageError(f"--db {config.db}: no such database")
     answer = _answer(args)
-    with Session(config) as session:
-        setup, checkpoint, status = resume_setup(session.storage, args.run_id)
-        checkpoint = with_answer(session.storage, setup, checkpoint, status, answer)
+    storage = Storage(config.db)
+    try:
+        # The run and its answer are checked before the backend opens: a refused answer
+        # costs no model load (about 1 s on the embedded model).
+        setup, checkpoint, status = resume_setup(storage, args.run_id)
+        checkpoint = with_answer(storage, setup, checkpoint, status, answer)
+    except BaseException:
+        storage.close()
+        raise
+    with Session(config, storage) as session:
         if args.max_tokens is not None:
             setup.max_tokens = args.max_tokens
         if not args.quiet and not args.json:

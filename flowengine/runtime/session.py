@@ -110,11 +110,13 @@ def _wait(finished: list[threading.Event]) -> None:
 
 
 class Session:
-    def __init__(self, config: SessionConfig) -> None:
+    def __init__(self, config: SessionConfig, storage: Storage | None = None) -> None:
+        """``storage``: one already open on ``config.db`` (``resume`` reads the run and
+        checks its answer before any model loads); the session closes it."""
         self.config = config
         self.interrupted = False
         """A Ctrl-C stopped this session's runs (``run_all``)."""
-        self.storage = Storage(config.db)
+        self.storage = storage if storage is not None else Storage(config.db)
         try:
             self.backend = open_backend(config, self.storage)
         except BaseException:
