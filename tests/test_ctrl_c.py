@@ -106,6 +106,13 @@ def test_a_second_ctrl_c_quits_at_once_and_the_run_still_resumes(tmp_path: Path)
     assert "second Ctrl-C: quit with 1 run in the middle of a step" in err
     assert f"  flowengine resume {run_id}\n" in err
     assert "Traceback" not in err
+    listed = run_cli("logs", "--db", str(tmp_path / "runs.duckdb"), "--json").stdout
+    [row] = json.loads(listed)
+    assert row["status"] == "interrupted", row
+    detail = json.loads(
+        run_cli("logs", run_id, "--db", str(tmp_path / "runs.duckdb"), "--json").stdout
+    )
+    assert "quit by a second Ctrl-C during step #3" in detail["run"]["error"], detail["run"]
     _resume_to_the_end(tmp_path, run_id)
 
 

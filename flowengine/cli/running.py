@@ -382,6 +382,7 @@ def _run_all(
     try:
         return session.run_all(runs, show, stopping)
     except Abandoned as quit_now:
+        quit_now.record()
         lines = [
             f"\nflowengine: second Ctrl-C: quit with {len(quit_now.run_ids)} "
             f"run{'s' * (len(quit_now.run_ids) != 1)} in the middle of a step; each goes on "

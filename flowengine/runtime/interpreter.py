@@ -259,6 +259,20 @@ class AgentRun:
                 self.kernel.end_run(self.run_id)
         return outcome
 
+    def abandon(self) -> None:
+        """Store the run as ``interrupted`` while a step is under way (a second Ctrl-C
+        quits the process): the steps stored stand, and ``resume`` goes on after them."""
+        outcome = RunOutcome(
+            self.run_id,
+            self.agent.name,
+            "interrupted",
+            self.seq,
+            error=f"run {self.run_id} was quit by a second Ctrl-C during step #{self.step_seq}; "
+            f"`flowengine resume {self.run_id}` goes on after step #{self.seq}",
+            path=list(self.path),
+        )
+        self._save_run(outcome)
+
     def _attempt(self, step: Step, outcome: RunOutcome) -> tuple[Ran, str | None]:
         """Run one step: what it gave, and the next step id.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 from collections.abc import Callable
@@ -96,9 +97,24 @@ class Abandoned(KeyboardInterrupt):
     """A second Ctrl-C: the process quits with these runs mid-step. Each resumes from its
     last stored step (every finished step is durable), as after a crash."""
 
-    def __init__(self, run_ids: list[str]) -> None:
+    def __init__(self, run_ids: list[str], runs: list[AgentRun]) -> None:
         super().__init__(run_ids)
         self.run_ids = run_ids
+        self._runs = runs
+
+    def record(self, timeout: float = 2.0) -> None:
+        """Mark the runs ``interrupted`` in storage, waiting at most ``timeout`` seconds:
+        quitting must not hang on a storage that is stuck. Left ``running`` instead, a
+        run still resumes the same way."""
+
+        def mark() -> None:
+            for run in self._runs:
+                with contextlib.suppress(Exception):
+                    run.abandon()
+
+        marking = threading.Thread(target=mark, name="abandon", daemon=True)
+        marking.start()
+        marking.join(timeout)
 
 
 def _wait(finished: list[threading.Event]) -> None:
@@ -147,10 +163,12 @@ class Session:
         outcomes: list[RunOutcome | None] = [None] * len(runs)
         stop = threading.Event()
         finished = [threading.Event() for _ in runs]
+        started: list[AgentRun | None] = [None] * len(runs)
 
         def work(index: int, setup: RunSetup, checkpoint: Checkpoint | None) -> None:
             try:
-                outcomes[index] = AgentRun(self.kernel, setup, on_step, stop).run(checkpoint)
+                run = started[index] = AgentRun(self.kernel, setup, on_step, stop)
+                outcomes[index] = run.run(checkpoint)
             except BaseException as exc:  # reported as this run's failure
                 message = str(exc) if isinstance(exc, FlowengineError) else repr(exc)
                 outcomes[index] = RunOutcome(
@@ -179,8 +197,11 @@ class Session:
             try:
                 _wait(finished)
             except KeyboardInterrupt:
-                going = [s.run_id for (s, _), o in zip(runs, outcomes, strict=True) if o is None]
-                raise Abandoned(going) from None
+                going = [i for i, outcome in enumerate(outcomes) if outcome is None]
+                raise Abandoned(
+                    [runs[i][0].run_id for i in going],
+                    [run for i in going if (run := started[i]) is not None],
+                ) from None
         return [outcome for outcome in outcomes if outcome is not None]
 
     def close(self) -> None:
