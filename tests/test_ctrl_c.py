@@ -19,11 +19,13 @@ STEPS = 2 * LOOPS + 1
 RESUME = re.compile(r"flowengine resume (\w+)")
 
 
-def _start(tmp_path: Path, delay: float, *agents: Path, command: str = "run") -> subprocess.Popen:
+def _start(
+    tmp_path: Path, delay: float, *agents: Path, command: str = "run", extra: tuple = ()
+) -> subprocess.Popen:
     script = tmp_path / "slow.json"
     reply = "working on it" if delay < 0.2 else "still working on it, one word at a time"
     script.write_text(json.dumps({"default": reply, "token_delay": delay}))
-    head = [command, *map(str, agents)] + (["--input", "go"] if command == "run" else [])
+    head = [command, *map(str, agents), *extra] + (["--input", "go"] if command == "run" else [])
     return subprocess.Popen(
         [*flowengine_command(), *head, "--backend", "scripted", "--script", str(script),
          "--db", str(tmp_path / "runs.duckdb")],
@@ -68,7 +70,10 @@ def test_a_first_ctrl_c_stops_every_run_between_steps_and_says_how_to_resume(
     agent.write_text(looper(LOOPS))
     other = tmp_path / "looper2.yaml"
     other.write_text(looper(LOOPS))
-    process = _start(tmp_path, 0.1, agent, other)
+    batch = tmp_path / "jobs.jsonl"
+    batch.write_text(json.dumps({"agent": str(other), "input": "go on"}) + "\n")
+    # one run named on the command line, one from --batch: a batch of two
+    process = _start(tmp_path, 0.1, agent, extra=("--batch", str(batch)))
     _wait_for_steps(process, 2)
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=60)
