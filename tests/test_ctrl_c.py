@@ -103,11 +103,8 @@ def test_a_second_ctrl_c_quits_at_once_and_the_run_still_resumes(tmp_path: Path)
     process.send_signal(signal.SIGINT)
     time.sleep(0.5)
     process.send_signal(signal.SIGINT)
-    asked = time.monotonic()
     _, err = process.communicate(timeout=60)
-    quit_after = time.monotonic() - asked
     assert process.returncode == 130, err
-    assert quit_after < 3, f"took {quit_after:.1f} s to quit"  # that step alone takes ~3 s
     assert "second Ctrl-C: quit with 1 run in the middle of a step" in err
     assert f"  flowengine resume {run_id}\n" in err
     assert "Traceback" not in err
@@ -118,6 +115,8 @@ def test_a_second_ctrl_c_quits_at_once_and_the_run_still_resumes(tmp_path: Path)
         run_cli("logs", run_id, "--db", str(tmp_path / "runs.duckdb"), "--json").stdout
     )
     assert "quit by a second Ctrl-C during step #3" in detail["run"]["error"], detail["run"]
+    # At once: step #3 (about 3 s of tokens) never ended, so it was not waited for.
+    assert [step["seq"] for step in detail["steps"]] == [1, 2]
     _resume_to_the_end(tmp_path, run_id)
 
 
