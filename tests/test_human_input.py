@@ -9,6 +9,7 @@ import json
 import os
 import pty
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -460,3 +461,29 @@ def test_travel_agent_confirm_waits_for_the_traveller(
         assert stored == output
     [(result,)] = _query(db, "SELECT result FROM steps WHERE step_id = 'Confirm'")
     assert json.loads(result) == json.loads(answer)
+
+
+def test_ctrl_c_at_the_terminals_question_leaves_the_run_waiting(tmp_path: Path) -> None:
+    files, db = _files(tmp_path), tmp_path / "runs.duckdb"
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        [*flowengine_command(), "run", files["ask_name"], "-i", "x", *_backend(files, db)],
+        stdin=follower,
+        stdout=follower,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    os.close(follower)
+    seen = bytearray()
+    try:
+        _read_until(leader, b"answer> ", seen)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        os.close(leader)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    [(run_id, status)] = _query(db, "SELECT run_id, status FROM runs")
+    assert status == "waiting"
+    assert f"answer with: flowengine resume {run_id} --answer TEXT" in stderr
+    assert "Ctrl-C stopped 0 of 1 run (0 had ended, 1 waits for an answer)" in stderr

@@ -432,14 +432,16 @@ def _report(outcomes: list[RunOutcome], as_json: bool, interrupted: bool = False
     stopped = [o for o in outcomes if o.status == "interrupted"]
     if interrupted:
         # Every run is accounted for: the ones Ctrl-C stopped, each with its command.
-        ended = len(outcomes) - len(stopped)
+        waiting = sum(o.status == "waiting" for o in outcomes)
+        ended = len(outcomes) - len(stopped) - waiting
+        asking = f", {waiting} wait{'s' * (waiting == 1)} for an answer" if waiting else ""
         lines = [
             f"flowengine: Ctrl-C stopped {len(stopped)} of {len(outcomes)} "
-            f"run{'s' * (len(outcomes) != 1)} ({ended} had ended); resume "
-            f"{'each' if len(stopped) > 1 else 'it'} with:"
+            f"run{'s' * (len(outcomes) != 1)} ({ended} had ended{asking})"
+            + (f"; resume {'each' if len(stopped) > 1 else 'it'} with:" if stopped else "")
         ]
         lines += [f"  flowengine resume {o.run_id}" for o in stopped]
-        print("\n".join(lines if stopped else lines[:1]), file=sys.stderr)
+        print("\n".join(lines), file=sys.stderr)
         return EXIT_INTERRUPTED
     statuses = {o.status for o in outcomes}
     if statuses <= {"completed"}:
@@ -458,7 +460,12 @@ def _ask_on_terminal(session: Session, outcomes: list[RunOutcome], show: Any) ->
             print(f"\n{outcome.agent} {outcome.run_id} asks: {outcome.question}", flush=True)
             # Not input(): on a terminal it may write its prompt to stderr.
             print("answer> ", end="", flush=True)
-            line = sys.stdin.readline()
+            try:
+                line = sys.stdin.readline()
+            except KeyboardInterrupt:  # Ctrl-C at the question: this run and the rest wait
+                print(flush=True)
+                session.interrupted = True
+                return [*done, *outcomes[index:]]
             if not line:  # end of input: the run keeps waiting
                 print(flush=True)
                 break
