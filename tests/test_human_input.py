@@ -9,6 +9,7 @@ import json
 import os
 import pty
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -172,6 +173,38 @@ def test_a_run_waits_exits_3_and_logs_list_its_question(tmp_path: Path) -> None:
     assert as_json[0]["question"] == "Book this plan? a plan"
     one = run_cli("logs", run_id, "--db", str(db))
     assert "waiting for an answer to: Book this plan? a plan" in one.stdout
+
+
+REFUSE_IN_PROCESS = """\
+import json, sys, time
+from flowengine.cli.main import main
+started = time.monotonic()
+status = main(sys.argv[1:])
+runtimes = [name for name in ("ctransformers", "llama_cpp") if name in sys.modules]
+print(json.dumps({"status": status, "seconds": time.monotonic() - started, "loaded": runtimes}))
+"""
+
+
+def test_a_bad_answer_is_refused_before_any_model_loads(tmp_path: Path) -> None:
+    files, db = _files(tmp_path), tmp_path / "runs.duckdb"
+    run_id = _start_waiting(files, db)
+    before = _snapshot(db)
+    # On the default backend, the embedded model: opening it would import ctransformers
+    # and load the model (about 1 s); the answer is refused before that.
+    done = subprocess.run(
+        [sys.executable, "-c", REFUSE_IN_PROCESS, "resume", run_id, "--answer", "yes",
+         "--db", str(db)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    said = json.loads(done.stdout)
+    assert said["status"] == 1 and said["loaded"] == [], (said, done.stderr)
+    assert "the answer for step 'confirm' is not JSON" in done.stderr
+    assert "the run keeps waiting" in done.stderr
+    assert _snapshot(db) == before
+    # and a good answer, on the same path, goes on to the end
+    good = run_cli("resume", run_id, "--answer", '{"ok": true}', *_backend(files, db), "--json")
+    assert good.returncode == 0, good.stderr
+    assert json.loads(good.stdout)[0]["output"].startswith("booked=True")
 
 
 def test_bad_answers_are_refused_in_one_line_and_write_nothing(tmp_path: Path) -> None:
@@ -428,3 +461,29 @@ def test_travel_agent_confirm_waits_for_the_traveller(
         assert stored == output
     [(result,)] = _query(db, "SELECT result FROM steps WHERE step_id = 'Confirm'")
     assert json.loads(result) == json.loads(answer)
+
+
+def test_ctrl_c_at_the_terminals_question_leaves_the_run_waiting(tmp_path: Path) -> None:
+    files, db = _files(tmp_path), tmp_path / "runs.duckdb"
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        [*flowengine_command(), "run", files["ask_name"], "-i", "x", *_backend(files, db)],
+        stdin=follower,
+        stdout=follower,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    os.close(follower)
+    seen = bytearray()
+    try:
+        _read_until(leader, b"answer> ", seen)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        os.close(leader)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    [(run_id, status)] = _query(db, "SELECT run_id, status FROM runs")
+    assert status == "waiting"
+    assert f"answer with: flowengine resume {run_id} --answer TEXT" in stderr
+    assert "Ctrl-C stopped 0 of 1 run (0 had ended, 1 waits for an answer)" in stderr

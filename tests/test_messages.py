@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from flowengine.graph import validate_text
+from flowengine.steps.registry import builtin_kinds
+
+from .conftest import BROKEN, run_cli
 
 AGENT = """name: A
 steps:
@@ -63,3 +66,30 @@ def test_each_missing_required_field_is_reported_once() -> None:
         "agent.yaml:1:1: error: the agent is missing the required field 'steps'; "
         "add 'steps:' with at least one step [missing-field]",
     ]
+
+
+def test_an_input_steps_default_without_timeout_says_what_the_input_step_needs() -> None:
+    path = BROKEN / "input_default_without_timeout.yaml"
+    checked = run_cli("validate", str(path))
+    assert checked.returncode == 1
+    assert (
+        f"{path}:3:3: error: in step 'confirm': 'default' is the answer taken once the wait "
+        "is over; add 'timeout: SECONDS' (how long to wait), or remove 'default' "
+        "[missing-field]" in checked.stderr + checked.stdout
+    )
+    assert "only goes with 'when'" not in checked.stderr + checked.stdout
+    other = BROKEN / "input_timeout_without_default.yaml"
+    said = run_cli("validate", str(other))
+    assert "'timeout' needs 'default', the answer taken once it has passed" in (
+        said.stderr + said.stdout
+    )
+
+
+def test_a_missing_type_lists_every_step_kind() -> None:
+    checked = run_cli("validate", str(BROKEN / "missing_field.yaml"))
+    said = checked.stderr + checked.stdout
+    [line] = [line for line in said.splitlines() if "required field 'type'" in line]
+    named = [kind.name for kind in builtin_kinds()]
+    assert len(named) == 5 and "input" in named and "set" in named
+    *first, last = [f"'type: {name}'" for name in named]
+    assert f"; add {', '.join(first)} or {last} [missing-field]" in line

@@ -285,6 +285,12 @@ def _words(
             if any(closest(k, [field]) for k in unknown.get(path, [])):
                 continue  # the unknown-field error already suggests it
             hint = _REQUIRED_HINTS.get(field, "")
+            kinds = _subschema(error).get("properties", {}).get(field, {}).get("enum")
+            if field == "type" and kinds:
+                # The kinds the schema holds (flowengine/steps/ and plugins), never a list
+                # kept here that a new kind would leave behind.
+                *first, last = [f"'type: {kind}'" for kind in kinds]
+                hint = f"; add {', '.join(first)} or {last}" if first else f"; add {last}"
             yield f"{where} is missing the required field '{field}'{hint}", document.key_at(path)
     elif kind == "pattern" and custom:
         text = f"{error.instance!r} is {custom}"
@@ -300,7 +306,8 @@ def _words(
             for needed in needs:
                 if field in present and needed not in present:
                     yield (
-                        f"in {where}: {_DEPENDENT_HINTS.get(field, f'{field!r} needs {needed!r}')}",
+                        f"in {where}: "
+                        + _DEPENDENT_HINTS.get((field, needed), f"{field!r} needs {needed!r}"),
                         document.key_at(path),
                     )
     elif kind == "type":
@@ -329,13 +336,18 @@ def _words(
 
 
 _DEPENDENT_HINTS = {
-    "args": "'args' only goes with 'tool'",
-    "default": "'default' only goes with 'when'",
-    "schema": "'schema' needs 'format: json'",
+    # By field and the field it needs: 'default' needs 'when' in a decision step but
+    # 'timeout' in an input step.
+    ("args", "tool"): "'args' only goes with 'tool'",
+    ("default", "when"): "'default' only goes with 'when'",
+    ("default", "timeout"): "'default' is the answer taken once the wait is over; add "
+    "'timeout: SECONDS' (how long to wait), or remove 'default'",
+    ("timeout", "default"): "'timeout' needs 'default', the answer taken once it has "
+    "passed; add 'default: ANSWER', or remove 'timeout'",
+    ("schema", "format"): "'schema' needs 'format: json'",
 }
 
 _REQUIRED_HINTS = {
-    "type": "; add 'type: process', 'type: decision' or 'type: terminal'",
     "name": "; add 'name: YourAgent'",
     "steps": "; add 'steps:' with at least one step",
     "question": "; add the question that the branch labels answer",

@@ -13,6 +13,8 @@ from flowengine.errors import UsageError
 
 EXIT_OK, EXIT_ERRORS, EXIT_USAGE = 0, 1, 2
 EXIT_WAITING = 3
+EXIT_INTERRUPTED = 130
+"""Ctrl-C stopped the runs (128 + SIGINT, as shells report it); each can be resumed."""
 """``run``/``resume``: no run failed, and at least one waits for a person's answer."""
 FORMATTER = argparse.RawDescriptionHelpFormatter
 

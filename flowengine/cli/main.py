@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from flowengine import __version__
 from flowengine.cli import agent_tests, authoring, inspecting, running, viewing
-from flowengine.cli.common import EXIT_ERRORS, EXIT_OK, EXIT_USAGE
+from flowengine.cli.common import EXIT_ERRORS, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from flowengine.errors import FlowengineError
 
 MODEL_COMMANDS = frozenset({"run", "resume", "test"})
@@ -65,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"flowengine {args.command}: {exc}", file=sys.stderr)
         return exc.exit_status
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         sys.stderr.close()  # the reader went away (e.g. `| head`); nothing left to say
         return EXIT_OK

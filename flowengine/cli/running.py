@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import threading
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from flowengine.cli.common import (
     EXIT_ERRORS,
+    EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_WAITING,
     FORMATTER,
@@ -31,7 +33,7 @@ from flowengine.steps.registry import kind_of
 
 if TYPE_CHECKING:
     from flowengine.agentfile.diagnostics import Diagnostic
-    from flowengine.runtime.interpreter import RunOutcome, StepEvent
+    from flowengine.runtime.interpreter import Checkpoint, RunOutcome, RunSetup, StepEvent
     from flowengine.runtime.session import Session
 
 PREVIEW = 100
@@ -180,7 +182,8 @@ def add_parsers(commands: Any, with_backends: bool = True) -> None:
         "(on a terminal, run asks it instead); `flowengine resume RUN_ID --answer TEXT` "
         "goes on. validate's warnings are printed first. Exit status: 0 every run "
         "completed, 1 a run failed, hit a limit or ended with an output its schema refuses, "
-        "2 bad usage, 3 no run failed and one or more wait for an answer.",
+        "2 bad usage, 3 no run failed and one or more wait for an answer, 130 Ctrl-C (the "
+        "first stops each run after its step, resumable; a second quits at once).",
         epilog="Examples:\n"
         '  flowengine run agents/travel_agent.yaml --input "Plan a 3-day trip from '
         'Seattle to California"\n'
@@ -362,7 +365,41 @@ def _show_step(event: StepEvent) -> None:
         sys.stdout.flush()
 
 
-def _report(outcomes: list[RunOutcome], as_json: bool) -> int:
+def _run_all(
+    session: Session, runs: list[tuple[RunSetup, Checkpoint | None]], show: Any
+) -> list[RunOutcome]:
+    """``session.run_all``, saying what a Ctrl-C does; a second one quits at once."""
+    from flowengine.runtime.session import Abandoned
+
+    def stopping() -> None:
+        with _OUTPUT:
+            sys.stderr.write(
+                "\nflowengine: Ctrl-C: each run stops after the step it is in and can be "
+                "resumed; Ctrl-C again quits at once\n"
+            )
+            sys.stderr.flush()
+
+    try:
+        return session.run_all(runs, show, stopping)
+    except Abandoned as quit_now:
+        quit_now.record()
+        lines = [
+            f"\nflowengine: second Ctrl-C: quit with {len(quit_now.run_ids)} "
+            f"run{'s' * (len(quit_now.run_ids) != 1)} in the middle of a step; each goes on "
+            "from its last stored step with:"
+        ]
+        lines += [f"  flowengine resume {run_id}" for run_id in quit_now.run_ids]
+        with _OUTPUT:
+            sys.stdout.flush()
+            sys.stderr.write("\n".join(lines) + "\n")
+            sys.stderr.flush()
+            # At once: the steps under way may be inside the model, which cannot be
+            # stopped. Every finished step is already durable (the journal), so this is
+            # the crash `resume` is made for.
+            os._exit(EXIT_INTERRUPTED)
+
+
+def _report(outcomes: list[RunOutcome], as_json: bool, interrupted: bool = False) -> int:
     if as_json:
         print(json.dumps([o.as_dict() for o in outcomes], indent=2, ensure_ascii=False))
     else:
@@ -392,6 +429,20 @@ def _report(outcomes: list[RunOutcome], as_json: bool) -> int:
                     f"  answer with: flowengine resume {outcome.run_id} --answer TEXT",
                     file=sys.stderr,
                 )
+    stopped = [o for o in outcomes if o.status == "interrupted"]
+    if interrupted:
+        # Every run is accounted for: the ones Ctrl-C stopped, each with its command.
+        waiting = sum(o.status == "waiting" for o in outcomes)
+        ended = len(outcomes) - len(stopped) - waiting
+        asking = f", {waiting} wait{'s' * (waiting == 1)} for an answer" if waiting else ""
+        lines = [
+            f"flowengine: Ctrl-C stopped {len(stopped)} of {len(outcomes)} "
+            f"run{'s' * (len(outcomes) != 1)} ({ended} had ended{asking})"
+            + (f"; resume {'each' if len(stopped) > 1 else 'it'} with:" if stopped else "")
+        ]
+        lines += [f"  flowengine resume {o.run_id}" for o in stopped]
+        print("\n".join(lines), file=sys.stderr)
+        return EXIT_INTERRUPTED
     statuses = {o.status for o in outcomes}
     if statuses <= {"completed"}:
         return EXIT_OK
@@ -404,12 +455,17 @@ def _ask_on_terminal(session: Session, outcomes: list[RunOutcome], show: Any) ->
     from flowengine.runtime.prepare import resume_setup, with_answer
 
     done: list[RunOutcome] = []
-    for outcome in outcomes:
+    for index, outcome in enumerate(outcomes):
         while outcome.status == "waiting":
             print(f"\n{outcome.agent} {outcome.run_id} asks: {outcome.question}", flush=True)
             # Not input(): on a terminal it may write its prompt to stderr.
             print("answer> ", end="", flush=True)
-            line = sys.stdin.readline()
+            try:
+                line = sys.stdin.readline()
+            except KeyboardInterrupt:  # Ctrl-C at the question: this run and the rest wait
+                print(flush=True)
+                session.interrupted = True
+                return [*done, *outcomes[index:]]
             if not line:  # end of input: the run keeps waiting
                 print(flush=True)
                 break
@@ -420,13 +476,15 @@ def _ask_on_terminal(session: Session, outcomes: list[RunOutcome], show: Any) ->
             except RunError as exc:
                 print(f"flowengine run: {exc.message}", file=sys.stderr, flush=True)
                 continue
-            [outcome] = session.run_all([(setup, checkpoint)], show)
+            [outcome] = _run_all(session, [(setup, checkpoint)], show)
+            if session.interrupted:  # the others are left as they are, each reported
+                return [*done, outcome, *outcomes[index + 1 :]]
         done.append(outcome)
     return done
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from flowengine.runtime.interpreter import Checkpoint, RunSetup
+    from flowengine.runtime.interpreter import RunSetup
     from flowengine.runtime.prepare import check_inputs, runnable_agent
     from flowengine.runtime.session import Session
 
@@ -457,23 +515,31 @@ def cmd_run(args: argparse.Namespace) -> int:
                 flush=True,
             )
         show = None if args.quiet or args.json else _show_step
-        outcomes = session.run_all(setups, show)
-        if args.ask and not args.json and sys.stdin.isatty():
+        outcomes = _run_all(session, setups, show)
+        if args.ask and not args.json and sys.stdin.isatty() and not session.interrupted:
             outcomes = _ask_on_terminal(session, outcomes, show)
-    return _report(outcomes, args.json)
+    return _report(outcomes, args.json, session.interrupted)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
     from flowengine.runtime.prepare import resume_setup, with_answer
     from flowengine.runtime.session import Session
+    from flowengine.storage.writer import Storage
 
     config = _session_config(args)
     if not config.db.exists():
         raise UsageError(f"--db {config.db}: no such database")
     answer = _answer(args)
-    with Session(config) as session:
-        setup, checkpoint, status = resume_setup(session.storage, args.run_id)
-        checkpoint = with_answer(session.storage, setup, checkpoint, status, answer)
+    storage = Storage(config.db)
+    try:
+        # The run and its answer are checked before the backend opens: a refused answer
+        # costs no model load (about 1 s on the embedded model).
+        setup, checkpoint, status = resume_setup(storage, args.run_id)
+        checkpoint = with_answer(storage, setup, checkpoint, status, answer)
+    except BaseException:
+        storage.close()
+        raise
+    with Session(config, storage) as session:
         if args.max_tokens is not None:
             setup.max_tokens = args.max_tokens
         if not args.quiet and not args.json:
@@ -482,10 +548,10 @@ def cmd_resume(args: argparse.Namespace) -> int:
                 f"#{checkpoint.seq}",
                 flush=True,
             )
-        outcomes = session.run_all(
-            [(setup, checkpoint)], None if args.quiet or args.json else _show_step
+        outcomes = _run_all(
+            session, [(setup, checkpoint)], None if args.quiet or args.json else _show_step
         )
-    return _report(outcomes, args.json)
+    return _report(outcomes, args.json, session.interrupted)
 
 
 def _answer(args: argparse.Namespace) -> tuple[str, bool] | None:

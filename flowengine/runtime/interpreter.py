@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -157,8 +158,11 @@ class AgentRun:
         kernel: Kernel,
         setup: RunSetup,
         on_step: Callable[[StepEvent], None] | None = None,
+        stop: threading.Event | None = None,
     ) -> None:
         self.kernel = kernel
+        self.stop = stop
+        """Set (by a first Ctrl-C) to end the run before its next step, resumable."""
         self.setup = setup
         self.agent = setup.agent
         self.run_id = setup.run_id
@@ -200,6 +204,14 @@ class AgentRun:
         try:
             while current is not None:
                 step = self.agent.steps[current]
+                if self.stop is not None and self.stop.is_set():
+                    # Between steps: everything before is stored, nothing of this one is.
+                    outcome.status = "interrupted"
+                    outcome.error = (
+                        f"run {self.run_id} stopped by Ctrl-C after step #{self.seq}, before "
+                        f"'{step.id}'; `flowengine resume {self.run_id}` continues"
+                    )
+                    break
                 stop = self._guard(step)
                 if stop is not None:
                     outcome.status, outcome.error = stop
@@ -248,6 +260,20 @@ class AgentRun:
             finally:
                 self.kernel.end_run(self.run_id)
         return outcome
+
+    def abandon(self) -> None:
+        """Store the run as ``interrupted`` while a step is under way (a second Ctrl-C
+        quits the process): the steps stored stand, and ``resume`` goes on after them."""
+        outcome = RunOutcome(
+            self.run_id,
+            self.agent.name,
+            "interrupted",
+            self.seq,
+            error=f"run {self.run_id} was quit by a second Ctrl-C during step #{self.step_seq}; "
+            f"`flowengine resume {self.run_id}` goes on after step #{self.seq}",
+            path=list(self.path),
+        )
+        self._save_run(outcome)
 
     def _attempt(self, step: Step, outcome: RunOutcome) -> tuple[Ran, str | None]:
         """Run one step: what it gave, and the next step id.

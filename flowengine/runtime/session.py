@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 from collections.abc import Callable
@@ -92,10 +93,46 @@ def open_backend(config: SessionConfig, storage: Storage) -> Backend:
         raise BackendError(f"backend '{plugin.name}' could not open: {one_line(exc)}") from None
 
 
+class Abandoned(KeyboardInterrupt):
+    """A second Ctrl-C: the process quits with these runs mid-step. Each resumes from its
+    last stored step (every finished step is durable), as after a crash."""
+
+    def __init__(self, run_ids: list[str], runs: list[AgentRun]) -> None:
+        super().__init__(run_ids)
+        self.run_ids = run_ids
+        self._runs = runs
+
+    def record(self, timeout: float = 2.0) -> None:
+        """Mark the runs ``interrupted`` in storage, waiting at most ``timeout`` seconds:
+        quitting must not hang on a storage that is stuck. Left ``running`` instead, a
+        run still resumes the same way."""
+
+        def mark() -> None:
+            for run in self._runs:
+                with contextlib.suppress(Exception):
+                    run.abandon()
+
+        marking = threading.Thread(target=mark, name="abandon", daemon=True)
+        marking.start()
+        marking.join(timeout)
+
+
+def _wait(finished: list[threading.Event]) -> None:
+    # Events, not Thread.join: a join that a KeyboardInterrupt cuts short can leave the
+    # thread looking finished (is_alive() False) while it still runs.
+    for event in finished:
+        while not event.wait(0.2):  # short waits keep Ctrl-C responsive
+            pass
+
+
 class Session:
-    def __init__(self, config: SessionConfig) -> None:
+    def __init__(self, config: SessionConfig, storage: Storage | None = None) -> None:
+        """``storage``: one already open on ``config.db`` (``resume`` reads the run and
+        checks its answer before any model loads); the session closes it."""
         self.config = config
-        self.storage = Storage(config.db)
+        self.interrupted = False
+        """A Ctrl-C stopped this session's runs (``run_all``)."""
+        self.storage = storage if storage is not None else Storage(config.db)
         try:
             self.backend = open_backend(config, self.storage)
         except BaseException:
@@ -113,16 +150,25 @@ class Session:
         self,
         runs: list[tuple[RunSetup, Checkpoint | None]],
         on_step: Callable[[StepEvent], None] | None = None,
+        on_interrupt: Callable[[], None] | None = None,
     ) -> list[RunOutcome]:
         """Run these concurrently (one thread each) and return every outcome, in order.
 
         Runs are isolated: one that cannot even start, or breaks outside its steps, comes
-        back as ``failed`` with the reason, and the others go on to their end."""
+        back as ``failed`` with the reason, and the others go on to their end.
+
+        A first Ctrl-C (KeyboardInterrupt here) asks every run to stop before its next
+        step, as ``interrupted``, and waits for them (``on_interrupt`` says so); a second
+        one raises :class:`Abandoned`, naming the runs still going."""
         outcomes: list[RunOutcome | None] = [None] * len(runs)
+        stop = threading.Event()
+        finished = [threading.Event() for _ in runs]
+        started: list[AgentRun | None] = [None] * len(runs)
 
         def work(index: int, setup: RunSetup, checkpoint: Checkpoint | None) -> None:
             try:
-                outcomes[index] = AgentRun(self.kernel, setup, on_step).run(checkpoint)
+                run = started[index] = AgentRun(self.kernel, setup, on_step, stop)
+                outcomes[index] = run.run(checkpoint)
             except BaseException as exc:  # reported as this run's failure
                 message = str(exc) if isinstance(exc, FlowengineError) else repr(exc)
                 outcomes[index] = RunOutcome(
@@ -132,6 +178,8 @@ class Session:
                     checkpoint.seq if checkpoint else 0,
                     error=f"run {setup.run_id} could not go on: {message}",
                 )
+            finally:
+                finished[index].set()
 
         threads = [
             threading.Thread(target=work, args=(i, setup, checkpoint), daemon=True)
@@ -139,9 +187,21 @@ class Session:
         ]
         for thread in threads:
             thread.start()
-        for thread in threads:
-            while thread.is_alive():
-                thread.join(0.2)  # short waits keep Ctrl-C responsive
+        try:
+            _wait(finished)
+        except KeyboardInterrupt:
+            stop.set()
+            self.interrupted = True
+            if on_interrupt is not None:
+                on_interrupt()
+            try:
+                _wait(finished)
+            except KeyboardInterrupt:
+                going = [i for i, outcome in enumerate(outcomes) if outcome is None]
+                raise Abandoned(
+                    [runs[i][0].run_id for i in going],
+                    [run for i in going if (run := started[i]) is not None],
+                ) from None
         return [outcome for outcome in outcomes if outcome is not None]
 
     def close(self) -> None:

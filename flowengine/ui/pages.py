@@ -7,6 +7,7 @@ response and a :class:`PageError` into a clear error page.
 from __future__ import annotations
 
 import math
+import shlex
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -269,6 +270,8 @@ def run_page(site: Site, run_id: str, params: Mapping[str, str]) -> Page:
         {
             "title": f"Run {run_id}",
             "run": run,
+            # Quoted for a shell: a run id is whatever the database holds.
+            "answer_command": f"flowengine resume {shlex.quote(run_id)} --answer TEXT",
             "db": database.label,
             "steps": steps,
             "step": step,

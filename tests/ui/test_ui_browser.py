@@ -213,3 +213,32 @@ def test_error_pages_are_pages(page: Watched, server: Server) -> None:
 
 def _step_seq(run: dict, step_id: str) -> int:
     return int(run["path"].index(step_id)) + 1
+
+
+FITS = """() => {
+  const wrap = document.querySelector('.table-wrap');
+  const headings = [...wrap.querySelectorAll('table.steps thead th')];
+  const edge = wrap.getBoundingClientRect().right;
+  return {overflow: wrap.scrollWidth - wrap.clientWidth,
+          beyond: headings.filter(th => th.getBoundingClientRect().right > edge + 1)
+                          .map(th => th.textContent),
+          headings: headings.map(th => th.textContent)};
+}"""
+
+
+@pytest.mark.parametrize("width", [1400, 1100])
+def test_the_step_table_shows_every_column(
+    browser: Any, server: Server, ui_data: UIData, width: int
+) -> None:
+    context = browser.new_context(viewport={"width": width, "height": 900})
+    try:
+        tab = context.new_page()
+        for outcome in ui_data.batch:
+            # With a step chosen, its detail takes the wider half of the page.
+            tab.goto(f"{server.url}/runs/{quote(outcome['run_id'])}?step=1")
+            fits = tab.evaluate(FITS)
+            assert fits["headings"][-1] == "next"
+            assert fits["beyond"] == [] and fits["overflow"] <= 0, (outcome["agent"], fits)
+            assert tab.locator("table.steps tbody tr td:last-child").first.is_visible()
+    finally:
+        context.close()

@@ -6,6 +6,7 @@ The browser tests (test_ui_browser.py) click through the same pages in Chromium.
 from __future__ import annotations
 
 import html
+import json
 import re
 import shutil
 import subprocess
@@ -413,3 +414,66 @@ def test_each_step_shows_the_state_after_it_and_what_it_set(
     _, _, later = server.get(f"{run}?step={seq + 1}")
     after = later[later.index('id="step"') :]
     assert "<th>result</th>" in after
+
+
+ASKING = f"""\
+name: Asking
+steps:
+  draft:
+    type: process
+    instruction: "Draft a plan for {{{{ task }}}}"
+    save_as: plan
+    next: confirm
+  confirm:
+    type: input
+    ask: "Book this plan {HOSTILE["script"]}? {{{{ plan }}}}"
+    next: done
+  done:
+    type: terminal
+    output: "{{{{ last }}}}"
+"""
+
+
+def test_a_waiting_runs_page_shows_its_question_and_the_command_that_answers_it(
+    tmp_path: Path,
+) -> None:
+    agent = tmp_path / "asking.yaml"
+    agent.write_text(ASKING)
+    script = tmp_path / "script.json"
+    script.write_text(f'{{"default": "a plan {HOSTILE["image"]}"}}')
+    db = tmp_path / "runs.duckdb"
+    ran = run_cli(
+        "run", str(agent), "--input", "a trip", "--backend", "scripted", "--script",
+        str(script), "--db", str(db), "--json",
+    )  # fmt: skip
+    assert ran.returncode == 3, ran.stderr
+    [outcome] = json.loads(ran.stdout)
+    run_id = outcome["run_id"]
+    server = Server("--db", str(db))
+    try:
+        status, _, body = server.get(f"/runs/{quote(run_id)}")
+    finally:
+        server.stop()
+    assert status == 200
+    for raw in RAW_HOSTILE:
+        assert raw not in body, raw
+    waiting = re.search(r'<section class="waiting" id="waiting">(.*?)</section>', body, re.S)
+    assert waiting is not None, body
+    shown = html.unescape(re.sub(r"<[^>]+>", " ", waiting.group(1)))
+    assert outcome["question"] == f"Book this plan {HOSTILE['script']}? a plan {HOSTILE['image']}"
+    assert outcome["question"] in shown
+    assert f"flowengine resume {run_id} --answer TEXT" in shown
+    # and the command, as shown, is the one that answers it
+    answered = run_cli(
+        "resume", run_id, "--answer", "yes", "--backend", "scripted", "--script", str(script),
+        "--db", str(db), "--json",
+    )  # fmt: skip
+    assert answered.returncode == 0, answered.stderr
+    assert json.loads(answered.stdout)[0]["output"] == "yes"
+    # a run that does not wait shows no such section
+    server = Server("--db", str(db))
+    try:
+        _, _, body = server.get(f"/runs/{quote(run_id)}")
+    finally:
+        server.stop()
+    assert 'id="waiting"' not in body
