@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from flowengine.errors import AccessDenied, ContextOverflow, ToolFailure
+from flowengine.errors import AccessDenied, BackendError, ContextOverflow, ToolFailure
 from flowengine.kernel.backends.base import Message
 from flowengine.kernel.backends.scripted import Rule, Script, ScriptedBackend
 from flowengine.kernel.context import fit_prompt
@@ -305,3 +305,20 @@ def test_a_record_that_cannot_be_stored_fails_its_request_and_the_kernel_goes_on
     assert [r.error for r in later] == [None, None]
     assert [r.response for r in later] == [f"reply {n}: {LONG}" for n in "bc"]
     kernel.close()
+
+
+def test_a_run_serving_itself_takes_its_round_robin_turn_and_close_refuses_later_requests() -> None:
+    """A request served on its run's own thread (the model free, nobody waiting) counts as
+    that run's turn under rr, so a run that just had the model waits behind one that has
+    not; after close a request is refused at once rather than left waiting."""
+    backend = ScriptedBackend(SCRIPT)
+    kernel = Kernel(backend, SchedulerConfig("rr", quantum=5))  # type: ignore[arg-type]
+    alone = kernel.run_request(_request(backend, "ra", "ask a"))  # served on this thread
+    assert alone.error is None and alone.slices == 1
+    done = _run_concurrently(kernel, [_request(backend, f"r{n}", f"ask {n}") for n in "ab"])
+    order = [s.run_id for s in kernel.recent_slices][1:]
+    assert order[0] == "rb", order  # 'ra' had the last turn, so 'rb' goes first
+    assert [r.response for r in done] == [f"reply {n}: {LONG}" for n in "ab"]
+    kernel.close()
+    with pytest.raises(BackendError, match="closed"):
+        kernel.run_request(_request(backend, "rc", "ask c"))

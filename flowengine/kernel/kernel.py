@@ -69,6 +69,7 @@ class Kernel:
         reuse_prefix: bool = True,
     ) -> None:
         self.backend = backend
+        self._closed = False
         self.scheduler = scheduler or SchedulerConfig()
         self.storage = storage
         self.tools = tools or ToolRegistry(list(available_tools().values()))
@@ -219,7 +220,12 @@ class Kernel:
 
     # -- LLM requests -----------------------------------------------------------------
 
+    def _check_open(self) -> None:
+        if self._closed:  # nothing would serve it: its run would wait for ever
+            raise BackendError("the kernel is closed; it serves no more requests")
+
     def submit(self, request: LLMRequest) -> concurrent.futures.Future[LLMRequest]:
+        self._check_open()
         future: concurrent.futures.Future[LLMRequest] = concurrent.futures.Future()
         self._futures[request.id] = future
         self._queue.put(request)
@@ -227,6 +233,7 @@ class Kernel:
 
     def submit_all(self, requests: list[LLMRequest]) -> list[concurrent.futures.Future[LLMRequest]]:
         """Submit several requests that all become ready at the same moment."""
+        self._check_open()
         futures: list[concurrent.futures.Future[LLMRequest]] = []
         for request in requests:
             futures.append(concurrent.futures.Future())
@@ -240,6 +247,7 @@ class Kernel:
         On the serial path, when the model is free and no request is waiting, the calling
         thread serves its request itself: the same slice the worker would run, without
         two hand-offs between threads (``SerialExecutor.serve_now``)."""
+        self._check_open()
         future: concurrent.futures.Future[LLMRequest] = concurrent.futures.Future()
         self._futures[request.id] = future
         if self._serve_now is None or not self._serve_now(request):
@@ -380,6 +388,8 @@ class Kernel:
             )
 
     def close(self) -> None:
+        """Serve what was submitted, then stop: later requests are refused."""
+        self._closed = True
         self._executor.close()
         self.tools.close()
         self.backend.close()

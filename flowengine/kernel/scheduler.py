@@ -95,6 +95,12 @@ class ReadyQueue:
                 taken.append(self._next())
             return taken
 
+    def admitted(self, run_id: str) -> None:
+        """A run's request went to the model without the queue (``serve_now``): under
+        ``rr`` it has had its turn, as if the queue had admitted it."""
+        with self._ready:
+            self._last_admitted[run_id] = next(self._admissions)
+
     def _next(self) -> LLMRequest:
         """The next to admit (the queue is locked and not empty)."""
         if self.config.policy == "rr":

@@ -71,6 +71,7 @@ class SerialExecutor(LocalExecutor[KVCache]):
         super().__init__(decoder, queue, pool, record_slice, finish, "kernel-llm")
         self._model = threading.Lock()
         """Held by the thread serving the model: the worker, or a run in ``serve_now``."""
+        self._closed = False
         self._worker.start()
 
     def serve_now(self, request: LLMRequest) -> bool:
@@ -79,12 +80,19 @@ class SerialExecutor(LocalExecutor[KVCache]):
         if not self._model.acquire(blocking=False):
             return False
         try:
-            if len(self.queue):
+            if len(self.queue) or self._closed:
                 return False  # those waiting go first
+            self.queue.admitted(request.run_id)  # rr counts this turn as the worker's
             self._run(request)
             return True
         finally:
             self._model.release()
+
+    def close(self) -> None:
+        """Serve what is queued, stop the worker, and wait for a run serving itself."""
+        super().close()
+        with self._model:
+            self._closed = True
 
     def _serve(self) -> None:
         while self.queue.wait():
