@@ -24,6 +24,7 @@ from flowengine.cli.common import (
     table,
 )
 from flowengine.errors import UsageError
+from flowengine.storage.reader import parse_json
 
 JSON_COLUMNS = frozenset(
     {"result", "state", "label_scores", "args", "inputs", "output_errors", "changes"}
@@ -100,19 +101,10 @@ def nested(rows: Any) -> Any:
         return [nested(row) for row in rows]
     if isinstance(rows, dict):
         return {
-            key: _parsed(value) if key in JSON_COLUMNS else nested(value)
+            key: parse_json(value) if key in JSON_COLUMNS else nested(value)
             for key, value in rows.items()
         }
     return rows
-
-
-def _parsed(value: Any) -> Any:
-    if not isinstance(value, str):
-        return value
-    try:
-        return json.loads(value)
-    except ValueError:
-        return value
 
 
 def _print_json(value: Any) -> None:
@@ -228,7 +220,7 @@ def _print_run(run: dict[str, Any], detail: dict[str, Any]) -> None:
 
 def _scores_text(scores: Any) -> str:
     """A decision's label scores, one label after another, calibrated ones named."""
-    scores = _parsed(scores)
+    scores = parse_json(scores)
     if not isinstance(scores, dict):
         return human(scores)
     parts = []
@@ -246,7 +238,7 @@ def _constraint(source: str | None, step: dict[str, Any]) -> Any:
     says: a decision's branch labels, a reply's ``format``/``schema``/``pattern``; None
     for free text."""
     for request in step["llm_requests"]:
-        scores = _parsed(request.get("label_scores"))
+        scores = parse_json(request.get("label_scores"))
         if request["kind"] == "choose" and isinstance(scores, dict):
             return {"labels": list(scores)}
     if source is None:
@@ -287,7 +279,7 @@ def _print_step(run: dict[str, Any], step: dict[str, Any]) -> None:
         print("reply:\n" + _indented(request["response"]))
         if request.get("label_scores") is not None:
             print("label scores:")
-            for label, score in (_parsed(request["label_scores"]) or {}).items():
+            for label, score in (parse_json(request["label_scores"]) or {}).items():
                 figures = (
                     ", ".join(f"{name} {human(v)}" for name, v in score.items())
                     if isinstance(score, dict)
@@ -308,7 +300,7 @@ def _print_step(run: dict[str, Any], step: dict[str, Any]) -> None:
 
 
 def _pretty(value: Any) -> str:
-    parsed = _parsed(value)
+    parsed = parse_json(value)
     if isinstance(parsed, str):
         return parsed
     return json.dumps(parsed, indent=2, ensure_ascii=False, default=json_default)
@@ -406,7 +398,7 @@ def _follow(paths: list[Path], given: str, as_json: bool) -> int:
 def _step_line(step: dict[str, Any]) -> str:
     what = step.get("label") or step.get("tool") or ""
     moved = f" → {step['next_step']}" if step.get("next_step") else ""
-    result = " ".join(human(_parsed(step.get("result"))).split())
+    result = " ".join(human(parse_json(step.get("result"))).split())
     if len(result) > 80:
         result = result[:79] + "…"
     return f"#{step['seq']} {step['step_id']} ({step['kind']}) {what}{moved}: {result}"

@@ -6,6 +6,7 @@ whatever the file's version; a file a live writer holds is read through a copy
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -346,3 +347,14 @@ def _status_row(agent: str | None, counted: list[dict[str, Any]]) -> dict[str, A
         "by_status": {status: by_status[status] for status in order},
         "success_rate": round(by_status.get("completed", 0) / ended, 3) if ended else None,
     }
+
+
+def parse_json(text: Any) -> Any:
+    """A JSON column's value (DuckDB hands JSON back as text); text that is not JSON is
+    given back as it is."""
+    if not isinstance(text, str):
+        return text
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text

@@ -10,7 +10,6 @@ here. All SQL of the UI is here, on top of :class:`~flowengine.storage.reader.Re
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 import threading
@@ -24,7 +23,14 @@ from typing import Any
 
 from flowengine.errors import StorageError
 from flowengine.storage.journal import journal_path
-from flowengine.storage.reader import Records, copy_live, open_reading, signature, wal_path
+from flowengine.storage.reader import (
+    Records,
+    copy_live,
+    open_reading,
+    parse_json,
+    signature,
+    wal_path,
+)
 from flowengine.storage.writer import FileLocked
 
 log = logging.getLogger("flowengine.ui")
@@ -389,13 +395,3 @@ def variables_set(state: Any) -> list[str]:
     found = parse_json(state)
     changed = found.get("set") if isinstance(found, dict) else None
     return list(changed) if isinstance(changed, dict) else []
-
-
-def parse_json(text: Any) -> Any:
-    """A JSON column's value; text that is not JSON is shown as it is."""
-    if not isinstance(text, str):
-        return text
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
